@@ -1,0 +1,70 @@
+"""The exception tree. The CLI and the pytest plugin turn these into messages and exit codes
+at one place each; nothing else prints a traceback for a user's mistake.
+
+    HarnessError                base; never raised itself
+    ├── InputError              a file or argument the user gave is wrong        -> exit 2
+    ├── EnvironmentProblem      the machine lacks something (engine, image, ...) -> exit 2
+    └── ExpectationFailed       the scenario ran, its expectations did not hold  -> exit 1
+"""
+
+from __future__ import annotations
+
+__all__ = ["HarnessError", "InputError", "EnvironmentProblem", "ExpectationFailed", "Location"]
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in a user's file a problem is: 1-based line and column, like editors show."""
+
+    path: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.path
+        if self.column is None:
+            return f"{self.path}:{self.line}"
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class HarnessError(Exception):
+    exit_code = 2
+
+
+class InputError(HarnessError):
+    """`path:LINE:COL: key.path: problem; fix`: what is wrong, where, and what to do."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        location: Location | None = None,
+        key_path: str = "",
+        fix: str = "",
+    ) -> None:
+        self.problem = problem
+        self.location = location
+        self.key_path = key_path
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = []
+        if self.location is not None:
+            parts.append(str(self.location))
+        if self.key_path:
+            parts.append(self.key_path)
+        message = self.problem if not self.fix else f"{self.problem}; {self.fix}"
+        parts.append(message)
+        return ": ".join(parts)
+
+
+class EnvironmentProblem(HarnessError):
+    """Something outside the user's files is missing; the message says how to fix it."""
+
+
+class ExpectationFailed(HarnessError):
+    exit_code = 1
