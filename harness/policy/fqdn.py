@@ -7,11 +7,23 @@
     contoso.com     contoso.com                               a.contoso.com
 
 Case-insensitive; a trailing dot is ignored. `www.contoso.*`, `a.*.b` and `**` are invalid.
+
+`matches` decides one pattern against one name. `FqdnIndex` holds many patterns and answers,
+for a name, which of them match without scanning them all: exact names and `*.x` keys are dict
+lookups over the name and its label suffixes, `*x` keys are dict lookups over the name's
+character suffixes (only the lengths some pattern has), `*` is a list that always matches.
+A pattern that `pattern_problem` rejects is matched literally (so it matches nothing real).
 """
 
 from __future__ import annotations
 
+__all__ = ["FqdnIndex", "exact_name_problem", "matches", "normalize", "pattern_problem"]
+
+import bisect
 import re
+from collections.abc import Iterable
+from operator import itemgetter
+from typing import Literal
 
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")
 _LABEL_TAIL = re.compile(r"^[a-z0-9_-]*[a-z0-9_]$")
@@ -32,7 +44,10 @@ def pattern_problem(pattern: str) -> str | None:
     if text.count("*") > 1:
         return f"{pattern!r} has more than one '*'"
     if "*" in text and not text.startswith("*"):
-        return f"{pattern!r} has '*' that is not the first character (Azure allows only a leading wildcard)"
+        return (
+            f"{pattern!r} has '*' that is not the first character"
+            " (Azure allows only a leading wildcard)"
+        )
     plain_suffix = text.startswith("*") and not text.startswith("*.")
     rest = text[2:] if text.startswith("*.") else text.lstrip("*")
     if not rest:
@@ -54,3 +69,117 @@ def exact_name_problem(name: str) -> str | None:
     if "*" in name:
         return f"{name!r} has a wildcard; network rules take exact names only"
     return pattern_problem(name)
+
+
+PatternKind = Literal["everything", "subdomain", "suffix", "exact"]
+
+
+def _classify(pattern: str) -> tuple[PatternKind, str]:
+    """A pattern's kind and key: `*.x` -> ("subdomain", "x"), `*x` -> ("suffix", "x")."""
+    text = normalize(pattern)
+    if text == "*":
+        return "everything", ""
+    if text.startswith("*."):
+        return "subdomain", text[2:]
+    if text.startswith("*"):
+        return "suffix", text[1:]
+    return "exact", text
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Whether Azure Firewall's FQDN `pattern` matches the host `name` (table above)."""
+    kind, key = _classify(pattern)
+    text = normalize(name)
+    if kind == "everything":
+        return True
+    if kind == "subdomain":
+        return text.endswith("." + key)
+    if kind == "suffix":
+        return text.endswith(key)
+    return text == key
+
+
+_by_sequence = itemgetter(0)
+
+
+class FqdnIndex[Payload]:
+    """Many (pattern, payload) pairs; `matching(name)` gives the payloads of every pattern that
+    matches, in insertion order, equal to `[p for pat, p in pairs if matches(pat, name)]`.
+
+    The cost of a lookup grows with the name's length, not with the number of patterns.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, Payload]] = ()) -> None:
+        self._count = 0
+        # Values are (insertion sequence number, payload) lists, in insertion order.
+        self._exact: dict[str, list[tuple[int, Payload]]] = {}
+        self._subdomain: dict[str, list[tuple[int, Payload]]] = {}
+        self._suffix: dict[str, list[tuple[int, Payload]]] = {}
+        self._suffix_lengths: list[int] = []  # sorted, distinct
+        self._everything: list[tuple[int, Payload]] = []
+        for pattern, payload in pairs:
+            self.add(pattern, payload)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, pattern: str, payload: Payload) -> None:
+        kind, key = _classify(pattern)
+        entry = (self._count, payload)
+        self._count += 1
+        if kind == "everything":
+            self._everything.append(entry)
+        elif kind == "subdomain":
+            self._subdomain.setdefault(key, []).append(entry)
+        elif kind == "suffix":
+            if key not in self._suffix:
+                position = bisect.bisect_left(self._suffix_lengths, len(key))
+                if position == len(self._suffix_lengths) or (
+                    self._suffix_lengths[position] != len(key)
+                ):
+                    self._suffix_lengths.insert(position, len(key))
+            self._suffix.setdefault(key, []).append(entry)
+        else:
+            self._exact.setdefault(key, []).append(entry)
+
+    def matching(self, name: str) -> list[Payload]:
+        """Payloads of all patterns matching `name`, in the order they were added."""
+        return self.matching_normalized(normalize(name))
+
+    def matching_normalized(self, text: str) -> list[Payload]:
+        """`matching` for a name already passed through `normalize` (saves the hot path a copy)."""
+        found: list[list[tuple[int, Payload]]] = []
+        hit = self._exact.get(text)
+        if hit:
+            found.append(hit)
+        subdomain = self._subdomain
+        if subdomain:
+            dot = text.find(".")
+            while dot >= 0:
+                hit = subdomain.get(text[dot + 1 :])
+                if hit:
+                    found.append(hit)
+                dot = text.find(".", dot + 1)
+        suffix = self._suffix
+        if suffix:
+            length = len(text)
+            for key_length in self._suffix_lengths:
+                if key_length > length:
+                    break
+                hit = suffix.get(text[length - key_length :])
+                if hit:
+                    found.append(hit)
+        if self._everything:
+            found.append(self._everything)
+        if not found:
+            return []
+        if len(found) == 1:
+            return [payload for _, payload in found[0]]
+        merged = [entry for entries in found for entry in entries]
+        merged.sort(key=_by_sequence)
+        return [payload for _, payload in merged]
+
+    def first(self, name: str) -> Payload | None:
+        """The payload of the earliest-added pattern matching `name`, or None."""
+        found = self.matching(name)
+        return found[0] if found else None
