@@ -5,14 +5,18 @@ the scenario file's folder.
 
 from __future__ import annotations
 
-__all__ = ["Workload", "Firewall", "LearnedExpectation", "Expect", "Scenario", "load_scenario"]
+__all__ = ["Expect", "Firewall", "LearnedExpectation", "Scenario", "Workload", "load_scenario"]
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from harness.errors import Location
+from harness.policy.load import YAML, fields_of, required, string_of
 from harness.policy.model import Policy
+from harness.yamlio import Node, load_yaml
 
 Mode = Literal["enforce", "audit"]
 HttpsDeny = Literal["close", "alert", "drop"]
@@ -69,3 +73,299 @@ class Scenario:
     firewall: Firewall
     expect: Expect = field(default_factory=Expect)
     description: str = ""
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_TOP = ("name", "description", "workload", "firewall", "expect")
+_WORKLOAD = ("image", "workdir", "command", "env", "trust", "timeout")
+_FIREWALL = ("policy", "mode", "https_deny", "hosts")
+_EXPECT = ("outcome", "denied", "allowed", "log_contains", "output_contains", "learned")
+_LEARNED = ("count", "verified")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """A scenario file; every problem is an InputError pointing at its line and key."""
+    source = Path(path)
+    document = load_yaml(source)
+    return scenario_from_node(document.root, source)
+
+
+def scenario_from_node(root: Node, source: Path) -> Scenario:
+    found = fields_of(root, YAML, _TOP, what="a scenario")
+    name = string_of(found["name"], "a scenario name") if "name" in found else source.stem
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise found["name"].error(
+            f"scenario name {name!r} has characters other than letters, digits, '.', '_', '-'",
+            "it names folders and containers; e.g. python-requirements",
+        )
+    description = string_of(found["description"], "a description") if "description" in found else ""
+    workload_node = required(
+        root, found, "workload", YAML, "workload: {image: egress/python, command: ...}"
+    )
+    return Scenario(
+        name=name,
+        path=source,
+        workload=_workload(workload_node, source),
+        firewall=_firewall(found.get("firewall"), source, name),
+        expect=_expect(found.get("expect")),
+        description=description,
+    )
+
+
+def _workload(node: Node, source: Path) -> Workload:
+    found = fields_of(node, YAML, _WORKLOAD, what="workload")
+    image = string_of(required(node, found, "image", YAML, "image: egress/python"), "an image name")
+    command_node = required(
+        node, found, "command", YAML, "command: pip install -r requirements.txt"
+    )
+    command: str | tuple[str, ...]
+    if isinstance(command_node.value, list):
+        command = tuple(string_of(item, "a command word") for item in command_node.elements())
+        if not command:
+            raise command_node.error("the command is an empty list", "write the command to run")
+    else:
+        command = string_of(command_node, "a command (a string or a list of words)")
+    workdir = None
+    if "workdir" in found:
+        workdir = (source.parent / string_of(found["workdir"], "a folder path")).resolve()
+        if not workdir.is_dir():
+            raise found["workdir"].error(
+                f"{workdir} is not a folder", "give a folder relative to the scenario file"
+            )
+    env: list[tuple[str, str]] = []
+    if "env" in found:
+        if not isinstance(found["env"].value, dict):
+            raise found["env"].error(
+                "env must be a mapping of NAME: value", "e.g. env: {PIP_NO_CACHE_DIR: '1'}"
+            )
+        for key, child in found["env"].items():
+            if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise child.error(
+                    f"{key!r} is not an environment variable name", "use letters, digits and _"
+                )
+            if isinstance(child.value, dict | list) or child.value is None:
+                raise child.error(f"the value of {key} must be a string or number", "quote it")
+            env.append((key, str(child.value)))
+    trust: list[str] = []
+    if "trust" in found:
+        items = list(found["trust"].elements()) if isinstance(found["trust"].value, list) else None
+        if items is None:
+            raise found["trust"].error(
+                "trust must be a list", "e.g. trust: [host] or [certs/ca.pem]"
+            )
+        for item in items:
+            value = string_of(item, "'host' or a PEM file path")
+            if value == "host":
+                trust.append(value)
+                continue
+            pem = (source.parent / value).resolve()
+            if not pem.is_file():
+                raise item.error(
+                    f"{pem} is not a file", "give 'host' or a PEM file relative to the scenario"
+                )
+            trust.append(str(pem))
+    timeout = 600.0
+    if "timeout" in found:
+        value = found["timeout"].value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise found["timeout"].error(
+                f"timeout must be a positive number of seconds, not {value!r}", "e.g. timeout: 600"
+            )
+        timeout = float(value)
+    return Workload(image, command, workdir, tuple(env), tuple(trust), timeout)
+
+
+def _choice(node: Node, choices: tuple[str, ...], what: str) -> str:
+    value = node.value
+    if value not in choices:
+        raise node.error(
+            f"{what} must be one of {', '.join(choices)}, not {value!r}", f"e.g. {choices[0]}"
+        )
+    return value
+
+
+def _firewall(node: Node | None, source: Path, scenario_name: str) -> Firewall:
+    from harness.policy.load import load_policy, policy_from_mapping
+
+    if node is None:
+        return Firewall(policy=Policy(f"{scenario_name}-deny-all"))
+    found = fields_of(node, YAML, _FIREWALL, what="firewall")
+    policy = Policy(f"{scenario_name}-deny-all")
+    policy_source = None
+    if "policy" in found:
+        policy_node = found["policy"]
+        if isinstance(policy_node.value, str):
+            policy_source = (source.parent / policy_node.value).resolve()
+            if not policy_source.is_file():
+                raise policy_node.error(
+                    f"{policy_source} is not a file",
+                    "give a policy file relative to the scenario, or an inline mapping",
+                )
+            policy = load_policy(policy_source)
+        elif isinstance(policy_node.value, dict):
+            policy = policy_from_mapping(policy_node.value, source, default_name=scenario_name)
+        else:
+            raise policy_node.error(
+                "policy must be a file path or a mapping", "e.g. policy: policies/empty.yaml"
+            )
+    mode = _choice(found["mode"], MODES, "mode") if "mode" in found else "enforce"
+    https_deny = (
+        _choice(found["https_deny"], HTTPS_DENY_STYLES, "https_deny")
+        if "https_deny" in found
+        else "close"
+    )
+    hosts: list[tuple[str, str]] = []
+    if "hosts" in found:
+        if not isinstance(found["hosts"].value, dict):
+            raise found["hosts"].error(
+                "hosts must be a mapping of name: IP", "e.g. hosts: {files.example.test: 10.9.0.5}"
+            )
+        for name, child in found["hosts"].items():
+            try:
+                address = str(ipaddress.ip_address(str(child.value)))
+            except ValueError:
+                raise child.error(
+                    f"{child.value!r} is not an IP address", "write name: IP"
+                ) from None
+            hosts.append((str(name), address))
+    return Firewall(policy, policy_source, mode, https_deny, tuple(hosts))  # type: ignore[arg-type]
+
+
+def _destinations(node: Node) -> tuple[str, ...]:
+    if not isinstance(node.value, list):
+        raise node.error(
+            "expected a list of destinations (host or host:port)", "e.g. [files.example.test:443]"
+        )
+    return tuple(
+        string_of(item, "a destination (host or host:port)").lower() for item in node.elements()
+    )
+
+
+def _patterns(node: Node) -> tuple[str, ...]:
+    if not isinstance(node.value, list):
+        raise node.error("expected a list of regular expressions", "e.g. ['Action: Deny']")
+    patterns = []
+    for item in node.elements():
+        text = string_of(item, "a regular expression")
+        try:
+            re.compile(text)
+        except re.error as error:
+            raise item.error(
+                f"{text!r} is not a valid regular expression: {error}",
+                "escape special characters with \\",
+            ) from None
+        patterns.append(text)
+    return tuple(patterns)
+
+
+def _expect(node: Node | None) -> Expect:
+    if node is None:
+        return Expect()
+    found = fields_of(node, YAML, _EXPECT, what="expect")
+    outcome = (
+        _choice(found["outcome"], ("success", "failure"), "outcome")
+        if "outcome" in found
+        else "success"
+    )
+    learned = None
+    if "learned" in found:
+        learned_found = fields_of(found["learned"], YAML, _LEARNED, what="expect.learned")
+        count = None
+        if "count" in learned_found:
+            value = learned_found["count"].value
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise learned_found["count"].error(
+                    f"count must be a whole number >= 0, not {value!r}", "e.g. count: 2"
+                )
+            count = value
+        verified = None
+        if "verified" in learned_found:
+            if not isinstance(learned_found["verified"].value, bool):
+                raise learned_found["verified"].error(
+                    "verified must be true or false", "e.g. verified: true"
+                )
+            verified = learned_found["verified"].value
+        learned = LearnedExpectation(count, verified)
+    return Expect(
+        outcome=outcome,  # type: ignore[arg-type]
+        denied=_destinations(found["denied"]) if "denied" in found else (),
+        allowed=_destinations(found["allowed"]) if "allowed" in found else (),
+        log_contains=_patterns(found["log_contains"]) if "log_contains" in found else (),
+        output_contains=_patterns(found["output_contains"]) if "output_contains" in found else (),
+        learned=learned,
+        locations=tuple((key, child.location) for key, child in found.items()),
+    )
+
+
+# --- expectations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a run showed, as expectations see it."""
+
+    exit_code: int | None
+    timed_out: bool
+    destinations: tuple[tuple[str, int, str], ...]  # (host, port, would-be action) per row
+    azure_lines: tuple[str, ...]
+    output: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One expectation that did not hold, with where it was written."""
+
+    key: str
+    message: str
+    location: Location | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return f"{where}expect.{self.key}: {self.message}"
+
+
+def _destination_matches(wanted: str, host: str, port: int) -> bool:
+    name, _, wanted_port = wanted.rpartition(":") if ":" in wanted else (wanted, "", "")
+    if not name:
+        name = wanted
+    return name.rstrip(".").lower() == host and (not wanted_port or str(port) == wanted_port)
+
+
+def check_expectations(expect: Expect, observed: Observed) -> list[Failure]:
+    """Every expectation that did not hold; an empty list when the run is as expected."""
+    failures: list[Failure] = []
+
+    def fail(key: str, message: str) -> None:
+        failures.append(Failure(key, message, expect.location_of(key)))
+
+    outcome = "success" if observed.succeeded else "failure"
+    if outcome != expect.outcome:
+        how = "timed out" if observed.timed_out else f"exited with {observed.exit_code}"
+        fail("outcome", f"expected {expect.outcome}, but the workload {how}")
+    for key, wanted_action, wanted in (
+        ("denied", "Deny", expect.denied),
+        ("allowed", "Allow", expect.allowed),
+    ):
+        for destination in wanted:
+            seen = [
+                action
+                for host, port, action in observed.destinations
+                if _destination_matches(destination, host, port)
+            ]
+            if not seen:
+                fail(key, f"{destination} was never contacted")
+            elif wanted_action not in "+".join(seen).split("+"):
+                fail(key, f"{destination} was {'+'.join(sorted(set(seen)))}, not {wanted_action}")
+    for key, patterns, text in (
+        ("log_contains", expect.log_contains, "\n".join(observed.azure_lines)),
+        ("output_contains", expect.output_contains, observed.output),
+    ):
+        for pattern in patterns:
+            if not re.search(pattern, text, re.MULTILINE):
+                fail(key, f"no line matches {pattern!r}")
+    return failures

@@ -1,0 +1,175 @@
+"""One scenario run end to end: the recording folder, the effective policy, the sandbox run,
+and what it showed (destinations, Azure lines, expectations). Shared by `egress run`, the pytest
+plugin and `learn`; the sandbox is passed in so tests can swap in a fake runtime."""
+
+from __future__ import annotations
+
+__all__ = ["Execution", "RunOverrides", "execute", "new_run_dir", "runs_root"]
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.events import Event
+from harness.export.yaml_form import policy_to_yaml
+from harness.policy.model import Policy
+from harness.recording import read_events
+from harness.report import Destination, destinations
+from harness.scenario import Failure, Observed, Scenario, check_expectations
+
+
+class SandboxRun(Protocol):
+    """`harness.sandbox.run`'s shape, so a fake runtime can stand in for Docker."""
+
+    def __call__(self, spec: Any, on_output: Callable[[str], None] | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RunOverrides:
+    policy: Policy | None = None
+    mode: str | None = None
+    https_deny: str | None = None
+
+
+@dataclass
+class Execution:
+    scenario: Scenario
+    policy: Policy
+    mode: str
+    run_dir: Path
+    exit_code: int | None
+    timed_out: bool
+    duration_s: float
+    events: list[Event]
+    destinations: list[Destination]
+    azure_lines: list[str]
+    output: str
+    failures: list[Failure]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def denied(self) -> list[Destination]:
+        return [row for row in self.destinations if "Deny" in row.would.split("+")]
+
+    @property
+    def allowed(self) -> list[Destination]:
+        return [row for row in self.destinations if "Allow" in row.would.split("+")]
+
+
+def runs_root() -> Path:
+    """Where recordings go: $EGRESS_RUNS_DIR, else ./runs."""
+    return Path(os.environ.get("EGRESS_RUNS_DIR", "runs")).resolve()
+
+
+def new_run_dir(scenario_name: str, root: Path | None = None, suffix: str = "") -> Path:
+    """`runs/<UTC time>-<scenario>[-suffix]/`, unique even for parallel workers."""
+    base = root or runs_root()
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    name = f"{stamp}-{scenario_name}" + (f"-{suffix}" if suffix else "")
+    for attempt in range(1, 1000):
+        folder = base / (name if attempt == 1 else f"{name}.{attempt}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise RuntimeError(f"could not make a unique run folder under {base}")
+
+
+def execute(
+    scenario: Scenario,
+    sandbox_run: SandboxRun,
+    overrides: RunOverrides = RunOverrides(),
+    *,
+    on_output: Callable[[str], None] | None = None,
+    run_dir: Path | None = None,
+    run_suffix: str = "",
+) -> Execution:
+    from harness.sandbox.runner import RunSpec  # the spec is plain data; no engine is touched
+
+    firewall = scenario.firewall
+    policy = overrides.policy or firewall.policy
+    mode = overrides.mode or firewall.mode
+    https_deny = overrides.https_deny or firewall.https_deny
+    folder = run_dir or new_run_dir(scenario.name, suffix=run_suffix)
+    (folder / "policy.yaml").write_text(
+        policy_to_yaml(policy, header=f"Effective policy of scenario {scenario.name} ({mode})")
+    )
+    output_lines: list[str] = []
+
+    def collect(line: str) -> None:
+        output_lines.append(line)
+        if on_output is not None:
+            on_output(line)
+
+    workload = scenario.workload
+    spec = RunSpec(
+        run_dir=folder,
+        image=workload.image,
+        command=workload.command,
+        workdir=workload.workdir,
+        env=dict(workload.env),
+        trust=workload.trust,
+        timeout=workload.timeout,
+        mode=mode,  # type: ignore[arg-type]
+        https_deny=https_deny,  # type: ignore[arg-type]
+        hosts=dict(firewall.hosts),
+        policy_path=folder / "policy.yaml",
+    )
+    result = sandbox_run(spec, on_output=collect)
+    events = read_events(folder) if (folder / "events.jsonl").exists() else []
+    rows = destinations(events)
+    azure_lines = [event.azure for event in events if event.azure]
+    output = "\n".join(output_lines)
+    observed = Observed(
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        destinations=tuple((row.host, row.port, row.would) for row in rows),
+        azure_lines=tuple(azure_lines),
+        output=output,
+    )
+    failures = check_expectations(scenario.expect, observed)
+    execution = Execution(
+        scenario=scenario,
+        policy=policy,
+        mode=mode,
+        run_dir=folder,
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        duration_s=result.duration_s,
+        events=events,
+        destinations=rows,
+        azure_lines=azure_lines,
+        output=output,
+        failures=failures,
+    )
+    write_summary(execution)
+    return execution
+
+
+def write_summary(execution: Execution) -> None:
+    summary = {
+        "scenario": execution.scenario.name,
+        "scenario_file": str(execution.scenario.path),
+        "policy": execution.policy.name,
+        "mode": execution.mode,
+        "outcome": "success" if execution.succeeded else "failure",
+        "exit_code": execution.exit_code,
+        "timed_out": execution.timed_out,
+        "duration_s": round(execution.duration_s, 3),
+        "destinations": [row.as_dict() for row in execution.destinations],
+        "expectations_failed": [str(failure) for failure in execution.failures],
+    }
+    (execution.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def with_policy(scenario: Scenario, policy: Policy) -> Scenario:
+    return replace(scenario, firewall=replace(scenario.firewall, policy=policy))
