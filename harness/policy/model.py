@@ -9,24 +9,24 @@ from __future__ import annotations
 
 __all__ = [
     "ALLOW",
-    "DENY",
     "APPLICATION_RULE",
+    "DENY",
     "NETWORK_RULE",
-    "Protocol",
     "ApplicationRule",
+    "Decision",
     "NetworkRule",
+    "Policy",
+    "Protocol",
+    "Reason",
+    "Request",
     "Rule",
     "RuleCollection",
     "RuleCollectionGroup",
-    "Policy",
-    "Request",
     "RuleRef",
-    "Decision",
-    "Reason",
 ]
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 Action = Literal["Allow", "Deny"]
 ALLOW: Action = "Allow"
@@ -71,7 +71,7 @@ class NetworkRule:
     rule_type: RuleType = field(default=NETWORK_RULE, init=False)
 
 
-Rule = Union[ApplicationRule, NetworkRule]
+Rule = ApplicationRule | NetworkRule
 
 
 @dataclass(frozen=True)
