@@ -1,0 +1,53 @@
+"""The Docker sandbox: a gateway container that is the only way out, and workloads behind it.
+The only package that imports docker.
+
+    build_images(progress)            images: base (debootstrap), gateway, python, node, debian
+    run(RunSpec, on_output) -> RunResult   gateway + workload + cleanup
+    start_gateway(...) / run_workload(...) the two halves, for tests and tools that need both
+    gc() -> int                       remove labelled leftovers
+    doctor() -> list[Check]           what this machine lacks, with fixes
+"""
+
+from harness.sandbox.doctor import Check, doctor
+from harness.sandbox.gateway import (
+    DNS_PORT,
+    GATEWAY_UID,
+    TRANSPARENT_PORT,
+    Gateway,
+    start_gateway,
+)
+from harness.sandbox.gc import gc, leftovers
+from harness.sandbox.images import (
+    DEBIAN_IMAGE,
+    GATEWAY_IMAGE,
+    NODE_IMAGE,
+    PYTHON_IMAGE,
+    build_images,
+)
+from harness.sandbox.labels import labels, new_run_id
+from harness.sandbox.runner import RunResult, RunSpec, run
+from harness.sandbox.workload import WorkloadResult, run_workload
+
+__all__ = [
+    "DEBIAN_IMAGE",
+    "DNS_PORT",
+    "GATEWAY_IMAGE",
+    "GATEWAY_UID",
+    "NODE_IMAGE",
+    "PYTHON_IMAGE",
+    "TRANSPARENT_PORT",
+    "Check",
+    "Gateway",
+    "RunResult",
+    "RunSpec",
+    "WorkloadResult",
+    "build_images",
+    "doctor",
+    "gc",
+    "labels",
+    "leftovers",
+    "new_run_id",
+    "run",
+    "run_workload",
+    "start_gateway",
+]

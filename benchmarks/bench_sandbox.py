@@ -1,0 +1,185 @@
+"""Sandbox figures: gateway start to ready, workload start, and a ~20 MB HTTPS download through
+the gateway against the same download from a plain container on the default bridge.
+
+The file comes from a labelled local container of our own (`files.test`, a trustme certificate);
+nothing leaves the machine. Every container is removed at the end.
+
+usage: .venv/bin/python benchmarks/bench_sandbox.py [--repeat 5] [--size-mb 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import trustme
+
+from harness.sandbox import DEBIAN_IMAGE, PYTHON_IMAGE, build_images, run_workload, start_gateway
+from harness.sandbox.engine import client
+from harness.sandbox.gc import gc
+from harness.sandbox.labels import labels, new_run_id
+
+FILE_HOST = "files.test"
+SERVER = """
+import http.server, os, ssl
+os.makedirs("/srv", exist_ok=True)
+with open("/srv/blob", "wb") as blob:
+    blob.write(os.urandom(SIZE))
+os.chdir("/srv")
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain("/tls/server.pem")
+server = http.server.ThreadingHTTPServer(("0.0.0.0", 443), http.server.SimpleHTTPRequestHandler)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("serving", flush=True)
+server.serve_forever()
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--size-mb", type=int, default=20)
+    parser.add_argument(
+        "--addon-root",
+        type=Path,
+        default=None,
+        help="folder holding harness/ and addons/ (default: this checkout)",
+    )
+    options = parser.parse_args()
+    build_images(lambda line: None)
+    engine = client()
+    run_id = new_run_id("bench")
+    authority = trustme.CA()
+    certificate = authority.issue_cert(FILE_HOST)
+    with tempfile.TemporaryDirectory(prefix="egress-bench-") as scratch:
+        folder = Path(scratch)
+        ca_file = folder / "ca.pem"
+        authority.cert_pem.write_to_path(str(ca_file))
+        ca_file.chmod(0o644)
+        server = engine.containers.create(
+            PYTHON_IMAGE,
+            command=["python3", "-c", SERVER.replace("SIZE", str(options.size_mb << 20))],
+            labels=labels(run_id, "file-server"),
+            name=f"egress-{run_id}-files",
+        )
+        try:
+            server.put_archive("/", _tar({"tls/server.pem": _server_pem(certificate)}))
+            server.start()
+            _wait_for(server, b"serving")
+            server.reload()
+            server_ip = server.attrs["NetworkSettings"]["IPAddress"]
+            figures = _measure(
+                engine, run_id, folder, ca_file, server_ip, options.repeat, options.addon_root
+            )
+        finally:
+            server.remove(force=True)
+            gc(run_id, engine)
+    _report(figures, options)
+
+
+def _measure(engine, run_id, folder, ca_file, server_ip, repeat, addon_root):
+    run_dir = folder / "run"
+    run_dir.mkdir()
+    (run_dir / "policy.yaml").write_text(f'allow: ["{FILE_HOST}"]\n')
+    ready, workload_start = [], []
+    for index in range(repeat):
+        started = time.monotonic()
+        with start_gateway(
+            run_dir=run_dir,
+            run_id=f"{run_id}-g{index}",
+            hosts={FILE_HOST: server_ip},
+            addon_root=addon_root,
+        ) as gateway:
+            ready.append(time.monotonic() - started)
+            before = time.monotonic()
+            run_workload(gateway, image=DEBIAN_IMAGE, command="true", run_dir=run_dir)
+            workload_start.append(time.monotonic() - before)
+    curl = (
+        f"for i in $(seq {repeat}); do curl -sS -o /dev/null -w '%{{time_total}}\\n'"
+        f" https://{FILE_HOST}/blob || echo failed; done"
+    )
+    through: list[str] = []
+    with start_gateway(
+        run_dir=run_dir,
+        run_id=f"{run_id}-download",
+        hosts={FILE_HOST: server_ip},
+        addon_root=addon_root,
+    ) as gateway:
+        run_workload(
+            gateway,
+            image=DEBIAN_IMAGE,
+            command=curl,
+            run_dir=run_dir,
+            trust=[str(ca_file)],
+            on_output=through.append,
+            timeout=300,
+        )
+    plain = engine.containers.create(
+        DEBIAN_IMAGE,
+        command=["sh", "-c", curl],
+        extra_hosts={FILE_HOST: server_ip},
+        environment={"CURL_CA_BUNDLE": "/ca.pem"},
+        volumes={str(ca_file): {"bind": "/ca.pem", "mode": "ro"}},
+        labels=labels(run_id, "plain-client"),
+        name=f"egress-{run_id}-plain",
+    )
+    try:
+        plain.start()
+        plain.wait(timeout=300)
+        direct = plain.logs().decode().split()
+    finally:
+        plain.remove(force=True)
+    return {
+        "ready": ready,
+        "workload": workload_start,
+        "through": [float(value) for value in through],
+        "direct": [float(value) for value in direct],
+    }
+
+
+def _report(figures, options) -> None:
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    size = options.size_mb
+    print(f"gateway start to ready     median {median['ready']:.3f} s  (n={options.repeat})")
+    print(f"workload create+run+remove median {median['workload']:.3f} s  (`true`)")
+    print(
+        f"{size} MB HTTPS through G      median {median['through']:.3f} s"
+        f"  ({size / median['through']:.0f} MB/s)"
+    )
+    print(
+        f"{size} MB HTTPS plain bridge   median {median['direct']:.3f} s"
+        f"  ({size / median['direct']:.0f} MB/s)"
+    )
+    print(f"ratio through/plain        {median['through'] / median['direct']:.2f}x")
+
+
+def _server_pem(certificate: trustme.LeafCert) -> bytes:
+    return certificate.private_key_and_cert_chain_pem.bytes()
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _wait_for(container, marker: bytes, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while marker not in container.logs():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"file server did not start: {container.logs().decode()}")
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The gateway container G: the firewall addon in mitmdump, with the netfilter rules of
+docs sandbox.md in its own network namespace. Workloads join that namespace.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DNS_PORT",
+    "GATEWAY_UID",
+    "TRANSPARENT_PORT",
+    "Gateway",
+    "source_root",
+    "start_gateway",
+]
+
+import ipaddress
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from docker.errors import APIError, DockerException, NotFound
+
+import docker
+from harness.errors import EnvironmentProblem, InputError
+from harness.sandbox.engine import client as engine_client
+from harness.sandbox.images import GATEWAY_IMAGE, TAG
+from harness.sandbox.labels import labels, safe_name
+
+GATEWAY_UID = 64666
+TRANSPARENT_PORT = 15001
+DNS_PORT = 15053
+EVENTS_FILE = "events.jsonl"
+READY_BANNER = "egress-harness gateway ready"
+
+Mode = Literal["enforce", "audit"]
+HttpsDeny = Literal["close", "alert", "drop"]
+
+
+def source_root() -> Path:
+    """The checkout whose harness/ and addons/ the gateway runs (mounted, so no rebuild)."""
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Gateway:
+    """A running, ready gateway."""
+
+    container: docker.models.containers.Container
+    run_id: str
+    run_dir: Path
+
+    @property
+    def id(self) -> str:
+        return self.container.id
+
+    @property
+    def name(self) -> str:
+        return self.container.name
+
+    def addresses(self) -> dict[str, str]:
+        """Network name -> the gateway's IPv4 address there (the workload's source address)."""
+        self.container.reload()
+        networks = self.container.attrs["NetworkSettings"]["Networks"]
+        return {name: info.get("IPAddress", "") for name, info in networks.items()}
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return self.container.logs(tail=lines).decode(errors="replace")
+        except DockerException as error:
+            return f"(no gateway log: {error})"
+
+
+@contextmanager
+def start_gateway(
+    *,
+    run_dir: Path,
+    run_id: str,
+    policy_path: Path | None = None,
+    mode: Mode = "enforce",
+    https_deny: HttpsDeny = "close",
+    hosts: Mapping[str, str] | None = None,
+    networks: Sequence[str] = (),
+    ready_timeout: float = 30.0,
+    engine: docker.DockerClient | None = None,
+    addon_root: Path | None = None,
+) -> Iterator[Gateway]:
+    """Start G, wait for the addon's ready event, yield it; G is removed however the block ends.
+
+    `hosts` ({name: IP}) become G's /etc/hosts entries, so the firewall's DNS answers them (fixture
+    upstreams). `networks` are extra Docker networks G joins besides the default bridge.
+    `addon_root` holds harness/ and addons/ (default: this checkout).
+    """
+    if mode not in ("enforce", "audit"):
+        raise InputError(
+            f"unknown firewall mode {mode!r}", key_path="firewall.mode", fix="use enforce or audit"
+        )
+    if https_deny not in ("close", "alert", "drop"):
+        raise InputError(
+            f"unknown https_deny {https_deny!r}",
+            key_path="firewall.https_deny",
+            fix="use close, alert or drop",
+        )
+    engine = engine or engine_client()
+    run_dir = Path(run_dir).resolve()
+    policy_path = Path(policy_path or run_dir / "policy.yaml").resolve()
+    if not policy_path.is_file():
+        raise EnvironmentProblem(f"{policy_path}: no policy file for the gateway; write it first")
+    root = Path(addon_root or source_root()).resolve()
+    if not (root / "addons" / "firewall.py").is_file():
+        raise EnvironmentProblem(
+            f"{root / 'addons' / 'firewall.py'} is missing; the gateway loads the firewall addon "
+            "from the checkout, so run the harness from a source checkout (pip install -e .)"
+        )
+    _require_image(engine)
+
+    events = run_dir / EVENTS_FILE
+    events_offset = events.stat().st_size if events.exists() else 0
+    container = None
+    with _writable_by_gateway(run_dir):
+        try:
+            container = engine.containers.create(
+                f"{GATEWAY_IMAGE}:{TAG}",
+                command=_mitmdump_arguments(mode, https_deny, run_id),
+                name=f"egress-{safe_name(run_id)}-gateway",
+                labels=labels(run_id, "gateway"),
+                cap_add=["NET_ADMIN"],
+                environment={
+                    "EGRESS_GATEWAY_UID": str(GATEWAY_UID),
+                    "EGRESS_TRANSPARENT_PORT": str(TRANSPARENT_PORT),
+                    "EGRESS_DNS_PORT": str(DNS_PORT),
+                    "EGRESS_UPSTREAM_DNS": " ".join(upstream_dns_servers()) if networks else "",
+                },
+                extra_hosts=dict(hosts or {}),
+                volumes={
+                    str(root / "harness"): {"bind": "/opt/egress/harness", "mode": "ro"},
+                    str(root / "addons"): {"bind": "/opt/egress/addons", "mode": "ro"},
+                    str(policy_path): {"bind": "/egress/policy.yaml", "mode": "ro"},
+                    str(run_dir): {"bind": "/egress/run", "mode": "rw"},
+                },
+                detach=True,
+            )
+            for network in networks:
+                engine.networks.get(network).connect(container)
+            container.start()
+            gateway = Gateway(container=container, run_id=run_id, run_dir=run_dir)
+            _wait_until_ready(gateway, events, events_offset, ready_timeout)
+            yield gateway
+        finally:
+            if container is not None:
+                _remove(container)
+
+
+def upstream_dns_servers() -> list[str]:
+    """The name servers Docker gives a container on the default bridge: the host's, without
+    loopback ones (systemd-resolved's stub is replaced by the servers behind it)."""
+    for path in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            continue
+        servers = [
+            words[1]
+            for words in (line.split() for line in lines)
+            if len(words) >= 2 and words[0] == "nameserver"
+        ]
+        usable = [
+            server
+            for server in servers
+            if not ipaddress.ip_address(server.split("%")[0]).is_loopback
+        ]
+        if usable:
+            return usable
+    raise EnvironmentProblem(
+        "cannot tell which DNS servers the gateway should ask: /etc/resolv.conf names none "
+        "that is not loopback; give the machine a reachable name server"
+    )
+
+
+def _mitmdump_arguments(mode: str, https_deny: str, run_id: str) -> list[str]:
+    return [
+        "--mode",
+        f"transparent@127.0.0.1:{TRANSPARENT_PORT}",
+        "--mode",
+        f"dns@127.0.0.1:{DNS_PORT}",
+        "--set",
+        "connection_strategy=lazy",
+        "-s",
+        "/opt/egress/addons/firewall.py",
+        "--set",
+        "egress_policy=/egress/policy.yaml",
+        "--set",
+        f"egress_mode={mode}",
+        "--set",
+        f"egress_https_deny={https_deny}",
+        "--set",
+        "egress_record_dir=/egress/run",
+        "--set",
+        f"egress_run_id={run_id}",
+    ]
+
+
+def _require_image(engine: docker.DockerClient) -> None:
+    try:
+        engine.images.get(f"{GATEWAY_IMAGE}:{TAG}")
+    except NotFound:
+        raise EnvironmentProblem(
+            f"the image {GATEWAY_IMAGE} is missing; build it with `egress images build`"
+        ) from None
+
+
+def _wait_until_ready(gateway: Gateway, events: Path, offset: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if _ready_event_written(events, offset, gateway.run_id):
+            return
+        gateway.container.reload()
+        if gateway.container.status in ("exited", "dead"):
+            code = gateway.container.attrs["State"].get("ExitCode")
+            hint = (
+                "a firewall rule could not be installed: the engine must grant NET_ADMIN and "
+                "the kernel needs iptables and ip6tables support (`egress doctor` checks)"
+                if code == 70
+                else "the addon failed to start; its error is above"
+            )
+            raise EnvironmentProblem(
+                f"the gateway stopped before it was ready (exit {code}); its last log lines:\n"
+                f"{gateway.log_tail()}\n{hint}"
+            )
+        if time.monotonic() > deadline:
+            raise EnvironmentProblem(
+                f"the gateway did not report ready within {timeout:.0f} s; its last log lines:\n"
+                f"{gateway.log_tail()}\n"
+                "check the addon's output above; a slow machine may need a longer ready timeout"
+            )
+        time.sleep(0.05)
+
+
+def _ready_event_written(events: Path, offset: int, run_id: str) -> bool:
+    try:
+        with events.open("rb") as stream:
+            stream.seek(offset)
+            lines = stream.read().splitlines()
+    except FileNotFoundError:
+        return False
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(event, dict)
+            and event.get("kind") == "lifecycle"
+            and event.get("reason") == "ready"
+            and event.get("run", run_id) == run_id
+        ):
+            return True
+    return False
+
+
+@contextmanager
+def _writable_by_gateway(run_dir: Path) -> Iterator[None]:
+    """Let uid 64666 in G write the recording, then hand everything back to the folder's owner.
+
+    The folder (and files an earlier run left in it) are opened to the gateway only while it
+    runs; as root the harness also gives the files G made to the folder's owner, so a user can
+    edit and delete them.
+    """
+    folder = run_dir.stat()
+    existing = {path: path.stat() for path in run_dir.iterdir() if path.is_file()}
+    os.chmod(run_dir, stat.S_IMODE(folder.st_mode) | 0o777)
+    for path, before in existing.items():
+        os.chmod(path, stat.S_IMODE(before.st_mode) | 0o666)
+    try:
+        yield
+    finally:
+        os.chmod(run_dir, stat.S_IMODE(folder.st_mode))
+        for path in run_dir.iterdir():
+            try:
+                before = existing.get(path)
+                if before is not None:
+                    os.chmod(path, stat.S_IMODE(before.st_mode))
+                elif os.geteuid() == 0 and path.stat().st_uid == GATEWAY_UID:
+                    os.chown(path, folder.st_uid, folder.st_gid)
+            except OSError:
+                pass
+
+
+def _remove(container: docker.models.containers.Container) -> None:
+    try:
+        # SIGTERM first: mitmdump then closes its connections and the addon its recording.
+        container.stop(timeout=3)
+    except DockerException:
+        pass
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as error:
+        if "already in progress" not in str(error):
+            raise

@@ -1,0 +1,384 @@
+"""Building the images: a Debian trixie base made with debootstrap, and four images on top of it.
+
+Every image carries the label `egress-harness.hash`, a hash of everything it was built from (the
+recipe, its files, its parent's hash); `build_images` skips an image whose label already matches,
+so a second call costs a few inspections.
+
+No image ever contains the host's CA bundle. apt fetches over plain HTTP (Debian's packages are
+signed), so the base and the Dockerfile steps need no CA at all. The gateway's Python packages
+come from pip's default index over HTTPS: they are installed by `docker run` with the host bundle
+bind-mounted read-only, then `docker commit`; a bind mount is not part of the container's layer.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALL_IMAGES",
+    "BASE_IMAGE",
+    "DEBIAN_IMAGE",
+    "GATEWAY_IMAGE",
+    "NODE_IMAGE",
+    "PYTHON_IMAGE",
+    "WORKLOAD_IMAGES",
+    "build_images",
+    "debian_mirror",
+    "docker_dir",
+    "image_is_current",
+]
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from docker.errors import APIError, ImageNotFound
+
+import docker
+from harness.errors import EnvironmentProblem
+from harness.sandbox.engine import client as engine_client
+from harness.sandbox.labels import HASH_LABEL, LABEL, labels, new_run_id
+
+TAG = "latest"
+BASE_IMAGE = "egress/base"
+GATEWAY_IMAGE = "egress/gateway"
+PYTHON_IMAGE = "egress/python"
+NODE_IMAGE = "egress/node"
+DEBIAN_IMAGE = "egress/debian"
+WORKLOAD_IMAGES = {PYTHON_IMAGE: "python", NODE_IMAGE: "node", DEBIAN_IMAGE: "debian"}
+ALL_IMAGES = (BASE_IMAGE, GATEWAY_IMAGE, PYTHON_IMAGE, NODE_IMAGE, DEBIAN_IMAGE)
+
+DEBIAN_SUITE = "trixie"
+# Bump when the base recipe below changes in a way its inputs do not show.
+BASE_RECIPE_VERSION = "1"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+BUILD_CA_DIR = "/run/egress-build-ca"
+BUILD_CA_FILE = f"{BUILD_CA_DIR}/ca.crt"
+MIRROR_ENV = "EGRESS_DEBIAN_MIRROR"
+
+Progress = Callable[[str], None]
+
+
+def docker_dir() -> Path:
+    """The checkout's docker/ folder (recipes and the gateway entrypoint)."""
+    return Path(__file__).resolve().parents[2] / "docker"
+
+
+def build_images(progress: Progress, *, rebuild: bool = False) -> None:
+    """Build whatever image is missing or out of date; one progress line per step."""
+    engine = engine_client(timeout=900)
+    started = time.monotonic()
+    base_hash = _build_base(engine, progress, rebuild)
+    _build_gateway(engine, progress, base_hash, rebuild)
+    for image, folder in WORKLOAD_IMAGES.items():
+        _build_from_dockerfile(
+            engine, progress, image, docker_dir() / "workloads" / folder, base_hash, rebuild
+        )
+    progress(f"images ready in {time.monotonic() - started:.1f} s")
+
+
+def image_is_current(engine: docker.DockerClient, image: str) -> bool | None:
+    """None when absent, else whether its hash label matches the recipe in this checkout."""
+    try:
+        found = engine.images.get(f"{image}:{TAG}")
+    except ImageNotFound:
+        return None
+    return found.labels.get(HASH_LABEL) == _expected_hashes().get(image)
+
+
+def _expected_hashes() -> dict[str, str]:
+    base = _base_hash()
+    hashes = {BASE_IMAGE: base, GATEWAY_IMAGE: _tree_hash(docker_dir() / "gateway", base)}
+    for image, folder in WORKLOAD_IMAGES.items():
+        hashes[image] = _tree_hash(docker_dir() / "workloads" / folder, base)
+    return hashes
+
+
+def _tree_hash(folder: Path, *inputs: str) -> str:
+    digest = hashlib.sha256()
+    for value in inputs:
+        digest.update(value.encode() + b"\0")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        digest.update(f"{path.stat().st_mode & 0o111:o}".encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _base_hash() -> str:
+    return _tree_hash(docker_dir() / "base", DEBIAN_SUITE, "minbase", BASE_RECIPE_VERSION)
+
+
+def _current(engine: docker.DockerClient, image: str, wanted: str) -> bool:
+    try:
+        found = engine.images.get(f"{image}:{TAG}")
+    except ImageNotFound:
+        return False
+    return found.labels.get(HASH_LABEL) == wanted
+
+
+def _image_labels(content_hash: str) -> dict[str, str]:
+    return {LABEL: "1", HASH_LABEL: content_hash}
+
+
+# --- the base: debootstrap + docker import -------------------------------------------------------
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (EGRESS_DEBIAN_MIRROR overrides it)."""
+    if os.environ.get(MIRROR_ENV):
+        return os.environ[MIRROR_ENV].rstrip("/")
+    candidates: list[str] = []
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        for stanza in Path(path).read_text(errors="replace").split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                key, _, value = line.partition(":")
+                if value and not line.startswith((" ", "\t", "#")):
+                    fields[key.strip().lower()] = value.strip()
+            if "deb" not in fields.get("types", "").split():
+                continue
+            if fields.get("enabled", "yes").lower() == "no":
+                continue
+            candidates.extend(fields.get("uris", "").split())
+    sources_list = Path("/etc/apt/sources.list")
+    if sources_list.exists():
+        for line in sources_list.read_text(errors="replace").splitlines():
+            words = re.sub(r"\[[^]]*\]", " ", line).split()
+            if len(words) >= 2 and words[0] == "deb":
+                candidates.append(words[1])
+    for uri in candidates:
+        # The main archive, not its security or ports siblings: debootstrap needs the full suite.
+        if uri.startswith(("http://", "https://")) and re.search(r"/debian/?$", uri):
+            return uri.rstrip("/")
+    raise EnvironmentProblem(
+        "cannot tell which Debian mirror to build the base image from: no `deb` source ending in "
+        "/debian in /etc/apt/sources.list or /etc/apt/sources.list.d/*.sources; "
+        f"set {MIRROR_ENV} to a Debian mirror URL"
+    )
+
+
+def _build_base(engine: docker.DockerClient, progress: Progress, rebuild: bool) -> str:
+    wanted = _base_hash()
+    if not rebuild and _current(engine, BASE_IMAGE, wanted):
+        progress(f"{BASE_IMAGE}: up to date")
+        return wanted
+    if shutil.which("debootstrap") is None:
+        raise EnvironmentProblem(
+            "debootstrap is missing (it makes the Debian base image); "
+            "install it with `apt-get install debootstrap`"
+        )
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "building the base image runs debootstrap, which needs root; "
+            "run `egress images build` as root (e.g. with sudo) once"
+        )
+    mirror = debian_mirror()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="egress-rootfs-") as scratch:
+        rootfs = Path(scratch) / "rootfs"
+        progress(f"{BASE_IMAGE}: debootstrap {DEBIAN_SUITE} (minbase) from {mirror}")
+        completed = subprocess.run(
+            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), mirror],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-15:])
+            raise EnvironmentProblem(
+                f"debootstrap failed (exit {completed.returncode}):\n{tail}\n"
+                f"check that {mirror} is reachable, or set {MIRROR_ENV}"
+            )
+        shutil.copy(
+            docker_dir() / "base" / "apt-sandbox.conf",
+            rootfs / "etc/apt/apt.conf.d/00egress-sandbox",
+        )
+        for leftover in ("var/lib/apt/lists", "var/cache/apt/archives"):
+            for entry in (rootfs / leftover).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        for cache in (rootfs / "var/cache/apt").glob("*.bin"):
+            cache.unlink()
+        progress(f"{BASE_IMAGE}: docker import")
+        tar = subprocess.Popen(
+            ["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE
+        )
+        assert tar.stdout is not None
+        try:
+            engine.api.import_image(
+                src=tar.stdout,
+                repository=BASE_IMAGE,
+                tag=TAG,
+                changes=[
+                    f"LABEL {LABEL}=1 {HASH_LABEL}={wanted}",
+                    "ENV LANG=C.UTF-8",
+                    'CMD ["bash"]',
+                ],
+                stream_src=True,
+            )
+        finally:
+            tar.stdout.close()
+            tar.wait()
+    progress(f"{BASE_IMAGE}: built in {time.monotonic() - started:.1f} s")
+    return wanted
+
+
+# --- images from Dockerfiles ---------------------------------------------------------------------
+
+
+def _build_from_dockerfile(
+    engine: docker.DockerClient,
+    progress: Progress,
+    image: str,
+    context: Path,
+    base_hash: str,
+    rebuild: bool,
+    *,
+    tag: str | None = None,
+    wanted: str | None = None,
+) -> str:
+    """Build `context`'s Dockerfile on the base; returns the new image's id."""
+    wanted = wanted or _tree_hash(context, base_hash)
+    target = tag or f"{image}:{TAG}"
+    if not rebuild and tag is None and _current(engine, image, wanted):
+        progress(f"{image}: up to date")
+        return engine.images.get(target).id
+    started = time.monotonic()
+    progress(f"{image}: building from {context.relative_to(docker_dir().parent)}/Dockerfile")
+    log: list[str] = []
+    image_id = ""
+    for chunk in engine.api.build(
+        path=str(context),
+        tag=target,
+        buildargs={"BASE": f"{BASE_IMAGE}:{TAG}"},
+        labels=_image_labels(wanted),
+        rm=True,
+        forcerm=True,
+        decode=True,
+    ):
+        if "stream" in chunk:
+            for line in chunk["stream"].splitlines():
+                log.append(line)
+                if line.startswith("Step "):
+                    progress(f"{image}: {_shorten(line)}")
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        if "error" in chunk:
+            tail = "\n".join(log[-15:] + [chunk["error"]])
+            raise EnvironmentProblem(
+                f"building {image} failed:\n{tail}\n"
+                "check that the Debian mirror answers (`apt-get update` on this machine), "
+                "then run `egress images build` again"
+            )
+    progress(f"{image}: built in {time.monotonic() - started:.1f} s")
+    return image_id or engine.images.get(target).id
+
+
+def _shorten(line: str, width: int = 90) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+# --- the gateway: system layer from its Dockerfile, Python packages by run + commit ---------------
+
+
+def _build_gateway(
+    engine: docker.DockerClient, progress: Progress, base_hash: str, rebuild: bool
+) -> None:
+    context = docker_dir() / "gateway"
+    wanted = _tree_hash(context, base_hash)
+    if not rebuild and _current(engine, GATEWAY_IMAGE, wanted):
+        progress(f"{GATEWAY_IMAGE}: up to date")
+        return
+    if not Path(HOST_CA_BUNDLE).is_file():
+        raise EnvironmentProblem(
+            f"{HOST_CA_BUNDLE} is missing; the gateway's Python packages are downloaded with the "
+            "host's CA bundle (install ca-certificates)"
+        )
+    system_layer = _build_from_dockerfile(
+        engine,
+        progress,
+        GATEWAY_IMAGE,
+        context,
+        base_hash,
+        rebuild,
+        tag=f"{GATEWAY_IMAGE}:system",
+        wanted=wanted,
+    )
+    started = time.monotonic()
+    progress(
+        f"{GATEWAY_IMAGE}: pip install -r requirements.txt (host CA mounted for this step only)"
+    )
+    run_id = new_run_id("build-gateway")
+    # A folder holding a copy is mounted, not the file: a file mount leaves an empty placeholder
+    # file in the layer, a folder mount only an empty folder.
+    ca_dir = tempfile.mkdtemp(prefix="egress-build-ca-")
+    shutil.copy(HOST_CA_BUNDLE, Path(ca_dir) / "ca.crt")
+    os.chmod(ca_dir, 0o755)
+    container = engine.containers.create(
+        system_layer,
+        entrypoint=["/bin/sh", "-c"],
+        command=[
+            (
+                "/opt/egress/venv/bin/pip install --quiet --no-cache-dir"
+                f" --disable-pip-version-check --cert {BUILD_CA_FILE}"
+                " -r /opt/egress/requirements.txt && /opt/egress/venv/bin/mitmdump --version"
+            )
+        ],
+        volumes={ca_dir: {"bind": BUILD_CA_DIR, "mode": "ro"}},
+        labels=labels(run_id, "build"),
+        name=f"egress-{run_id}",
+    )
+    try:
+        container.start()
+        status = container.wait(timeout=900)
+        output = container.logs().decode(errors="replace")
+        if status.get("StatusCode") != 0:
+            tail = "\n".join(output.splitlines()[-15:])
+            raise EnvironmentProblem(
+                f"installing the gateway's Python packages failed:\n{tail}\n"
+                "check that pip's index answers from this machine, then run "
+                "`egress images build` again"
+            )
+        _refuse_ca_in_layer(container)
+        container.commit(
+            repository=GATEWAY_IMAGE,
+            tag=TAG,
+            changes=[
+                f"LABEL {LABEL}=1 {HASH_LABEL}={wanted}",
+                "ENV PYTHONPATH=/opt/egress PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
+                'ENTRYPOINT ["/opt/egress/entrypoint.sh"]',
+                "CMD []",
+                "WORKDIR /",
+            ],
+        )
+    finally:
+        container.remove(force=True)
+        shutil.rmtree(ca_dir, ignore_errors=True)
+    try:
+        engine.images.remove(f"{GATEWAY_IMAGE}:system", noprune=True)
+    except APIError:
+        pass
+    version = next((line for line in output.splitlines() if line.startswith("Mitmproxy")), "")
+    progress(f"{GATEWAY_IMAGE}: built in {time.monotonic() - started:.1f} s ({version.strip()})")
+
+
+def _refuse_ca_in_layer(container: docker.models.containers.Container) -> None:
+    """The bind-mounted bundle must not have been copied anywhere the commit would keep."""
+    changes = container.diff() or []
+    leaked = [
+        change["Path"]
+        for change in changes
+        if change["Path"].startswith((f"{BUILD_CA_DIR}/", "/etc/ssl/", "/usr/local/share/ca-cert"))
+    ]
+    if leaked:
+        raise EnvironmentProblem(
+            f"the gateway build wrote a CA bundle into its layer ({json.dumps(leaked)}); "
+            "refusing to commit it"
+        )

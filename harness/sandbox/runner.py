@@ -1,0 +1,91 @@
+"""One run: gateway, workload, cleanup."""
+
+from __future__ import annotations
+
+__all__ = ["RunResult", "RunSpec", "run"]
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.sandbox.engine import client as engine_client
+from harness.sandbox.gateway import HttpsDeny, Mode, start_gateway
+from harness.sandbox.labels import new_run_id
+from harness.sandbox.workload import run_workload
+
+GATEWAY_LOG = "gateway.log"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs. The caller creates `run_dir` and writes policy.yaml in it."""
+
+    run_dir: Path
+    image: str
+    command: str | Sequence[str]
+    workdir: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    trust: Sequence[str] = ()
+    timeout: float = 600.0
+    mode: Mode = "enforce"
+    https_deny: HttpsDeny = "close"
+    hosts: Mapping[str, str] = field(default_factory=dict)
+    policy_path: Path | None = None  # default: run_dir/policy.yaml
+    networks: Sequence[str] = ()  # extra Docker networks the gateway joins (fixture upstreams)
+    user: str | None = None
+    run_id: str | None = None  # default: made from the time and run_dir's name
+    addon_root: Path | None = None  # holds harness/ and addons/; default: this checkout
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    timed_out: bool
+    duration_s: float  # the workload's, from its start to its exit
+    run_dir: Path
+    run_id: str
+
+
+def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunResult:
+    """Start the gateway, run the workload behind it, remove both; the recording stays in
+    run_dir (events.jsonl, azure.log from the addon; workload.log, gateway.log from here)."""
+    engine = engine_client()
+    run_dir = Path(spec.run_dir).resolve()
+    run_id = spec.run_id or new_run_id(run_dir.name)
+    with start_gateway(
+        run_dir=run_dir,
+        run_id=run_id,
+        policy_path=spec.policy_path,
+        mode=spec.mode,
+        https_deny=spec.https_deny,
+        hosts=spec.hosts,
+        networks=spec.networks,
+        engine=engine,
+        addon_root=spec.addon_root,
+    ) as gateway:
+        try:
+            result = run_workload(
+                gateway,
+                image=spec.image,
+                command=spec.command,
+                run_dir=run_dir,
+                workdir=spec.workdir,
+                env=spec.env,
+                trust=spec.trust,
+                timeout=spec.timeout,
+                on_output=on_output,
+                user=spec.user,
+                engine=engine,
+            )
+        finally:
+            # Give the addon a moment to record the last connection's close before G stops.
+            time.sleep(0.2)
+            (run_dir / GATEWAY_LOG).write_text(gateway.log_tail(lines=2000))
+    return RunResult(
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        duration_s=result.duration_s,
+        run_dir=run_dir,
+        run_id=run_id,
+    )
