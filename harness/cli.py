@@ -195,7 +195,7 @@ def logs(recording: str, fmt: str) -> None:
 
 # --- run ---------------------------------------------------------------------------------
 
-DEFAULT_SCENARIO = "scenarios/python-requirements.yaml"
+DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
 
 
 @cli.command("run")

@@ -1,4 +1,193 @@
-"""The pytest plugin (entry point `pytest11 = egress`): collects scenario files and offers the
-`egress` fixture. Composition root 2: turns harness errors into pytest reports."""
+"""The pytest plugin (entry point `pytest11 = egress`): composition root 2.
+
+- Collects scenario files (ini `egress_scenario_patterns`, default `*.scenario.yaml`; policies
+  and app files beside them never match) as one item per scenario.
+- A failing item reports each failed expectation with its YAML line, the destinations table,
+  the last Azure log lines, the tail of the workload output and the recording; the full logs go
+  into report sections. A bad scenario file fails collection with its error line, no traceback.
+- The `egress` fixture runs a workload from Python: `egress.run(image=..., command=..., ...)`.
+
+The sandbox is looked up in `config.stash[SANDBOX_RUN]`, so tests put a fake runtime there;
+by default it is Docker (`harness.sandbox.run`, images built once per worker).
+"""
 
 from __future__ import annotations
+
+__all__ = ["SANDBOX_RUN", "EgressFixture", "ScenarioFile", "ScenarioItem"]
+
+import fnmatch
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.execute import Execution, RunOverrides, SandboxRun, execute, with_policy
+from harness.policy.model import Policy
+from harness.scenario import Expect, Firewall, Scenario, Workload, load_scenario
+
+SANDBOX_RUN = pytest.StashKey[SandboxRun]()
+DEFAULT_PATTERNS = ["*.scenario.yaml", "*.scenario.yml"]
+TAIL_LINES = 25
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "egress_scenario_patterns",
+        type="linelist",
+        default=DEFAULT_PATTERNS,
+        help="glob patterns of scenario file names collected by the egress plugin",
+    )
+
+
+def sandbox_run(config: pytest.Config) -> SandboxRun:
+    """The runtime scenarios run on: a fake one a test stashed, else Docker."""
+    if SANDBOX_RUN not in config.stash:
+        from harness.sandbox import build_images, run
+
+        build_images(lambda line: None)
+        config.stash[SANDBOX_RUN] = run
+    return config.stash[SANDBOX_RUN]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    patterns: Sequence[str] = parent.config.getini("egress_scenario_patterns")
+    if any(fnmatch.fnmatch(file_path.name, pattern) for pattern in patterns):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            scenario = load_scenario(self.path)
+        except HarnessError as error:
+            raise self.CollectError(str(error)) from None
+        yield ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
+
+
+class ScenarioFailed(Exception):
+    """The scenario ran and some expectations did not hold (reported without a traceback)."""
+
+    def __init__(self, execution: Execution) -> None:
+        super().__init__(f"{len(execution.failures)} expectation(s) failed")
+        self.execution = execution
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+
+    def runtest(self) -> None:
+        execution = execute(self.scenario, sandbox_run(self.config))
+        self.user_properties.append(("recording", str(execution.run_dir)))
+        self.add_report_section("call", "workload output", execution.output)
+        self.add_report_section("call", "azure firewall log", "\n".join(execution.azure_lines))
+        if execution.failures:
+            raise ScenarioFailed(execution)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, ScenarioFailed):
+            return failure_report(excinfo.value.execution)
+        if isinstance(excinfo.value, HarnessError):
+            return f"{self.scenario.path}: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, 0, f"scenario: {self.scenario.name}"
+
+
+def failure_report(execution: Execution) -> str:
+    """What a person needs to see first: which expectations, what was reached, what was logged."""
+    lines = [f"scenario {execution.scenario.name} ({execution.scenario.path}):"]
+    lines += [f"  {failure}" for failure in execution.failures]
+    lines.append("")
+    lines.append("destinations:")
+    width = max((len(row.label) for row in execution.destinations), default=10)
+    for row in execution.destinations:
+        would = f" (would {row.would})" if row.would != row.action else ""
+        lines.append(
+            f"  {row.label:<{width}}  {row.protocol:<5}  {row.action}{would:<14}  "
+            f"{row.rule or '(default)'}  x{row.connections}"
+        )
+    if not execution.destinations:
+        lines.append("  (no connection left the workload)")
+    lines.append("")
+    lines.append(f"last Azure log lines ({min(TAIL_LINES, len(execution.azure_lines))}):")
+    lines += [f"  {line}" for line in execution.azure_lines[-TAIL_LINES:]]
+    output_lines = execution.output.splitlines()
+    lines.append("")
+    lines.append(f"workload output, last {min(TAIL_LINES, len(output_lines))} lines:")
+    lines += [f"  {line}" for line in output_lines[-TAIL_LINES:]]
+    lines.append("")
+    lines.append(f"recording: {execution.run_dir}")
+    return "\n".join(lines)
+
+
+# --- the fixture ------------------------------------------------------------------------
+
+
+class EgressFixture:
+    """Run a workload behind the firewall from a Python test:
+
+        result = egress.run(image="egress/python", command="pip download six",
+                            allow=["files.example.test"], trust=["host"])
+        assert result.succeeded and result.denied == []
+    """
+
+    def __init__(self, config: pytest.Config, name: str) -> None:
+        self._config = config
+        self._name = name
+
+    def run(
+        self,
+        *,
+        image: str,
+        command: str | Sequence[str],
+        policy: Policy | str | Path | None = None,
+        allow: Sequence[str] = (),
+        mode: str = "enforce",
+        https_deny: str = "close",
+        trust: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        workdir: str | Path | None = None,
+        hosts: dict[str, str] | None = None,
+        timeout: float = 600.0,
+        on_output: Callable[[str], None] | None = None,
+    ) -> Execution:
+        from harness.policy.load import load_policy, merge_allow
+
+        if isinstance(policy, str | Path):
+            policy = load_policy(policy)
+        effective = merge_allow(policy or Policy(f"{self._name}-deny-all"), allow)
+        scenario = Scenario(
+            name=self._name,
+            path=Path(str(self._config.rootpath)),
+            workload=Workload(
+                image=image,
+                command=command if isinstance(command, str) else tuple(command),
+                workdir=Path(workdir).resolve() if workdir else None,
+                env=tuple((env or {}).items()),
+                trust=tuple(trust),
+                timeout=timeout,
+            ),
+            firewall=Firewall(
+                policy=effective,
+                mode=mode,  # type: ignore[arg-type]
+                https_deny=https_deny,  # type: ignore[arg-type]
+                hosts=tuple((hosts or {}).items()),
+            ),
+            expect=Expect(outcome="success"),
+        )
+        execution = execute(with_policy(scenario, effective), sandbox_run(self._config),
+                            RunOverrides(), on_output=on_output)  # fmt: skip
+        return execution
+
+
+@pytest.fixture
+def egress(request: pytest.FixtureRequest) -> EgressFixture:
+    """Run workloads behind the simulated Azure Firewall; see `EgressFixture.run`."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in request.node.name)[:60]
+    return EgressFixture(request.config, safe)

@@ -1,0 +1,151 @@
+"""The plugin with pytester and a fake runtime: collection, reports and the fixture, no Docker."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+# A fake runtime: writes the events a gateway would have recorded and the workload's output,
+# then returns what harness.sandbox.run returns. Denies every host whose name has "blocked".
+FAKE_RUNTIME = '''
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.pytest_plugin import SANDBOX_RUN
+
+
+@dataclass
+class FakeResult:
+    exit_code: int
+    timed_out: bool
+    duration_s: float
+    run_dir: Path
+    run_id: str
+
+
+def fake_run(spec, on_output=None):
+    hosts = spec.env.get("HOSTS", "").split()
+    denied = [host for host in hosts if "blocked" in host]
+    with open(spec.run_dir / "events.jsonl", "w") as events:
+        for port, host in enumerate(hosts, start=40000):
+            action = "Deny" if host in denied else "Allow"
+            tail = ("No rule matched. Proceeding with default action" if action == "Deny"
+                    else "Policy: p. Rule Collection Group: g. Rule Collection: c. Rule: r")
+            events.write(json.dumps({
+                "v": 1, "ts": "2026-11-28T12:00:00.000Z", "run": "fake", "kind": "tls",
+                "src": f"172.18.0.2:{port}", "dst": "192.0.2.1:443", "host": host,
+                "port": 443, "protocol": "HTTPS", "action": action, "would": action,
+                "rule": None, "reason": tail, "bytes_up": 517, "bytes_down": 0,
+                "duration_ms": 3, "url": None, "status": None,
+                "azure": f"HTTPS request from 172.18.0.2:{port} to {host}:443. Action: {action}. {tail}",
+            }) + "\\n")
+    for host in hosts:
+        if on_output:
+            on_output(("ERROR: SSLEOFError for " if host in denied else "fetched ") + host)
+    code = 1 if denied else 0
+    return FakeResult(code, False, 0.1, spec.run_dir, "fake")
+
+
+def pytest_configure(config):
+    config.stash[SANDBOX_RUN] = fake_run
+'''
+
+SCENARIO = """\
+name: {name}
+workload:
+  image: egress/python
+  command: build
+  env: {{HOSTS: "{hosts}"}}
+expect:
+  outcome: {outcome}
+  denied: [{denied}]
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    pytester.makeconftest(FAKE_RUNTIME)
+    monkeypatch.setenv("EGRESS_RUNS_DIR", str(pytester.path / "runs"))
+    return pytester
+
+
+def write_scenario(pytester: pytest.Pytester, name: str, **values: str) -> None:
+    (pytester.path / f"{name}.scenario.yaml").write_text(SCENARIO.format(name=name, **values))
+
+
+def test_one_item_per_scenario_and_policies_are_not_collected(project: pytest.Pytester) -> None:
+    write_scenario(project, "ok", hosts="a.example.test", outcome="success", denied="")
+    (project.path / "policy.yaml").write_text("allow: [a.example.test]\n")
+    result = project.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["ok.scenario.yaml::ok"])
+    assert "policy.yaml" not in result.stdout.str()
+
+
+def test_passing_and_failing_scenarios(project: pytest.Pytester) -> None:
+    write_scenario(project, "good", hosts="a.example.test", outcome="success", denied="")
+    write_scenario(project, "bad", hosts="a.example.test blocked.example.test",
+                   outcome="success", denied="a.example.test")  # fmt: skip
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*bad.scenario.yaml:7:3: expect.outcome: expected success, but the workload exited with 1",
+        "*bad.scenario.yaml:8:3: expect.denied: a.example.test was Allow, not Deny",
+        "destinations:",
+        "*blocked.example.test:443*HTTPS*Deny*(default)*",
+        "last Azure log lines*",
+        "*to blocked.example.test:443. Action: Deny. No rule matched*",
+        "workload output, last 2 lines:",
+        "*SSLEOFError for blocked.example.test",
+        "recording: *runs*bad*",
+    ])  # fmt: skip
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_bad_scenario_fails_collection_with_its_line_and_no_traceback(
+    project: pytest.Pytester,
+) -> None:
+    (project.path / "broken.scenario.yaml").write_text(
+        textwrap.dedent("""\
+            name: broken
+            workload:
+              image: egress/python
+              comand: build
+        """)
+    )
+    result = project.runpytest()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*broken.scenario.yaml:4:3: workload.comand: unknown key 'comand'; did you mean 'command'?*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_runs_get_their_own_recording_folders(project: pytest.Pytester) -> None:
+    for index in range(3):
+        write_scenario(project, f"s{index}", hosts="a.example.test", outcome="success", denied="")
+    project.runpytest().assert_outcomes(passed=3)
+    folders = sorted(path.name for path in (project.path / "runs").iterdir())
+    assert len(folders) == 3
+    for folder in folders:
+        assert (project.path / "runs" / folder / "summary.json").is_file()
+        assert (project.path / "runs" / folder / "policy.yaml").is_file()
+
+
+def test_fixture_returns_denied_and_allowed_destinations(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_fixture="""
+        def test_run(egress):
+            result = egress.run(image="egress/python", command="build",
+                                env={"HOSTS": "a.example.test blocked.example.test"},
+                                allow=["a.example.test"])
+            assert result.exit_code == 1 and not result.succeeded
+            assert [row.host for row in result.denied] == ["blocked.example.test"]
+            assert [row.host for row in result.allowed] == ["a.example.test"]
+            assert any("Action: Deny" in line for line in result.azure_lines)
+            assert "SSLEOFError" in result.output
+            assert "a.example.test" in (result.run_dir / "policy.yaml").read_text()
+        """
+    )
+    project.runpytest().assert_outcomes(passed=1)
