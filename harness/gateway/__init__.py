@@ -1,0 +1,5 @@
+"""The only package that imports mitmproxy: the firewall addon and its options."""
+
+from harness.gateway.addon import Firewall
+
+__all__ = ["Firewall"]

@@ -1,0 +1,3 @@
+from harness.gateway.addon import Firewall
+
+addons = [Firewall()]
