@@ -265,6 +265,64 @@ def _print_execution(execution) -> None:
     stdout.print(f"Recording: {execution.run_dir}")
 
 
+# --- learn -------------------------------------------------------------------------------
+
+
+@cli.command("learn")
+@click.argument("scenario_file", metavar="SCENARIO", default=DEFAULT_SCENARIO,
+                type=click.Path(dir_okay=False))  # fmt: skip
+@click.option("--classify", is_flag=True,
+              help="re-run with each destination denied: required, optional or flaky")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the allowlist policy here")
+def learn_command(scenario_file: str, classify: bool, output: str | None) -> None:
+    """Learn the minimal allowlist SCENARIO needs: an audit run, then a verify run behind what it
+    found (and with --classify, one run per destination denied). Exit 1 when it does not verify."""
+    import os
+
+    from harness.learn import learn, render_allowlist
+    from harness.scenario import load_scenario
+
+    scenario = load_scenario(scenario_file)
+    command = "egress learn " + " ".join(
+        [scenario_file] + (["--classify"] if classify else []) + (["-o", output] if output else [])
+    )
+    result = learn(
+        scenario, _sandbox_run(), classify=classify, parallel=os.cpu_count() or 2,
+        on_step=lambda step: stdout.print(f"[bold]»[/bold] {step}"),
+    )  # fmt: skip
+    text = render_allowlist(result.policy, result.candidates, command=command,
+                            scenario=scenario.name, verified=result.verified)  # fmt: skip
+    table = _table("destination", "protocols", "connections", "bytes", "classification")
+    for candidate in result.candidates:
+        table.add_row(
+            candidate.host, ", ".join(candidate.protocol_texts()), str(candidate.connections),
+            str(candidate.bytes_total), candidate.classification or "",
+        )  # fmt: skip
+    stdout.print(table)
+    verdict = "[green]verified[/green]" if result.verified else "[red]NOT verified[/red]"
+    stdout.print(f"Learned {len(result.candidates)} destination(s) in {result.runs} run(s); {verdict}"
+                 f" (recordings: {result.audit.run_dir.parent})")  # fmt: skip
+    if output:
+        Path(output).write_text(text)
+        stdout.print(f"Allowlist written to {output}")
+    else:
+        stdout.print("\n[bold]Learned allowlist[/bold] (egress policy YAML):")
+        print(text)
+    _print_rule_collection(result.policy)
+    if not result.verified:
+        raise ExpectationFailed("the learned allowlist did not make the workload succeed")
+
+
+def _print_rule_collection(policy) -> None:
+    """The learned rules as Azure writes them (Bicep), when the exporters are there."""
+    try:
+        from harness.export import export_policy
+    except ImportError:
+        return
+    stdout.print("[bold]As an Azure Firewall rule collection group[/bold] (egress export --format bicep):")
+    print(export_policy(policy, "bicep"))
+
+
 # --- images, doctor, gc -------------------------------------------------------------------
 
 

@@ -77,7 +77,9 @@ def candidates(events: Iterable[Event]) -> list[Candidate]:
         candidate.protocols.add((kind, event.port or 0))
         candidate.connections += 1
         candidate.bytes_total += (event.bytes_up or 0) + (event.bytes_down or 0)
-    return list(found.values())
+        candidate.first_seen = min(candidate.first_seen, event.ts)
+    # Events are written when connections close; order by when each was first decided.
+    return sorted(found.values(), key=lambda candidate: candidate.first_seen)
 
 
 def learned_policy(

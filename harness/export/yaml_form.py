@@ -20,8 +20,9 @@ def _rule_to_mapping(rule: ApplicationRule | NetworkRule) -> dict[str, Any]:
             "source_addresses": list(rule.source_addresses),
             "protocols": [str(protocol) for protocol in rule.protocols],
             "target_fqdns": list(rule.target_fqdns),
-            "fqdn_tags": list(rule.fqdn_tags),
         }
+        if rule.fqdn_tags:
+            mapping["fqdn_tags"] = list(rule.fqdn_tags)
     else:
         mapping = {
             "rule_type": rule.rule_type,

@@ -1,0 +1,121 @@
+"""learn() on a fake runtime that really applies the policy it is given: the workload needs
+index.example.test and files.example.test, and telemetry.example.test only if it can have it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.events import Event, event_for_decision
+from harness.learn import candidates, learn, learned_policy, render_allowlist
+from harness.policy.decide import Decider
+from harness.policy.load import load_policy
+from harness.policy.model import Policy, Request
+from harness.recording import Recorder
+from harness.scenario import Firewall, Scenario, Workload
+
+NEEDED = ("index.example.test", "files.example.test")
+OPTIONAL = ("telemetry.example.test",)
+
+
+@dataclass
+class FakeResult:
+    exit_code: int
+    timed_out: bool
+    duration_s: float
+    run_dir: Path
+    run_id: str
+
+
+class FakeRuntime:
+    def __init__(self) -> None:
+        self.specs: list = []
+
+    def __call__(self, spec, on_output=None) -> FakeResult:
+        self.specs.append(spec)
+        decider = Decider(load_policy(spec.policy_path), spec.mode)
+        recorder = Recorder(spec.run_dir)
+        failed = False
+        for port, host in enumerate(NEEDED + OPTIONAL, start=40000):
+            request = Request("HTTPS", "172.18.0.2", port, 443, dst_ip="192.0.2.1", host=host)
+            decision = decider.decide(request)
+            event = event_for_decision(request, decision, policy_name="p")
+            event.bytes_up, event.bytes_down = 517, 1000
+            recorder.write(event)
+            if not decision.allowed and host in NEEDED:
+                failed = True
+                break
+        recorder.close()
+        return FakeResult(1 if failed else 0, False, 1.0, spec.run_dir, spec.run_dir.name)
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
+    monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
+    return Scenario(
+        name="fake",
+        path=tmp_path / "fake.scenario.yaml",
+        workload=Workload(image="egress/python", command="build"),
+        firewall=Firewall(policy=Policy("deny-all")),
+    )
+
+
+def test_audit_then_verify_learns_every_destination(scenario: Scenario) -> None:
+    runtime = FakeRuntime()
+    result = learn(scenario, runtime)
+    assert [spec.mode for spec in runtime.specs] == ["audit", "enforce"]
+    assert [c.host for c in result.candidates] == [*NEEDED, *OPTIONAL]
+    assert result.verified and result.runs == 2
+
+
+def test_classify_marks_required_and_optional_and_drops_optional(scenario: Scenario) -> None:
+    result = learn(scenario, FakeRuntime(), classify=True, parallel=2)
+    marks = {c.host: c.classification for c in result.candidates}
+    assert marks == {NEEDED[0]: "required", NEEDED[1]: "required", OPTIONAL[0]: "optional"}
+    rules = result.policy.rule_collection_groups[0].rule_collections[0].rules
+    assert [rule.target_fqdns[0] for rule in rules] == list(NEEDED)
+    assert result.verified
+    # audit + verify + one run per destination + a second try for the optional one + final verify
+    assert result.runs == 2 + 3 + 1 + 1
+
+
+def test_not_verified_when_the_learned_list_is_not_enough(scenario: Scenario) -> None:
+    class Stubborn(FakeRuntime):
+        def __call__(self, spec, on_output=None):
+            result = super().__call__(spec, on_output)
+            return FakeResult(1, False, 1.0, result.run_dir, result.run_id)
+
+    assert not learn(scenario, Stubborn()).verified
+
+
+def test_candidates_keep_ports_and_network_destinations() -> None:
+    events = [
+        Event(ts="2026-01-01T00:00:02.000Z", run="r", kind="tls", host="a.example.test", port=8443, bytes_up=5),
+        Event(ts="2026-01-01T00:00:01.000Z", run="r", kind="http", host="a.example.test", port=80, bytes_down=7),
+        Event(ts="2026-01-01T00:00:03.000Z", run="r", kind="tcp", dst="192.0.2.9:5432", port=5432),
+        Event(ts="2026-01-01T00:00:00.000Z", run="r", kind="dns", host="a.example.test", port=53),
+    ]  # fmt: skip
+    found = candidates(events)
+    assert [(c.host, c.protocol_texts(), c.network) for c in found] == [
+        ("a.example.test", ["Http:80", "Https:8443"], False),
+        ("192.0.2.9", ["TCP:5432"], True),
+    ]
+    policy = learned_policy("p", found)
+    kinds = [c.rules[0].rule_type for c in policy.rule_collection_groups[0].rule_collections]
+    assert kinds == ["NetworkRule", "ApplicationRule"]
+
+
+def test_rendered_allowlist_loads_back_and_carries_evidence(tmp_path: Path) -> None:
+    events = [
+        Event(ts="2026-01-01T00:00:00.000Z", run="r", kind="tls", host="a.example.test", port=443)
+    ]
+    found = candidates(events)
+    text = render_allowlist(learned_policy("p", found), found, command="egress learn s.yaml",
+                            scenario="s", verified=True)  # fmt: skip
+    assert text.startswith("# Generated by: egress learn s.yaml\n")
+    assert "# via scenario s, first seen 2026-01-01T00:00:00.000Z, 1 connection(s)" in text
+    path = tmp_path / "allow.yaml"
+    path.write_text(text)
+    assert load_policy(path) == learned_policy("p", found)
