@@ -123,7 +123,8 @@ def check(policy_file: str, destinations: tuple[str, ...], protocol: str, source
     policy = load_policy(policy_file)
     decider = Decider(policy)
     src_ip, src_port = parse_source(source)
-    table = _table("destination", "protocol", "action", "rule", "reason")
+    table = _table("destination", "protocol", "action", "rule or reason")
+    azure_lines = []
     for destination in destinations:
         host, ip, port = parse_destination(destination, protocol)
         request = Request(
@@ -145,13 +146,15 @@ def check(policy_file: str, destinations: tuple[str, ...], protocol: str, source
         rule = decision.rule
         table.add_row(
             destination, protocol.upper(), _action(decision.action),
-            f"{rule.group} / {rule.collection} / {rule.rule}" if rule else "(default)",
-            decision.reason,
+            f"{rule.group} / {rule.collection} / {rule.rule}" if rule else decision.reason,
         )  # fmt: skip
-        table.add_row("", "", "", f"[dim]{event.azure}[/dim]", "")
+        azure_lines.append(event.azure)
     if not as_json:
         stdout.print(f"Policy: {policy.name} ({policy_file})")
         stdout.print(table)
+        stdout.print("\nAzure Firewall would log:")
+        for line in azure_lines:
+            print(f"  {line}")
 
 
 # --- logs --------------------------------------------------------------------------------
