@@ -26,7 +26,7 @@ find_python() {
     # pyenv keeps interpreters that are not on PATH; take the newest 3.12+.
     if command -v pyenv >/dev/null; then
         local version
-        for version in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])' | sort -t. -k1,1n -k2,2n -k3,3n -r); do
+        for version in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])' | sort -t. -k1,1nr -k2,2nr -k3,3nr); do
             candidate="$(pyenv prefix "$version" 2>/dev/null)/bin/python3"
             python_is_new_enough "$candidate" && { echo "$candidate"; return; }
         done
@@ -53,6 +53,23 @@ ensure_venv() {
     echo "$want" > "$stamp"
 }
 
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then apt-get update -qq >/dev/null && apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# debootstrap makes the Debian base image when no registry is reachable (egress images build).
+ensure_image_tools() {
+    command -v debootstrap >/dev/null && return
+    if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
+        say "installing debootstrap (it builds the Debian base image without a registry)"
+        apt_install debootstrap || die "apt-get could not install debootstrap; install it and run this again"
+    else
+        say "debootstrap is missing: 'egress images build' needs it unless the images exist (apt-get install debootstrap)"
+    fi
+}
+
 docker_answers() {
     docker info >/dev/null 2>&1 || "$EGRESS_VENV/bin/python" - <<'PY' 2>/dev/null
 import docker, sys
@@ -73,7 +90,7 @@ ensure_docker() {
     fi
     if ! command -v dockerd >/dev/null; then
         say "installing Debian's docker.io (no Docker engine on this machine)"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io iptables >/dev/null; } \
+        apt_install docker.io iptables \
             || die "apt-get could not install docker.io; install a Docker engine by hand and run this again"
     fi
     local log=/var/log/egress-dockerd.log

@@ -397,6 +397,16 @@ def load_json_text(text: str, path: str | Path, *, expect_mapping: bool = False)
     try:
         json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
+        before = text[: error.pos].rstrip()
+        if before.endswith(",") and text[error.pos : error.pos + 1] in "]}":
+            # Python 3.13 names a trailing comma itself; 3.12 blames the bracket after it.
+            offset = len(before) - 1
+            line = text.count("\n", 0, offset) + 1
+            column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+            raise InputError(
+                "JSON syntax error: a trailing comma", location=Location(name, line, column),
+                fix="remove the comma before the closing bracket",
+            ) from None  # fmt: skip
         raise InputError(
             f"JSON syntax error: {error.msg}",
             location=Location(name, error.lineno, error.colno),
