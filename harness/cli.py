@@ -263,6 +263,9 @@ def _print_execution(execution) -> None:
         stdout.print(table)
     else:
         stdout.print("No connection left the workload.")
+    if execution.diagnosis is not None:
+        stdout.print("\n[bold]Diagnosis[/bold]")
+        print(execution.diagnosis.render())
     for failure in execution.failures:
         stdout.print(f"[red]✗[/red] {failure}", markup=True)
     stdout.print(f"Recording: {execution.run_dir}")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.diagnose import Diagnosis, diagnose
 from harness.events import Event
 from harness.export.yaml_form import policy_to_yaml
 from harness.policy.model import Policy
@@ -49,6 +50,7 @@ class Execution:
     azure_lines: list[str]
     output: str
     failures: list[Failure]
+    diagnosis: Diagnosis | None = None  # only for a failed run
 
     @property
     def succeeded(self) -> bool:
@@ -151,6 +153,8 @@ def execute(
         output=output,
         failures=failures,
     )
+    if not execution.succeeded:
+        execution.diagnosis = diagnose(events, output)
     write_summary(execution)
     return execution
 
@@ -167,6 +171,7 @@ def write_summary(execution: Execution) -> None:
         "duration_s": round(execution.duration_s, 3),
         "destinations": [row.as_dict() for row in execution.destinations],
         "expectations_failed": [str(failure) for failure in execution.failures],
+        "diagnosis": execution.diagnosis.as_dict() if execution.diagnosis else None,
     }
     (execution.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

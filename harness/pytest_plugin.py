@@ -114,6 +114,10 @@ def failure_report(execution: Execution) -> str:
         )
     if not execution.destinations:
         lines.append("  (no connection left the workload)")
+    if execution.diagnosis is not None:
+        lines.append("")
+        lines.append("diagnosis:")
+        lines += [f"  {line}" for line in execution.diagnosis.render().splitlines()]
     lines.append("")
     lines.append(f"last Azure log lines ({min(TAIL_LINES, len(execution.azure_lines))}):")
     lines += [f"  {line}" for line in execution.azure_lines[-TAIL_LINES:]]
