@@ -9,7 +9,7 @@ at one place each; nothing else prints a traceback for a user's mistake.
 
 from __future__ import annotations
 
-__all__ = ["HarnessError", "InputError", "EnvironmentProblem", "ExpectationFailed", "Location"]
+__all__ = ["EnvironmentProblem", "ExpectationFailed", "HarnessError", "InputError", "Location"]
 
 from dataclasses import dataclass
 

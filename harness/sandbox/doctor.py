@@ -8,9 +8,9 @@ import shutil
 import sys
 from dataclasses import dataclass
 
+import docker
 from docker.errors import DockerException
 
-import docker
 from harness.errors import EnvironmentProblem
 from harness.sandbox.engine import NO_ENGINE_FIX
 from harness.sandbox.engine import client as engine_client

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 __all__ = ["NO_ENGINE_FIX", "client"]
 
+import docker
 from docker.errors import DockerException
 
-import docker
 from harness.errors import EnvironmentProblem
 
 NO_ENGINE_FIX = (

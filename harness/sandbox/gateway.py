@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import docker
 from docker.errors import APIError, DockerException, NotFound
 
-import docker
 from harness.errors import EnvironmentProblem, InputError
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.images import GATEWAY_IMAGE, TAG

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 __all__ = ["gc", "leftovers"]
 
+import docker
 from docker.errors import APIError, NotFound
 
-import docker
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.labels import selector
 

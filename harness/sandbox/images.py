@@ -38,9 +38,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import docker
 from docker.errors import APIError, ImageNotFound
 
-import docker
 from harness.errors import EnvironmentProblem
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.labels import HASH_LABEL, LABEL, labels, new_run_id

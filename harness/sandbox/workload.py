@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
 
-import docker
 from harness.errors import EnvironmentProblem, InputError
 from harness.sandbox.gateway import GATEWAY_UID, Gateway
 from harness.sandbox.images import HOST_CA_BUNDLE

@@ -25,13 +25,13 @@ INDEX_THEN_FILES = [
 @pytest.mark.parametrize(
     ("output", "client"),
     [
-        ("WARNING: Retrying ... SSLEOFError(8, 'EOF occurred')': /packages/flask.whl\n"
+        (("WARNING: Retrying ... SSLEOFError(8, 'EOF occurred')': /packages/flask.whl\n"
          "ERROR: Could not install packages due to an OSError: HTTPSConnectionPool("
-         "host='files.example.test', port=443): Max retries exceeded", "pip"),
+         "host='files.example.test', port=443): Max retries exceeded"), "pip"),
         ("npm error code ECONNRESET\nnpm error network request to https://files.example.test/x.tgz failed",
          "npm"),
-        ("Err:1 http://files.example.test/debian trixie/main amd64 tree amd64 2.1.1-2\n"
-         "  470  status code 470 [IP: 192.0.2.1 80]", "apt"),
+        (("Err:1 http://files.example.test/debian trixie/main amd64 tree amd64 2.1.1-2\n"
+         "  470  status code 470 [IP: 192.0.2.1 80]"), "apt"),
         ("curl: (35) Recv failure: Connection reset by peer files.example.test", "curl"),
         ("error NU1301: Unable to load the service index for source https://files.example.test/v3/index.json",
          "nuget"),
