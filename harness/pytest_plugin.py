@@ -13,7 +13,7 @@ by default it is Docker (`harness.sandbox.run`, images built once per worker).
 
 from __future__ import annotations
 
-__all__ = ["SANDBOX_RUN", "EgressFixture", "ScenarioFile", "ScenarioItem"]
+__all__ = ["SANDBOX_RUN", "EgressFixture", "LearnItem", "ScenarioFile", "ScenarioItem"]
 
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
@@ -65,6 +65,8 @@ class ScenarioFile(pytest.File):
         except HarnessError as error:
             raise self.CollectError(str(error)) from None
         yield ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
+        if scenario.expect.learned is not None:
+            yield LearnItem.from_parent(self, name=f"{scenario.name}[learn]", scenario=scenario)
 
 
 class ScenarioFailed(Exception):
@@ -97,6 +99,53 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, 0, f"scenario: {self.scenario.name}"
+
+
+class LearnFailed(Exception):
+    def __init__(self, messages: list[str], text: str) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+        self.text = text
+
+
+class LearnItem(pytest.Item):
+    """`egress learn` on the scenario, checked against its `expect.learned` block."""
+
+    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+
+    def runtest(self) -> None:
+        from harness.learn import learn, render_allowlist
+
+        wanted = self.scenario.expect.learned
+        assert wanted is not None
+        result = learn(self.scenario, sandbox_run(self.config))
+        text = render_allowlist(result.policy, result.candidates, command=f"pytest {self.nodeid}",
+                                scenario=self.scenario.name, verified=result.verified)  # fmt: skip
+        self.add_report_section("call", "learned allowlist", text)
+        where = self.scenario.expect.location_of("learned")
+        prefix = f"{where}: expect.learned" if where else "expect.learned"
+        messages = []
+        if wanted.count is not None and len(result.candidates) != wanted.count:
+            found = ", ".join(candidate.host for candidate in result.candidates) or "none"
+            messages.append(f"{prefix}.count: expected {wanted.count} destination(s), learned "
+                            f"{len(result.candidates)} ({found})")  # fmt: skip
+        if wanted.verified is not None and result.verified != wanted.verified:
+            messages.append(f"{prefix}.verified: expected {wanted.verified}, the verify run "
+                            f"{'succeeded' if result.verified else 'failed'}")  # fmt: skip
+        if messages:
+            raise LearnFailed(messages, text)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, LearnFailed):
+            return "\n".join([*excinfo.value.messages, "", "learned allowlist:", excinfo.value.text])
+        if isinstance(excinfo.value, HarnessError):
+            return f"{self.scenario.path}: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, 0, f"learn: {self.scenario.name}"
 
 
 def failure_report(execution: Execution) -> str:

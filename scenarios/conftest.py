@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.pytest_plugin import ScenarioItem
+from harness.pytest_plugin import LearnItem, ScenarioItem
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if isinstance(item, ScenarioItem):
+        if isinstance(item, ScenarioItem | LearnItem):
             item.add_marker(pytest.mark.docker)

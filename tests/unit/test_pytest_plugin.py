@@ -149,3 +149,27 @@ def test_fixture_returns_denied_and_allowed_destinations(project: pytest.Pyteste
         """
     )
     project.runpytest().assert_outcomes(passed=1)
+
+
+LEARN_SCENARIO = """\
+name: learner
+workload:
+  image: egress/python
+  command: build
+  env: {{HOSTS: "a.example.test b.example.test"}}
+expect:
+  outcome: failure
+  learned: {{count: {count}, verified: true}}
+"""
+
+
+@pytest.mark.parametrize(("count", "outcome"), [(2, "passed"), (3, "failed")])
+def test_learned_block_adds_a_learn_item(project: pytest.Pytester, count: int, outcome: str) -> None:
+    (project.path / "learner.scenario.yaml").write_text(LEARN_SCENARIO.format(count=count))
+    result = project.runpytest("-v")
+    result.stdout.fnmatch_lines([f"*learner.scenario.yaml::learner[[]learn[]] {outcome.upper()}*"])
+    if outcome == "failed":
+        result.stdout.fnmatch_lines([
+            "*learner.scenario.yaml:8:3: expect.learned.count: expected 3 destination(s), "
+            "learned 2 (a.example.test, b.example.test)",
+        ])  # fmt: skip
