@@ -170,6 +170,6 @@ def test_learned_block_adds_a_learn_item(project: pytest.Pytester, count: int, o
     result.stdout.fnmatch_lines([f"*learner.scenario.yaml::learner[[]learn[]] {outcome.upper()}*"])
     if outcome == "failed":
         result.stdout.fnmatch_lines([
-            "*learner.scenario.yaml:8:3: expect.learned.count: expected 3 destination(s), "
-            "learned 2 (a.example.test, b.example.test)",
+            ("*learner.scenario.yaml:8:3: expect.learned.count: expected 3 destination(s), "
+            "learned 2 (a.example.test, b.example.test)"),
         ])  # fmt: skip
