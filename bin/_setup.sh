@@ -70,6 +70,17 @@ ensure_image_tools() {
     fi
 }
 
+# The report's browser test opens pages in Debian's headless chromium.
+ensure_browser() {
+    command -v chromium >/dev/null && return
+    if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
+        say "installing Debian's chromium (the HTML report is checked in a real headless browser)"
+        apt_install chromium || die "apt-get could not install chromium; install it and run this again"
+    else
+        say "chromium is missing: tests/browser will fail until it is installed (apt-get install chromium)"
+    fi
+}
+
 docker_answers() {
     docker info >/dev/null 2>&1 || "$EGRESS_VENV/bin/python" - <<'PY' 2>/dev/null
 import docker, sys

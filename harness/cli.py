@@ -9,7 +9,9 @@ __all__ = ["cli", "console_main", "main"]
 
 import json
 import sys
+import time
 from pathlib import Path
+from typing import Self
 
 import click
 from rich.console import Console
@@ -226,7 +228,10 @@ def run_command(
     if allow:
         policy = merge_allow(policy, allow)
     overrides = RunOverrides(policy=policy, mode=mode, https_deny=https_deny)
-    execution = execute(scenario, _sandbox_run(), overrides, on_output=_echo_workload_line)
+    sandbox = _sandbox_run()
+    with LiveProgress(f"running {scenario.name}") as progress:
+        execution = execute(scenario, sandbox, overrides, on_output=progress.output,
+                            on_event=progress.event)  # fmt: skip
     _print_execution(execution)
     if execution.failures:
         raise ExpectationFailed(f"{len(execution.failures)} expectation(s) of {scenario.path} failed")
@@ -235,13 +240,66 @@ def run_command(
 def _sandbox_run():
     from harness.sandbox import build_images, run
 
-    # Cached by content hash: a no-op when the images are current, a progress line per step when not.
-    build_images(lambda line: stderr.print(f"[dim]images:[/dim] {line}", markup=True))
+    # Cached by content hash: silent when the images are current, a progress line per step when not.
+    def progress(line: str) -> None:
+        if "up to date" not in line and "images ready" not in line:
+            stderr.print(f"[dim]images:[/dim] {line}", markup=True)
+
+    build_images(progress)
     return run
 
 
-def _echo_workload_line(line: str) -> None:
-    print(f"│ {line}", flush=True)
+class LiveProgress:
+    """What a run is doing while it runs: on a terminal a status line (elapsed time, current
+    step, destinations so far) under the workload's output; elsewhere (CI logs) plain lines.
+    Each new destination is announced once, as the firewall decides it."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.started = time.monotonic()
+        self.seen: set[tuple[str, int | None, str | None]] = set()
+        self._status = None
+
+    def __enter__(self) -> Self:
+        if stdout.is_terminal:
+            self._status = stdout.status(self._text())
+            self._status.__enter__()
+        else:
+            print(f"» {self.step}", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def _text(self) -> str:
+        elapsed = time.monotonic() - self.started
+        return f"{self.step} · {elapsed:5.1f} s · {len(self.seen)} destination(s)"
+
+    def set_step(self, step: str) -> None:
+        self.step = step
+        if self._status is not None:
+            self._status.update(self._text())
+        else:
+            print(f"» {step}", flush=True)
+
+    def output(self, line: str) -> None:
+        stdout.print(f"│ {line}", markup=False, highlight=False)
+        if self._status is not None:
+            self._status.update(self._text())
+
+    def event(self, event) -> None:
+        if event.kind not in ("tls", "http", "tcp", "udp"):
+            return
+        key = (event.host or event.dst, event.port, event.would)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        colour = "green" if event.would == "Allow" else "red"
+        name = event.host or (event.dst or "?").rsplit(":", 1)[0]
+        stdout.print(f"[{colour}]→ {name}:{event.port} {event.protocol} {event.would}[/{colour}]")
+        if self._status is not None:
+            self._status.update(self._text())
 
 
 def _print_execution(execution) -> None:
@@ -292,10 +350,12 @@ def learn_command(scenario_file: str, classify: bool, output: str | None) -> Non
     command = "egress learn " + " ".join(
         [scenario_file] + (["--classify"] if classify else []) + (["-o", output] if output else [])
     )
-    result = learn(
-        scenario, _sandbox_run(), classify=classify, parallel=os.cpu_count() or 2,
-        on_step=lambda step: stdout.print(f"[bold]»[/bold] {step}"),
-    )  # fmt: skip
+    sandbox = _sandbox_run()
+    with LiveProgress(f"learning {scenario.name}") as progress:
+        result = learn(
+            scenario, sandbox, classify=classify, parallel=os.cpu_count() or 2,
+            on_step=progress.set_step, on_event=progress.event,
+        )  # fmt: skip
     text = render_allowlist(result.policy, result.candidates, command=command,
                             scenario=scenario.name, verified=result.verified)  # fmt: skip
     table = _table("destination", "protocols", "connections", "bytes", "classification")
@@ -370,6 +430,45 @@ def gc() -> None:
 
     removed = sweep()
     stdout.print(f"Removed {removed} leftover resource(s).")
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+@cli.command("report")
+@click.argument("recording", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="where to write the page (default: RECORDING/report.html)")  # fmt: skip
+def report_command(recording: str, output: str | None) -> None:
+    """One self-contained HTML page for a recording: outcome, diagnosis, destinations, rule
+    hits, and a timeline of the workload's output interleaved with the firewall's events."""
+    from harness.diagnose import diagnose
+    from harness.recording import read_events
+    from harness.report import render_html
+
+    folder = Path(recording)
+    events = read_events(folder)
+    summary_file = folder / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    timed = folder / "workload.jsonl"
+    output_lines: list[tuple[str, str]] = []
+    if timed.is_file():
+        for line in timed.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            output_lines.append((entry["ts"], entry["line"]))
+    diagnosis_text = None
+    if summary.get("outcome") == "failure":
+        diagnosis_text = diagnose(events, "\n".join(line for _, line in output_lines)).render()
+    page = render_html(
+        title=f"Egress report: {summary.get('scenario', folder.name)}", summary=summary,
+        events=events, output=output_lines, diagnosis_text=diagnosis_text,
+    )  # fmt: skip
+    target = Path(output) if output else folder / "report.html"
+    target.write_text(page, encoding="utf-8")
+    stdout.print(f"Report: {target}")
 
 
 # --- shared output ------------------------------------------------------------------------

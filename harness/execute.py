@@ -8,14 +8,15 @@ __all__ = ["Execution", "RunOverrides", "execute", "new_run_dir", "runs_root"]
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from harness.diagnose import Diagnosis, diagnose
-from harness.events import Event
+from harness.events import Event, now_iso
 from harness.export.yaml_form import policy_to_yaml
 from harness.policy.model import Policy
 from harness.recording import read_events
@@ -65,6 +66,9 @@ class Execution:
         return [row for row in self.destinations if "Allow" in row.would.split("+")]
 
 
+TIMED_OUTPUT = "workload.jsonl"
+
+
 def runs_root() -> Path:
     """Where recordings go: $EGRESS_RUNS_DIR, else ./runs."""
     return Path(os.environ.get("EGRESS_RUNS_DIR", "runs")).resolve()
@@ -86,12 +90,51 @@ def new_run_dir(scenario_name: str, root: Path | None = None, suffix: str = "") 
     raise RuntimeError(f"could not make a unique run folder under {base}")
 
 
+class _EventTail:
+    """Reads events.jsonl while the run is going, for a live display of new destinations."""
+
+    def __init__(self, path: Path, on_event: Callable[[Event], None]) -> None:
+        self.path, self.on_event = path, on_event
+        self.offset = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="egress-event-tail", daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=2)
+        self._read()
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(0.2):
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                handle.seek(self.offset)
+                while line := handle.readline():
+                    if not line.endswith("\n"):
+                        break  # a line still being written: read it next time
+                    self.offset += len(line.encode("utf-8"))
+                    try:
+                        self.on_event(Event.from_json(line))
+                    except (ValueError, TypeError):
+                        continue
+        except FileNotFoundError:
+            pass
+
+
 def execute(
     scenario: Scenario,
     sandbox_run: SandboxRun,
     overrides: RunOverrides = RunOverrides(),
     *,
     on_output: Callable[[str], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
     run_dir: Path | None = None,
     run_suffix: str = "",
 ) -> Execution:
@@ -106,9 +149,14 @@ def execute(
         policy_to_yaml(policy, header=f"Effective policy of scenario {scenario.name} ({mode})")
     )
     output_lines: list[str] = []
+    # The output's lines with the time each arrived, so a report can interleave them with the
+    # firewall's events (workload.log keeps the bare text).
+    timed_output = open(folder / TIMED_OUTPUT, "a", encoding="utf-8")  # noqa: SIM115
 
     def collect(line: str) -> None:
         output_lines.append(line)
+        timed_output.write(json.dumps({"ts": now_iso(), "line": line}) + "\n")
+        timed_output.flush()
         if on_output is not None:
             on_output(line)
 
@@ -126,7 +174,14 @@ def execute(
         hosts=dict(firewall.hosts),
         policy_path=folder / "policy.yaml",
     )
-    result = sandbox_run(spec, on_output=collect)
+    try:
+        if on_event is None:
+            result = sandbox_run(spec, on_output=collect)
+        else:
+            with _EventTail(folder / "events.jsonl", on_event):
+                result = sandbox_run(spec, on_output=collect)
+    finally:
+        timed_output.close()
     events = read_events(folder) if (folder / "events.jsonl").exists() else []
     rows = destinations(events)
     azure_lines = [event.azure for event in events if event.azure]

@@ -171,10 +171,16 @@ def learn(
     classify: bool = False,
     parallel: int = 2,
     on_step: Callable[[str], None] = lambda _: None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> LearnResult:
     on_step(f"audit run of {scenario.name}: everything allowed, every destination recorded")
-    audit = execute(scenario, sandbox_run, RunOverrides(policy=Policy(f"{scenario.name}-audit"), mode="audit"),
-                    run_suffix="audit")  # fmt: skip
+    audit = execute(
+        scenario,
+        sandbox_run,
+        RunOverrides(policy=Policy(f"{scenario.name}-audit"), mode="audit"),
+        run_suffix="audit",
+        on_event=on_event,
+    )
     found = candidates(audit.events)
     policy = learned_policy(f"{scenario.name}-learned", found)
     on_step(f"verify run: enforce, behind the {len(found)} learned destination(s)")
