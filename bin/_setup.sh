@@ -59,27 +59,20 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# debootstrap makes the Debian base image when no registry is reachable (egress images build).
-ensure_image_tools() {
-    command -v debootstrap >/dev/null && return
+# Install a Debian package for COMMAND when it is missing (as root on Debian), else say why it
+# is needed and how to get it: ensure_tool COMMAND PACKAGE WHY
+ensure_tool() {
+    command -v "$1" >/dev/null && return
     if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
-        say "installing debootstrap (it builds the Debian base image without a registry)"
-        apt_install debootstrap || die "apt-get could not install debootstrap; install it and run this again"
+        say "installing Debian's $2 ($3)"
+        apt_install "$2" || die "apt-get could not install $2; install it and run this again"
     else
-        say "debootstrap is missing: 'egress images build' needs it unless the images exist (apt-get install debootstrap)"
+        say "$1 is missing ($3): apt-get install $2"
     fi
 }
 
-# The report's browser test opens pages in Debian's headless chromium.
-ensure_browser() {
-    command -v chromium >/dev/null && return
-    if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
-        say "installing Debian's chromium (the HTML report is checked in a real headless browser)"
-        apt_install chromium || die "apt-get could not install chromium; install it and run this again"
-    else
-        say "chromium is missing: tests/browser will fail until it is installed (apt-get install chromium)"
-    fi
-}
+ensure_image_tools() { ensure_tool debootstrap debootstrap "it builds the Debian base image without a registry"; }
+ensure_browser() { ensure_tool chromium chromium "the HTML report is checked in a real headless browser"; }
 
 docker_answers() {
     docker info >/dev/null 2>&1 || "$EGRESS_VENV/bin/python" - <<'PY' 2>/dev/null

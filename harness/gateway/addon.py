@@ -293,10 +293,20 @@ class Firewall:
         return _is_loopback(dst_ip)
 
     def _decide_tls(self, nextlayer: layer.NextLayer, sni: str | None) -> None:
+        self._decide_connection(nextlayer, "HTTPS", sni or None)
+
+    def _decide_raw_tcp(self, nextlayer: layer.NextLayer) -> None:
+        self._decide_connection(nextlayer, "TCP", None)
+
+    def _decide_connection(
+        self, nextlayer: layer.NextLayer, protocol: str, sni: str | None
+    ) -> None:
+        """HTTPS (on its SNI) or raw TCP: decide, record, and hand the connection to the
+        counting pass-through; only an approved address gets past server_connect."""
         context = nextlayer.context
         src_ip, src_port, dst_ip, dst_port = self._request_base(context.client, context.server)
         request = Request(
-            "HTTPS", src_ip, src_port, dst_port, dst_ip=dst_ip, host=sni or None,
+            protocol, src_ip, src_port, dst_port, dst_ip=dst_ip, host=sni,
             dst_names=frozenset(self.names_by_ip.get(dst_ip, ())),
         )  # fmt: skip
         decision = self._decide(request)
@@ -313,30 +323,11 @@ class Firewall:
             target = (sni, dst_port) if sni else (dst_ip, dst_port)
             context.server.address = target
             verdict.approved.add(target)
-        else:
+        elif protocol == "HTTPS":
             verdict.deny_style = self.config.https_deny if self.config else "close"
             if verdict.deny_style == "alert" and self.alert_address is not None:
                 context.server.address = self.alert_address
                 verdict.approved.add(self.alert_address)
-        nextlayer.layer = CountingPassthrough(context, verdict)
-
-    def _decide_raw_tcp(self, nextlayer: layer.NextLayer) -> None:
-        context = nextlayer.context
-        src_ip, src_port, dst_ip, dst_port = self._request_base(context.client, context.server)
-        request = Request(
-            "TCP", src_ip, src_port, dst_port, dst_ip=dst_ip,
-            dst_names=frozenset(self.names_by_ip.get(dst_ip, ())),
-        )  # fmt: skip
-        decision = self._decide(request)
-        if decision.allowed and self._is_the_gateway(dst_ip, dst_port):
-            decision = Decision(DENY, DENY, "destination is the gateway itself")
-        event = event_for_decision(
-            request, decision, policy_name=self._policy_name, run=self._run_id
-        )
-        verdict = Verdict(event)
-        self.verdicts[context.client.id] = verdict
-        if decision.allowed:
-            verdict.approved.add((dst_ip, dst_port))
         nextlayer.layer = CountingPassthrough(context, verdict)
 
     @property
