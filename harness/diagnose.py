@@ -23,10 +23,10 @@ CLIENT_ERRORS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "pip",
             r"SSLError|SSLEOFError|UNEXPECTED_EOF|SSLZeroReturnError|Max retries exceeded|Could not fetch URL",
         ),
+        ("apt", r"470\s+status code 470|^E: (Failed|Unable) to fetch|^Err:\d+ "),
         ("uv", r"Failed to fetch|error sending request|client error \(Connect\)|tls handshake eof"),
         ("npm", r"ECONNRESET|EPROTO|socket hang up|ERR_SSL|request to \S+ failed"),
         ("nuget", r"NU1301|NU3028|Unable to load the service index"),
-        ("apt", r"470\s+status code 470|Failed to fetch|Unable to fetch"),
         ("curl", r"curl: \((6|7|28|35|52|56)\)"),
         (
             ".NET",

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+from harness.derive import Prober, resolve_derived
 from harness.diagnose import Diagnosis, diagnose
 from harness.events import Event, now_iso
 from harness.export.yaml_form import policy_to_yaml
@@ -137,11 +138,17 @@ def execute(
     on_event: Callable[[Event], None] | None = None,
     run_dir: Path | None = None,
     run_suffix: str = "",
+    prober: Prober | None = None,
 ) -> Execution:
     from harness.sandbox.runner import RunSpec  # the spec is plain data; no engine is touched
 
     firewall = scenario.firewall
     policy = overrides.policy or firewall.policy
+    if scenario.derived:  # `${pip.index_host}` and kin: asked of the workload's image
+        from harness.sandbox.probe import docker_prober
+
+        scenario, policy = resolve_derived(scenario, policy, prober or docker_prober())
+        firewall = scenario.firewall
     mode = overrides.mode or firewall.mode
     https_deny = overrides.https_deny or firewall.https_deny
     folder = run_dir or new_run_dir(scenario.name, suffix=run_suffix)

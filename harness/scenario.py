@@ -1,6 +1,10 @@
 """Scenarios (formats.md "Scenario"): a workload, the firewall it runs behind, and what is
 expected of the run. Loaded with the same error quality as policies; paths are resolved from
 the scenario file's folder.
+
+Derived values (`${pip.index_host}`, see `harness.derive`) may be written in the firewall policy
+and in expectation strings; an unknown name stops loading at its line. A loaded scenario lists
+them in `derived`, and `harness.execute` fills them in from the workload image when it runs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from harness.derive import DerivedUse, references, stand_in, substitute, unknown_reference_problem
 from harness.errors import Location
 from harness.policy.load import YAML, fields_of, required, string_of
 from harness.policy.model import Policy
@@ -73,6 +78,9 @@ class Scenario:
     firewall: Firewall
     expect: Expect = field(default_factory=Expect)
     description: str = ""
+    # Every use of a `${...}` derived value in the policy and expectations, in file order, with
+    # where it is written; empty once `harness.derive.resolve_derived` has filled them in.
+    derived: tuple[DerivedUse, ...] = ()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -103,14 +111,46 @@ def scenario_from_node(root: Node, source: Path) -> Scenario:
     workload_node = required(
         root, found, "workload", YAML, "workload: {image: egress/python, command: ...}"
     )
+    uses: list[DerivedUse] = []
     return Scenario(
         name=name,
         path=source,
         workload=_workload(workload_node, source),
-        firewall=_firewall(found.get("firewall"), source, name),
-        expect=_expect(found.get("expect")),
+        firewall=_firewall(found.get("firewall"), source, name, uses),
+        expect=_expect(found.get("expect"), uses),
         description=description,
+        derived=tuple(uses),
     )
+
+
+def _derived_names(node: Node, uses: list[DerivedUse]) -> list[str]:
+    """The derived values a string node refers to, recorded in `uses`; unknown ones stop."""
+    names = references(node.value)
+    for name in names:
+        problem = unknown_reference_problem(name)
+        if problem:
+            raise node.error(problem, "derived values are listed in docs/scenarios.md")
+        uses.append(DerivedUse(name, node.location, node.key_path))
+    return names
+
+
+def _stand_ins(node: Node, uses: list[DerivedUse]) -> None:
+    """Each `${name}` in the strings under `node` replaced, in place, by its stand-in host name,
+    so the policy checks run as usual until a run fills in the value."""
+    value = node.value
+    if isinstance(value, dict):
+        children = [(key, node.child(key)) for key in value]
+    elif isinstance(value, list):
+        children = list(enumerate(node.elements()))
+    else:
+        return
+    for key, child in children:
+        if isinstance(child.value, str):
+            names = _derived_names(child, uses)
+            if names:
+                value[key] = substitute(child.value, {name: stand_in(name) for name in names})
+        else:
+            _stand_ins(child, uses)
 
 
 def _workload(node: Node, source: Path) -> Workload:
@@ -185,8 +225,11 @@ def _choice(node: Node, choices: tuple[str, ...], what: str) -> str:
     return value
 
 
-def _firewall(node: Node | None, source: Path, scenario_name: str) -> Firewall:
-    from harness.policy.load import load_policy, policy_from_mapping
+def _firewall(
+    node: Node | None, source: Path, scenario_name: str, uses: list[DerivedUse]
+) -> Firewall:
+    from harness.policy.load import policy_from_document, policy_from_mapping
+    from harness.yamlio import load_document
 
     if node is None:
         return Firewall(policy=Policy(f"{scenario_name}-deny-all"))
@@ -202,8 +245,12 @@ def _firewall(node: Node | None, source: Path, scenario_name: str) -> Firewall:
                     f"{policy_source} is not a file",
                     "give a policy file relative to the scenario, or an inline mapping",
                 )
-            policy = load_policy(policy_source)
+            # As load_policy does, with derived values in the file replaced by stand-ins.
+            document = load_document(policy_source)
+            _stand_ins(document.root, uses)
+            policy = policy_from_document(document, policy_source.stem)
         elif isinstance(policy_node.value, dict):
+            _stand_ins(policy_node, uses)
             policy = policy_from_mapping(policy_node.value, source, default_name=scenario_name)
         else:
             raise policy_node.error(
@@ -232,24 +279,29 @@ def _firewall(node: Node | None, source: Path, scenario_name: str) -> Firewall:
     return Firewall(policy, policy_source, mode, https_deny, tuple(hosts))  # type: ignore[arg-type]
 
 
-def _destinations(node: Node) -> tuple[str, ...]:
+def _destinations(node: Node, uses: list[DerivedUse]) -> tuple[str, ...]:
     if not isinstance(node.value, list):
         raise node.error(
             "expected a list of destinations (host or host:port)", "e.g. [files.example.test:443]"
         )
-    return tuple(
-        string_of(item, "a destination (host or host:port)").lower() for item in node.elements()
-    )
+    destinations = []
+    for item in node.elements():
+        text = string_of(item, "a destination (host or host:port)")
+        _derived_names(item, uses)
+        destinations.append(text.lower())
+    return tuple(destinations)
 
 
-def _patterns(node: Node) -> tuple[str, ...]:
+def _patterns(node: Node, uses: list[DerivedUse]) -> tuple[str, ...]:
     if not isinstance(node.value, list):
         raise node.error("expected a list of regular expressions", "e.g. ['Action: Deny']")
     patterns = []
     for item in node.elements():
         text = string_of(item, "a regular expression")
+        names = _derived_names(item, uses)
         try:
-            re.compile(text)
+            # Checked as it will run: a derived value goes in escaped, like this stand-in.
+            re.compile(substitute(text, {name: re.escape(stand_in(name)) for name in names}))
         except re.error as error:
             raise item.error(
                 f"{text!r} is not a valid regular expression: {error}",
@@ -259,7 +311,7 @@ def _patterns(node: Node) -> tuple[str, ...]:
     return tuple(patterns)
 
 
-def _expect(node: Node | None) -> Expect:
+def _expect(node: Node | None, uses: list[DerivedUse]) -> Expect:
     if node is None:
         return Expect()
     found = fields_of(node, YAML, _EXPECT, what="expect")
@@ -289,10 +341,12 @@ def _expect(node: Node | None) -> Expect:
         learned = LearnedExpectation(count, verified)
     return Expect(
         outcome=outcome,  # type: ignore[arg-type]
-        denied=_destinations(found["denied"]) if "denied" in found else (),
-        allowed=_destinations(found["allowed"]) if "allowed" in found else (),
-        log_contains=_patterns(found["log_contains"]) if "log_contains" in found else (),
-        output_contains=_patterns(found["output_contains"]) if "output_contains" in found else (),
+        denied=_destinations(found["denied"], uses) if "denied" in found else (),
+        allowed=_destinations(found["allowed"], uses) if "allowed" in found else (),
+        log_contains=_patterns(found["log_contains"], uses) if "log_contains" in found else (),
+        output_contains=(
+            _patterns(found["output_contains"], uses) if "output_contains" in found else ()
+        ),
         learned=learned,
         locations=tuple((key, child.location) for key, child in found.items()),
     )

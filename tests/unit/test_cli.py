@@ -105,8 +105,8 @@ def test_logs_prints_azure_lines_and_azfw_rows(
     recorder.close()
     assert main(["logs", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "HTTPS request from 172.18.0.2:50347 to x.example.test:443. Action: Deny. "
-        "No rule matched. Proceeding with default action"
+        ("HTTPS request from 172.18.0.2:50347 to x.example.test:443. Action: Deny. "
+        "No rule matched. Proceeding with default action")
     ]
     assert main(["logs", str(tmp_path), "--format", "azfw-json"]) == 0
     row = json.loads(capsys.readouterr().out)

@@ -80,3 +80,9 @@ def test_nothing_denied_says_the_firewall_is_not_the_cause() -> None:
     diagnosis = diagnose([allowed("index.example.test", "t")], "Traceback: ZeroDivisionError")
     assert diagnosis.culprit is None
     assert "not the firewall" in diagnosis.render()
+
+
+def test_apt_fetch_errors_are_apt_not_uv() -> None:
+    output = "E: Failed to fetch http://files.example.test/debian/pool/t/tree.deb  470  status code 470"
+    diagnosis = diagnose([denied("files.example.test", "t", kind="http", port=80)], output)
+    assert diagnosis.client == "apt"

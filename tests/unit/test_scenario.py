@@ -110,7 +110,11 @@ def test_expectations_that_hold_give_no_failures() -> None:
         (Expect(outcome="failure", allowed=("other.example.test",)), "allowed", "never contacted"),
         (Expect(outcome="failure", denied=("index.example.test:80",)), "denied", "never contacted"),
         (Expect(outcome="failure", log_contains=("Action: Allow",)), "log_contains", "no line"),
-        (Expect(outcome="failure", output_contains=("Successfully",)), "output_contains", "no line"),
+        (
+            Expect(outcome="failure", output_contains=("Successfully",)),
+            "output_contains",
+            "no line",
+        ),
     ],
 )
 def test_each_unmet_expectation_is_reported(expect: Expect, key: str, words: str) -> None:
@@ -120,5 +124,62 @@ def test_each_unmet_expectation_is_reported(expect: Expect, key: str, words: str
 
 
 def test_timeout_is_a_failure_outcome() -> None:
-    failures = check_expectations(Expect(outcome="success"), observed(exit_code=None, timed_out=True))
+    failures = check_expectations(
+        Expect(outcome="success"), observed(exit_code=None, timed_out=True)
+    )
     assert "timed out" in failures[0].message
+
+
+# --- derived values ------------------------------------------------------------------------
+
+DERIVED = """\
+name: derived
+workload:
+  image: egress/python
+  command: echo ${HOME}
+firewall:
+  policy:
+    allow: ['${pip.index_host}']
+expect:
+  denied: ['${pip.files_host}:443']
+  log_contains: ['to (?!${pip.index_host}:)[^ ]+:443']
+"""
+
+
+def test_derived_values_are_listed_where_first_written_and_stand_in_in_the_policy(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, DERIVED)
+    scenario = load_scenario(path)
+    assert [(use.name, use.location.line, use.key_path) for use in scenario.derived] == [
+        ("pip.index_host", 7, "firewall.policy.allow[0]"),
+        ("pip.files_host", 9, "expect.denied[0]"),
+        ("pip.index_host", 10, "expect.log_contains[0]"),
+    ]
+    rule = scenario.firewall.policy.rule_collection_groups[0].rule_collections[0].rules[0]
+    assert rule.target_fqdns == ("pip-index-host.derived.egress.test",)
+    assert scenario.expect.denied == ("${pip.files_host}:443",)
+    assert scenario.workload.command == "echo ${HOME}"  # a shell's variable, not a derived value
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "key_path"),
+    [
+        ("allow: ['${pip.index_host}']", "allow: ['${pip.index_hots}']", 7,
+         "firewall.policy.allow[0]"),
+        ("denied: ['${pip.files_host}:443']", "denied: ['${npm.registry}']", 9,
+         "expect.denied[0]"),
+        ("(?!${pip.index_host}:)", "(?!${apt.mirror}:)", 10, "expect.log_contains[0]"),
+    ],
+)  # fmt: skip
+def test_unknown_derived_value_names_line_key_and_known_names(
+    tmp_path: Path, old: str, new: str, line: int, key_path: str
+) -> None:
+    path = write(tmp_path, DERIVED.replace(old, new))
+    with pytest.raises(InputError) as caught:
+        load_scenario(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}:")
+    assert f"{key_path}: unknown derived value ${{" in message
+    assert "(did you mean ${" in message
+    assert "known: ${pip.index_url}, ${pip.index_host}, ${pip.files_host}" in message

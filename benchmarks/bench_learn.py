@@ -1,0 +1,65 @@
+"""egress learn --classify against the loop people run in Azure today, on the same harness:
+deny all, run, allow the first denied destination, run again, until the build succeeds.
+Prints runs and wall time of each and their ratio, measured in this one run.
+
+    .venv/bin/python benchmarks/bench_learn.py [SCENARIO]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness.execute import RunOverrides, execute
+from harness.learn import learn
+from harness.policy.load import merge_allow
+from harness.policy.model import Policy
+from harness.sandbox import build_images, run
+from harness.scenario import load_scenario
+
+DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "python-requirements.scenario.yaml"
+MAX_LOOPS = 20
+
+
+def naive_loop(scenario) -> tuple[int, float, list[str]]:
+    started = time.monotonic()
+    allowed: list[str] = []
+    for runs in range(1, MAX_LOOPS + 1):
+        policy = merge_allow(Policy(f"{scenario.name}-naive"), allowed)
+        execution = execute(
+            scenario, run, RunOverrides(policy=policy, mode="enforce"), run_suffix=f"naive-{runs}"
+        )
+        if execution.succeeded:
+            return runs, time.monotonic() - started, allowed
+        first_denied = next((row for row in execution.destinations if "Deny" in row.would), None)
+        if first_denied is None:
+            raise SystemExit(f"run {runs} failed with nothing denied; the loop cannot go on")
+        allowed.append(first_denied.host)
+    raise SystemExit(f"no success after {MAX_LOOPS} runs")
+
+
+def main() -> None:
+    scenario = load_scenario(sys.argv[1] if len(sys.argv) > 1 else DEFAULT)
+    build_images(lambda line: None)
+    os.environ.setdefault("EGRESS_RUNS_DIR", tempfile.mkdtemp(prefix="egress-bench-learn-"))
+    naive_runs, naive_seconds, naive_hosts = naive_loop(scenario)
+    started = time.monotonic()
+    result = learn(scenario, run, classify=True, parallel=os.cpu_count() or 2)
+    learn_seconds = time.monotonic() - started
+    print(f"scenario {scenario.name}")
+    print(
+        f"naive loop            {naive_runs:3d} runs  {naive_seconds:7.1f} s  allowed {len(naive_hosts)} host(s)"
+    )
+    marks = ", ".join(f"{c.classification}" for c in result.candidates)
+    print(f"learn --classify      {result.runs:3d} runs  {learn_seconds:7.1f} s  "
+          f"{len(result.candidates)} destination(s): {marks}; verified={result.verified}")  # fmt: skip
+    print(
+        f"wall time learn/naive {learn_seconds / naive_seconds:.2f}x; runs learn/naive {result.runs / naive_runs:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
