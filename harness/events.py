@@ -2,8 +2,16 @@
 (formats.md "Recording"), and their renderings as Azure Firewall writes logs: the legacy
 diagnostic `msg` line and the resource-specific AZFW* table rows. Pure.
 
-Readiness: the gateway writes a `lifecycle` event with `reason: "ready"` once mitmdump listens;
-the sandbox starts workloads only after it. `reason: "stopped"` is written on shutdown.
+Readiness: the gateway writes a `lifecycle` event with `reason: "ready"` once mitmdump listens
+(and prints `egress-harness gateway ready`); the sandbox starts workloads only after it, because
+the namespace is unfiltered until then. `reason: "stopped"` is written on a clean shutdown.
+Lifecycle events carry only `v`, `ts`, `run`, `kind` and `reason`; every other field is null.
+
+One line per connection (TLS or raw TCP, written when it closes, with its byte counts and
+duration), per plain HTTP request (written with its status) and per DNS query.
+
+The Azure line shows `would`: in audit mode the log reads as Azure's would in enforce mode,
+while `action` says what the simulation let through.
 """
 
 from __future__ import annotations
@@ -46,8 +54,8 @@ class Event:
     would: str | None = None
     rule: dict[str, str] | None = None
     reason: str | None = None
-    bytes_up: int = 0
-    bytes_down: int = 0
+    bytes_up: int | None = 0
+    bytes_down: int | None = 0
     duration_ms: int | None = None
     url: str | None = None
     status: int | None = None
@@ -62,6 +70,8 @@ class Event:
     @classmethod
     def from_json(cls, line: str) -> Event:
         data = json.loads(line)
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
         known = {field.name for field in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 
@@ -123,7 +133,10 @@ def dns_line(
 
 
 def lifecycle_event(run: str, what: str) -> Event:
-    return Event(ts=now_iso(), run=run, kind="lifecycle", reason=what)
+    """`what` is "ready" or "stopped"."""
+    return Event(
+        ts=now_iso(), run=run, kind="lifecycle", reason=what, bytes_up=None, bytes_down=None
+    )
 
 
 def event_for_decision(

@@ -6,12 +6,21 @@ Hooks translate traffic into `Request`s for the pure `Decider` and decisions int
   SNI (HTTPS); plain HTTP is left to mitmproxy's HTTP layer and decided per request in
   `requestheaders` on the Host header; anything else is decided by network rules (TCP). TLS and
   raw TCP continue in a pass-through layer that only counts bytes: TLS is never terminated.
+  (`tls_clienthello` decides the same way for a ClientHello that reaches mitmproxy's TLS layer
+  without that, e.g. after CONNECT in an explicit-proxy mode, and never intercepts.)
+  A server-speaks-first protocol (SMTP, MySQL, FTP) is never decided: nothing comes from the
+  client, so the connection waits until the client gives up, even where a network rule allows it.
 - An allowed HTTPS connection's upstream is pinned to the SNI name (the gateway resolves it
   itself), so a client cannot name an allowed host and reach another address.
 - `server_connect` is the choke point: an upstream connection that no decision approved is
-  refused. A denied HTTPS connection then ends as `https_deny` says: `close` (EOF right after the
+  refused, and so is one to the gateway itself (loopback, its own addresses, or a name that
+  resolves to one); an approved name is resolved there and the connection pinned to the address
+  checked. A denied HTTPS connection ends as `https_deny` says: `close` (EOF right after the
   ClientHello, as Azure does), `alert` (a local responder answers a fatal access_denied alert)
-  or `drop` (nothing comes back until the client gives up).
+  or `drop` (nothing comes back, no close, until the client closes or `egress_drop_seconds`).
+- Recording: one event per connection, written when the client disconnects (with the bytes
+  relayed each way and the duration); one per plain HTTP request, written with its response
+  or error; one per DNS query, written with its answer.
 - DNS queries are answered normally (Azure DNS answers everything) and recorded; the answers
   map addresses to names for network rules with destination FQDNs.
 
@@ -25,16 +34,20 @@ from __future__ import annotations
 __all__ = ["Firewall"]
 
 import asyncio
-import ipaddress
+import atexit
 import logging
+import os
 import re
+import socket
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from mitmproxy import ctx, dns, exceptions, http
-from mitmproxy.connection import Client, Server
+from mitmproxy import ctx, dns, exceptions, http, tls
+from mitmproxy.connection import Client, ConnectionState, Server
+from mitmproxy.proxy import context as proxy_context
 from mitmproxy.proxy import events, layer
 from mitmproxy.proxy.layers import tcp
 from mitmproxy.proxy.layers.tls import parse_client_hello
@@ -42,7 +55,15 @@ from mitmproxy.proxy.mode_specs import TransparentMode
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.proxy.utils import expect
 
-from harness.events import Event, dns_line, event_for_decision, lifecycle_event, now_iso
+from harness.events import (
+    Event,
+    azure_line,
+    dns_line,
+    event_for_decision,
+    lifecycle_event,
+    now_iso,
+)
+from harness.gateway.local import IpAddress, is_own_address, own_addresses
 from harness.gateway.options import GatewayConfig, parse_options
 from harness.policy.decide import Decider
 from harness.policy.model import DENY, Decision, Reason, Request
@@ -52,7 +73,11 @@ logger = logging.getLogger(__name__)
 
 READY_BANNER = "egress-harness gateway ready"
 DENY_BODY = b"Action: Deny. Reason: No rule matched. Proceeding with default action."
+# A TLS record (alert, TLS 1.2 record version, length 2) holding a fatal (2) access_denied (49).
 TLS_ACCESS_DENIED_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31])
+GATEWAY_ITSELF = "destination is the gateway itself"
+REFUSED = "denied by the egress firewall"
+DROP_POLL_SECONDS = 0.2
 _HTTP_REQUEST_START = re.compile(rb"^[A-Z]{3,10} ")
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$")
 
@@ -64,6 +89,8 @@ class Verdict:
     event: Event
     approved: set[tuple[str, int]] = field(default_factory=set)
     deny_style: str | None = None  # set when a denied HTTPS connection must end a certain way
+    # Approved upstreams refused at connect time (the name resolved to the gateway itself).
+    refused: dict[tuple[str, int], str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     bytes_up: int = 0
     bytes_down: int = 0
@@ -101,11 +128,18 @@ def _split_host(host_header: str) -> tuple[str, int | None]:
     return match.group(1).strip("[]"), int(match.group(2)) if match.group(2) else None
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses the gateway's resolver (its /etc/hosts, then DNS) gives for `host`, IPv4
+    first: the same lookup mitmproxy would make when it dials the name."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = [str(info[4][0]) for info in infos]
+    return sorted(dict.fromkeys(addresses), key=lambda address: ":" in address)
+
+
+def deny_event(event: Event, reason: str) -> None:
+    """Turn a recorded allow into a deny (the upstream was refused after the decision)."""
+    event.action, event.would, event.reason, event.rule = DENY, DENY, reason, None
+    event.azure = azure_line(event)
 
 
 class Firewall:
@@ -118,6 +152,10 @@ class Firewall:
         self.dns_started: dict[str, float] = {}
         self.alert_address: tuple[str, int] | None = None
         self._alert_server: asyncio.Server | None = None
+        # Read once at configure time; tests set their own.
+        self.own_addresses: frozenset[IpAddress] | None = None
+        self.resolve: Callable[[str, int], Awaitable[list[str]]] = resolve
+        self.recording_failed: str | None = None
 
     # --- options ------------------------------------------------------------------------
 
@@ -144,12 +182,20 @@ class Firewall:
             "egress_record_dir", str, "", "Folder for events.jsonl and azure.log. Empty: log only."
         )
         loader.add_option("egress_run_id", str, "", "Run id written into every event.")
-        loader.add_option("egress_drop_seconds", int, 600, "With https_deny=drop: how long a denied connection is held silent at most.")  # fmt: skip
+        loader.add_option(
+            "egress_drop_seconds",
+            int,
+            600,
+            "With egress_https_deny=drop: the most seconds a denied connection is held silent "
+            "(it ends earlier when the client closes).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if ctx.options.connection_strategy != "lazy":
             # Eager would connect to the original destination before the ClientHello is read.
             ctx.options.update(connection_strategy="lazy")
+        if self.own_addresses is None:
+            self.own_addresses = own_addresses()
         if self.config is not None and not any(name.startswith("egress_") for name in updated):
             return
         try:
@@ -174,14 +220,27 @@ class Firewall:
         print(READY_BANNER, flush=True)
 
     def done(self) -> None:
-        for verdict in list(self.verdicts.values()):
-            self._finish(verdict)
-        if self.recorder is not None:
-            try:
-                self.recorder.write(lifecycle_event(self._run_id, "stopped"))
-            except RecorderError:
-                pass
-            self.recorder.close()
+        try:
+            if self.recording_failed is None:
+                for verdict in list(self.verdicts.values()):
+                    self._finish(verdict)
+                if self.recorder is not None:
+                    self.recorder.write(lifecycle_event(self._run_id, "stopped"))
+        except RecorderError:
+            pass  # recording_failed says why
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+        if self.recording_failed is not None:
+            print(f"egress: {self.recording_failed}; the gateway stopped", file=sys.stderr)
+            self.exit_nonzero()
+
+    @staticmethod
+    def exit_nonzero() -> None:
+        """mitmdump exits 0 after shutdown(); a run whose recording is incomplete must not.
+        Exit 1 once mitmdump has finished cleaning up (raising SystemExit from this hook
+        instead skips that and crashed mitmproxy's Rust servers: exit 139)."""
+        atexit.register(os._exit, 1)
 
     async def _answer_alert(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -211,6 +270,7 @@ class Firewall:
         except RecorderError as error:
             # Traffic the recording cannot see must not flow: stop the gateway.
             logger.error(f"egress: {error}; stopping the gateway")
+            self.recording_failed = str(error)
             ctx.master.shutdown()
             raise
 
@@ -238,6 +298,7 @@ class Firewall:
             protocol={"tls": "HTTPS", "http": "HTTP"}.get(kind, kind.upper()), action=DENY,
             would=DENY, reason=Reason.INTERNAL_ERROR,
         )  # fmt: skip
+        event.azure = azure_line(event)
         return event
 
     @contextmanager
@@ -258,11 +319,7 @@ class Firewall:
 
         def deny(reason: str | None) -> None:
             # No approval: server_connect refuses the upstream and the client is closed.
-            verdict = Verdict(
-                self._internal_error("tcp", context.client, context.server.address, None)
-            )
-            verdict.written = reason is None  # a recorder failure has already stopped the gateway
-            self.verdicts[context.client.id] = verdict
+            verdict = self._internal_error_verdict(context, "tcp", written=reason is None)
             nextlayer.layer = CountingPassthrough(context, verdict)
 
         with self._deny_on_error(deny):
@@ -273,45 +330,61 @@ class Firewall:
                 try:
                     hello = parse_client_hello(data)
                 except ValueError:  # not TLS after all: a network-rule decision
-                    self._decide_raw_tcp(nextlayer)
+                    verdict = self._decide_connection(context, "TCP", None)
+                    nextlayer.layer = CountingPassthrough(context, verdict)
                     return
                 if hello is None:
                     nextlayer.layer = None  # the ClientHello is not complete yet
                     return
-                self._decide_tls(nextlayer, hello.sni)
+                verdict = self._decide_connection(context, "HTTPS", hello.sni or None)
             elif _HTTP_REQUEST_START.match(data):
                 return  # mitmproxy's HTTP layer; decided per request in requestheaders
             else:
-                self._decide_raw_tcp(nextlayer)
+                verdict = self._decide_connection(context, "TCP", None)
+            nextlayer.layer = CountingPassthrough(context, verdict)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """A ClientHello that reached mitmproxy's own TLS layer (not the transparent path above):
+        decided on its SNI like any other, and never intercepted."""
+        context = data.context
+        data.ignore_connection = True
+
+        def deny(reason: str | None) -> None:
+            self._internal_error_verdict(context, "tls", written=reason is None)
+
+        with self._deny_on_error(deny):
+            self._decide_connection(context, "HTTPS", data.client_hello.sni or None)
+
+    def _internal_error_verdict(
+        self, context: proxy_context.Context, kind: str, written: bool
+    ) -> Verdict:
+        verdict = Verdict(self._internal_error(kind, context.client, context.server.address, None))
+        verdict.written = written  # a recorder failure has already stopped the gateway
+        self.verdicts[context.client.id] = verdict
+        return verdict
 
     def _request_base(self, client: Client, server: Server) -> tuple[str, int, str, int]:
         src_ip, src_port = client.peername[:2]
         dst_ip, dst_port = server.address[:2] if server.address else ("", 0)
         return src_ip, src_port, dst_ip, dst_port
 
-    def _is_the_gateway(self, dst_ip: str, dst_port: int) -> bool:
-        return _is_loopback(dst_ip)
-
-    def _decide_tls(self, nextlayer: layer.NextLayer, sni: str | None) -> None:
-        self._decide_connection(nextlayer, "HTTPS", sni or None)
-
-    def _decide_raw_tcp(self, nextlayer: layer.NextLayer) -> None:
-        self._decide_connection(nextlayer, "TCP", None)
+    def _is_the_gateway(self, *hosts: str | None) -> bool:
+        own = self.own_addresses or frozenset()
+        return any(host and is_own_address(host, own) for host in hosts)
 
     def _decide_connection(
-        self, nextlayer: layer.NextLayer, protocol: str, sni: str | None
-    ) -> None:
-        """HTTPS (on its SNI) or raw TCP: decide, record, and hand the connection to the
-        counting pass-through; only an approved address gets past server_connect."""
-        context = nextlayer.context
+        self, context: proxy_context.Context, protocol: str, sni: str | None
+    ) -> Verdict:
+        """HTTPS (on its SNI) or raw TCP: decide, pin the upstream and approve it, or leave it
+        unapproved (server_connect then refuses it); the event waits for the close."""
         src_ip, src_port, dst_ip, dst_port = self._request_base(context.client, context.server)
         request = Request(
             protocol, src_ip, src_port, dst_port, dst_ip=dst_ip, host=sni,
             dst_names=frozenset(self.names_by_ip.get(dst_ip, ())),
         )  # fmt: skip
         decision = self._decide(request)
-        if decision.allowed and self._is_the_gateway(dst_ip, dst_port):
-            decision = Decision(DENY, DENY, "destination is the gateway itself")
+        if decision.allowed and self._is_the_gateway(dst_ip, sni):
+            decision = Decision(DENY, DENY, GATEWAY_ITSELF)
         event = event_for_decision(
             request, decision, policy_name=self._policy_name, run=self._run_id
         )
@@ -328,7 +401,7 @@ class Firewall:
             if verdict.deny_style == "alert" and self.alert_address is not None:
                 context.server.address = self.alert_address
                 verdict.approved.add(self.alert_address)
-        nextlayer.layer = CountingPassthrough(context, verdict)
+        return verdict
 
     @property
     def _policy_name(self) -> str:
@@ -374,8 +447,8 @@ class Firewall:
             flow.kill()
             return
         decision = self._decide(request)
-        if decision.allowed and self._is_the_gateway(dst_ip, dst_port):
-            decision = Decision(DENY, DENY, "destination is the gateway itself")
+        if decision.allowed and self._is_the_gateway(dst_ip, host or None):
+            decision = Decision(DENY, DENY, GATEWAY_ITSELF)
         event = event_for_decision(
             request, decision, policy_name=self._policy_name, run=self._run_id, url=url
         )
@@ -410,12 +483,22 @@ class Firewall:
         if event is None:
             return
         try:
+            verdict = self.verdicts.get(flow.client_conn.id)
+            refusal = (
+                verdict.refused.get((flow.request.host, flow.request.port)) if verdict else None
+            )
+            if refusal is not None and flow.response is None:
+                deny_event(event, refusal)
             event.status = flow.response.status_code if flow.response else None
             event.bytes_up = len(flow.request.raw_content or b"")
             event.bytes_down = len(flow.response.raw_content or b"") if flow.response else 0
             event.duration_ms = int(
                 (time.monotonic() - flow.metadata.pop("egress_started", time.monotonic())) * 1000
             )
+        except Exception:  # fail closed: the answer is not passed on
+            logger.exception("egress: internal error; the flow is killed")
+            event.reason = Reason.INTERNAL_ERROR
+            flow.kill()
         finally:
             try:
                 self._write(event)
@@ -426,21 +509,74 @@ class Firewall:
 
     async def server_connect(self, data: ServerConnectionHookData) -> None:
         try:
-            verdict = self.verdicts.get(data.client.id)
-            address = data.server.address
-            if (
-                verdict is not None
-                and address is not None
-                and (address[0], address[1]) in verdict.approved
-            ):
-                return
-            if verdict is not None and verdict.deny_style == "drop" and self.config is not None:
-                # Hold the client's ClientHello unanswered: its own timeout decides when it stops.
-                await asyncio.sleep(self.config.drop_seconds)
-            data.server.error = "denied by the egress firewall"
-        except BaseException:
-            data.server.error = "denied by the egress firewall (internal error)"
+            await self._check_upstream(data)
+        except asyncio.CancelledError:
+            data.server.error = REFUSED
             raise
+        except Exception:  # fail closed: mitmproxy would log it and dial
+            logger.exception("egress: internal error; the upstream connection is refused")
+            data.server.error = f"{REFUSED} (internal error)"
+            try:
+                verdict = self.verdicts.get(data.client.id)
+                if verdict is not None and not verdict.written:
+                    deny_event(verdict.event, Reason.INTERNAL_ERROR)
+            except Exception:  # the refusal above stands; the record is best effort
+                logger.exception("egress: cannot mark the connection's event")
+
+    async def _check_upstream(self, data: ServerConnectionHookData) -> None:
+        verdict = self.verdicts.get(data.client.id)
+        address = data.server.address
+        target = (address[0], address[1]) if address else None
+        if verdict is None or target is None or target not in verdict.approved:
+            if verdict is not None and verdict.deny_style == "drop":
+                await self._hold_silent(data.client)
+            data.server.error = REFUSED
+            return
+        if target == self.alert_address:
+            return
+        host, port = target
+        addresses = [host] if self._is_ip(host) else await self._resolve_or_refuse(data, host)
+        if not addresses:
+            return
+        if self._is_the_gateway(host, *addresses):
+            data.server.error = f"{REFUSED}: {GATEWAY_ITSELF}"
+            verdict.refused[target] = GATEWAY_ITSELF
+            if not verdict.written:
+                deny_event(verdict.event, GATEWAY_ITSELF)
+            return
+        # Dial the address just checked, not the name again: a second lookup could answer
+        # differently (DNS rebinding).
+        data.server.address = (addresses[0], port)
+
+    @staticmethod
+    def _is_ip(host: str) -> bool:
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        except OSError:
+            return False
+        return True
+
+    async def _resolve_or_refuse(self, data: ServerConnectionHookData, host: str) -> list[str]:
+        try:
+            addresses = await self.resolve(host, data.server.address[1])
+        except OSError as error:
+            addresses, reason = [], str(error)
+        else:
+            reason = "no address"
+        if not addresses:
+            data.server.error = f"cannot resolve {host}: {reason}"
+        return addresses
+
+    async def _hold_silent(self, client: Client) -> None:
+        """`drop`: answer nothing and close nothing until the client closes its side (its own
+        timeout), or egress_drop_seconds pass."""
+        assert self.config is not None
+        deadline = time.monotonic() + self.config.drop_seconds
+        while client.state & ConnectionState.CAN_READ:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(DROP_POLL_SECONDS, remaining))
 
     def client_disconnected(self, client: Client) -> None:
         verdict = self.verdicts.pop(client.id, None)
@@ -449,6 +585,8 @@ class Firewall:
                 self._finish(verdict)
             except RecorderError:
                 pass
+            except Exception:  # the connection is over; keep the gateway up
+                logger.exception("egress: internal error while recording a closed connection")
 
     # --- DNS ------------------------------------------------------------------------------
 
