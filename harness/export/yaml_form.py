@@ -64,7 +64,9 @@ def policy_to_mapping(policy: Policy) -> dict[str, Any]:
 
 
 def policy_to_yaml(policy: Policy, header: str = "") -> str:
-    body = yaml.safe_dump(policy_to_mapping(policy), sort_keys=False, default_flow_style=None, width=100)
+    body = yaml.safe_dump(
+        policy_to_mapping(policy), sort_keys=False, default_flow_style=None, width=100
+    )
     if header:
         comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
         return comment + body
