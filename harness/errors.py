@@ -9,7 +9,14 @@ at one place each; nothing else prints a traceback for a user's mistake.
 
 from __future__ import annotations
 
-__all__ = ["EnvironmentProblem", "ExpectationFailed", "HarnessError", "InputError", "Location"]
+__all__ = [
+    "EnvironmentProblem",
+    "ExpectationFailed",
+    "HarnessError",
+    "ImageMissing",
+    "InputError",
+    "Location",
+]
 
 from dataclasses import dataclass
 
@@ -64,6 +71,14 @@ class InputError(HarnessError):
 
 class EnvironmentProblem(HarnessError):
     """Something outside the user's files is missing; the message says how to fix it."""
+
+
+class ImageMissing(EnvironmentProblem):
+    """A workload image is not in the local engine (and none is pulled from a registry)."""
+
+    def __init__(self, image: str, fix: str) -> None:
+        super().__init__(f"the workload image {image} is missing; {fix}")
+        self.image = image
 
 
 class ExpectationFailed(HarnessError):

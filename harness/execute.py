@@ -180,6 +180,7 @@ def execute(
         https_deny=https_deny,  # type: ignore[arg-type]
         hosts=dict(firewall.hosts),
         policy_path=folder / "policy.yaml",
+        upstreams=scenario.upstreams,
     )
     try:
         if on_event is None:

@@ -17,12 +17,13 @@ __all__ = ["SANDBOX_RUN", "EgressFixture", "LearnItem", "ScenarioFile", "Scenari
 
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ImageMissing
 from harness.execute import Execution, RunOverrides, SandboxRun, execute, with_policy
 from harness.policy.model import Policy
 from harness.scenario import Expect, Firewall, Scenario, Workload, load_scenario
@@ -77,13 +78,29 @@ class ScenarioFailed(Exception):
         self.execution = execution
 
 
+@contextmanager
+def not_run_without_image(scenario: Scenario) -> Iterator[None]:
+    """A scenario marked `if_image_missing: skip` whose image is not here is reported as not
+    run, with the reason, in pytest's summary (-rs); any other missing image fails the item."""
+    try:
+        yield
+    except ImageMissing as missing:
+        if (
+            scenario.workload.if_image_missing == "skip"
+            and missing.image == scenario.workload.image
+        ):
+            pytest.skip(f"not run: {missing} (workload.if_image_missing: skip)")
+        raise
+
+
 class ScenarioItem(pytest.Item):
     def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scenario = scenario
 
     def runtest(self) -> None:
-        execution = execute(self.scenario, sandbox_run(self.config))
+        with not_run_without_image(self.scenario):
+            execution = execute(self.scenario, sandbox_run(self.config))
         self.user_properties.append(("recording", str(execution.run_dir)))
         self.add_report_section("call", "workload output", execution.output)
         self.add_report_section("call", "azure firewall log", "\n".join(execution.azure_lines))
@@ -120,7 +137,8 @@ class LearnItem(pytest.Item):
 
         wanted = self.scenario.expect.learned
         assert wanted is not None
-        result = learn(self.scenario, sandbox_run(self.config))
+        with not_run_without_image(self.scenario):
+            result = learn(self.scenario, sandbox_run(self.config))
         text = render_allowlist(result.policy, result.candidates, command=f"pytest {self.nodeid}",
                                 scenario=self.scenario.name, verified=result.verified)  # fmt: skip
         self.add_report_section("call", "learned allowlist", text)
@@ -139,7 +157,9 @@ class LearnItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, LearnFailed):
-            return "\n".join([*excinfo.value.messages, "", "learned allowlist:", excinfo.value.text])
+            return "\n".join(
+                [*excinfo.value.messages, "", "learned allowlist:", excinfo.value.text]
+            )
         if isinstance(excinfo.value, HarnessError):
             return f"{self.scenario.path}: {excinfo.value}"
         return super().repr_failure(excinfo)
@@ -185,9 +205,9 @@ def failure_report(execution: Execution) -> str:
 class EgressFixture:
     """Run a workload behind the firewall from a Python test:
 
-        result = egress.run(image="egress/python", command="pip download six",
-                            allow=["files.example.test"], trust=["host"])
-        assert result.succeeded and result.denied == []
+    result = egress.run(image="egress/python", command="pip download six",
+                        allow=["files.example.test"], trust=["host"])
+    assert result.succeeded and result.denied == []
     """
 
     def __init__(self, config: pytest.Config, name: str) -> None:

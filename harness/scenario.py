@@ -9,7 +9,15 @@ them in `derived`, and `harness.execute` fills them in from the workload image w
 
 from __future__ import annotations
 
-__all__ = ["Expect", "Firewall", "LearnedExpectation", "Scenario", "Workload", "load_scenario"]
+__all__ = [
+    "Expect",
+    "Firewall",
+    "LearnedExpectation",
+    "Scenario",
+    "Upstream",
+    "Workload",
+    "load_scenario",
+]
 
 import ipaddress
 import re
@@ -19,6 +27,7 @@ from typing import Literal
 
 from harness.derive import DerivedUse, references, stand_in, substitute, unknown_reference_problem
 from harness.errors import Location
+from harness.policy.fqdn import exact_name_problem, normalize
 from harness.policy.load import YAML, fields_of, required, string_of
 from harness.policy.model import Policy
 from harness.yamlio import Node, load_yaml
@@ -38,6 +47,9 @@ class Workload:
     env: tuple[tuple[str, str], ...] = ()
     trust: tuple[str, ...] = ()
     timeout: float = 600.0
+    # An image the user must provide (no registry is pulled from): `skip` reports the scenario
+    # as not run, with the reason, instead of failing it.
+    if_image_missing: Literal["fail", "skip"] = "fail"
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,18 @@ class Firewall:
     mode: Mode = "enforce"
     https_deny: HttpsDeny = "close"
     hosts: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A simulated public site the run starts (harness.sandbox.upstreams): `image` answers
+    HTTPS and HTTP as every name in `hosts`, with a certificate from the run's test CA."""
+
+    name: str
+    image: str
+    hosts: tuple[str, ...]
+    command: str | tuple[str, ...] | None = None  # None: the image's own CMD
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,15 +105,18 @@ class Scenario:
     # Every use of a `${...}` derived value in the policy and expectations, in file order, with
     # where it is written; empty once `harness.derive.resolve_derived` has filled them in.
     derived: tuple[DerivedUse, ...] = ()
+    upstreams: tuple[Upstream, ...] = ()
 
 
 # --- loading -------------------------------------------------------------------------------
 
-_TOP = ("name", "description", "workload", "firewall", "expect")
-_WORKLOAD = ("image", "workdir", "command", "env", "trust", "timeout")
+_TOP = ("name", "description", "workload", "firewall", "expect", "upstreams")
+_WORKLOAD = ("image", "workdir", "command", "env", "trust", "timeout", "if_image_missing")
+IMAGE_MISSING_CHOICES = ("fail", "skip")
 _FIREWALL = ("policy", "mode", "https_deny", "hosts")
 _EXPECT = ("outcome", "denied", "allowed", "log_contains", "output_contains", "learned")
 _LEARNED = ("count", "verified")
+_UPSTREAM = ("name", "image", "hosts", "command", "env")
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -112,14 +139,16 @@ def scenario_from_node(root: Node, source: Path) -> Scenario:
         root, found, "workload", YAML, "workload: {image: egress/python, command: ...}"
     )
     uses: list[DerivedUse] = []
+    firewall = _firewall(found.get("firewall"), source, name, uses)
     return Scenario(
         name=name,
         path=source,
         workload=_workload(workload_node, source),
-        firewall=_firewall(found.get("firewall"), source, name, uses),
+        firewall=firewall,
         expect=_expect(found.get("expect"), uses),
         description=description,
         derived=tuple(uses),
+        upstreams=_upstreams(found.get("upstreams"), firewall),
     )
 
 
@@ -159,13 +188,7 @@ def _workload(node: Node, source: Path) -> Workload:
     command_node = required(
         node, found, "command", YAML, "command: pip install -r requirements.txt"
     )
-    command: str | tuple[str, ...]
-    if isinstance(command_node.value, list):
-        command = tuple(string_of(item, "a command word") for item in command_node.elements())
-        if not command:
-            raise command_node.error("the command is an empty list", "write the command to run")
-    else:
-        command = string_of(command_node, "a command (a string or a list of words)")
+    command = _command(command_node, "command: pip install -r requirements.txt")
     workdir = None
     if "workdir" in found:
         workdir = (source.parent / string_of(found["workdir"], "a folder path")).resolve()
@@ -173,20 +196,7 @@ def _workload(node: Node, source: Path) -> Workload:
             raise found["workdir"].error(
                 f"{workdir} is not a folder", "give a folder relative to the scenario file"
             )
-    env: list[tuple[str, str]] = []
-    if "env" in found:
-        if not isinstance(found["env"].value, dict):
-            raise found["env"].error(
-                "env must be a mapping of NAME: value", "e.g. env: {PIP_NO_CACHE_DIR: '1'}"
-            )
-        for key, child in found["env"].items():
-            if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise child.error(
-                    f"{key!r} is not an environment variable name", "use letters, digits and _"
-                )
-            if isinstance(child.value, dict | list) or child.value is None:
-                raise child.error(f"the value of {key} must be a string or number", "quote it")
-            env.append((key, str(child.value)))
+    env = _env(found["env"]) if "env" in found else ()
     trust: list[str] = []
     if "trust" in found:
         items = list(found["trust"].elements()) if isinstance(found["trust"].value, list) else None
@@ -213,7 +223,99 @@ def _workload(node: Node, source: Path) -> Workload:
                 f"timeout must be a positive number of seconds, not {value!r}", "e.g. timeout: 600"
             )
         timeout = float(value)
-    return Workload(image, command, workdir, tuple(env), tuple(trust), timeout)
+    if_image_missing = (
+        _choice(found["if_image_missing"], IMAGE_MISSING_CHOICES, "if_image_missing")
+        if "if_image_missing" in found
+        else "fail"
+    )
+    return Workload(image, command, workdir, env, tuple(trust), timeout, if_image_missing)  # type: ignore[arg-type]
+
+
+def _command(node: Node, example: str) -> str | tuple[str, ...]:
+    if isinstance(node.value, list):
+        command = tuple(string_of(item, "a command word") for item in node.elements())
+        if not command:
+            raise node.error("the command is an empty list", "write the command to run")
+        return command
+    return string_of(node, "a command (a string or a list of words)", f"e.g. {example}")
+
+
+def _env(node: Node) -> tuple[tuple[str, str], ...]:
+    if not isinstance(node.value, dict):
+        raise node.error(
+            "env must be a mapping of NAME: value", "e.g. env: {PIP_NO_CACHE_DIR: '1'}"
+        )
+    env: list[tuple[str, str]] = []
+    for key, child in node.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise child.error(
+                f"{key!r} is not an environment variable name", "use letters, digits and _"
+            )
+        if isinstance(child.value, dict | list) or child.value is None:
+            raise child.error(f"the value of {key} must be a string or number", "quote it")
+        env.append((key, str(child.value)))
+    return tuple(env)
+
+
+def _upstreams(node: Node | None, firewall: Firewall) -> tuple[Upstream, ...]:
+    """`upstreams:`: simulated sites, each answering some exact host names."""
+    if node is None:
+        return ()
+    if not isinstance(node.value, list):
+        raise node.error(
+            "upstreams must be a list of sites",
+            "e.g. upstreams: [{name: kudu-site, image: egress/kudu-sim, hosts: [a.example.test]}]",
+        )
+    overridden = {normalize(name) for name, _ in firewall.hosts}
+    owners: dict[str, str] = {}
+    upstreams: list[Upstream] = []
+    for item in node.elements():
+        found = fields_of(item, YAML, _UPSTREAM, what="an upstream")
+        name_node = required(item, found, "name", YAML, "name: kudu-site")
+        name = string_of(name_node, "an upstream name")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name):
+            raise name_node.error(
+                f"upstream name {name!r} is not lower-case letters, digits and '-' (40 at most)",
+                "it names a container and a folder of the recording; e.g. kudu-site",
+            )
+        if any(upstream.name == name for upstream in upstreams):
+            raise name_node.error(f"upstream name {name!r} is used twice", "give each its own")
+        image = string_of(
+            required(item, found, "image", YAML, "image: egress/upstreams"), "an image name"
+        )
+        hosts_node = required(item, found, "hosts", YAML, "hosts: [site.example.test]")
+        if not isinstance(hosts_node.value, list) or not hosts_node.value:
+            raise hosts_node.error(
+                "hosts must be a non-empty list of host names", "e.g. hosts: [site.example.test]"
+            )
+        hosts: list[str] = []
+        for host_node in hosts_node.elements():
+            host = normalize(string_of(host_node, "a host name"))
+            problem = exact_name_problem(host)
+            if "*" in host:
+                problem = f"{host!r} is a pattern; an upstream answers exact host names"
+            if problem:
+                raise host_node.error(problem, "name each host it answers, not patterns")
+            if host in overridden:
+                raise host_node.error(
+                    f"{host} is also in firewall.hosts",
+                    "name it in one place: the upstream gives the firewall its address",
+                )
+            if host in owners:
+                raise host_node.error(
+                    f"{host} is already answered by upstream {owners[host]}",
+                    "give each host to one upstream",
+                )
+            owners[host] = name
+            hosts.append(host)
+        command = (
+            _command(found["command"], "command: [python3, server.py]")
+            if "command" in found
+            else None
+        )
+        env = _env(found["env"]) if "env" in found else ()
+        upstreams.append(Upstream(name, image, tuple(hosts), command, env))
+    return tuple(upstreams)
 
 
 def _choice(node: Node, choices: tuple[str, ...], what: str) -> str:

@@ -1,7 +1,9 @@
 """The Docker sandbox: a gateway container that is the only way out, and workloads behind it.
 The only package that imports docker.
 
-    build_images(progress)            images: base (debootstrap), gateway, python, node, debian
+    build_images(progress)            images: base (debootstrap), gateway, python, node, debian,
+                                      upstreams and the Kudu and Oryx CDN simulators
+    start_upstreams(...)              simulated sites with a test CA (scenario `upstreams:`)
     run(RunSpec, on_output) -> RunResult   gateway + workload + cleanup
     start_gateway(...) / run_workload(...) the two halves, for tests and tools that need both
     gc() -> int                       remove labelled leftovers
@@ -26,6 +28,7 @@ from harness.sandbox.images import (
 )
 from harness.sandbox.labels import labels, new_run_id
 from harness.sandbox.runner import RunResult, RunSpec, run
+from harness.sandbox.upstreams import Upstream, start_upstreams
 from harness.sandbox.workload import WorkloadResult, run_workload
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "Gateway",
     "RunResult",
     "RunSpec",
+    "Upstream",
     "WorkloadResult",
     "build_images",
     "doctor",
@@ -50,4 +54,5 @@ __all__ = [
     "run",
     "run_workload",
     "start_gateway",
+    "start_upstreams",
 ]

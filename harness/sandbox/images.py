@@ -17,8 +17,12 @@ __all__ = [
     "BASE_IMAGE",
     "DEBIAN_IMAGE",
     "GATEWAY_IMAGE",
+    "KUDU_SIM_IMAGE",
     "NODE_IMAGE",
+    "ORYX_CDN_SIM_IMAGE",
     "PYTHON_IMAGE",
+    "SIMULATOR_IMAGES",
+    "UPSTREAMS_IMAGE",
     "WORKLOAD_IMAGES",
     "build_images",
     "debian_mirror",
@@ -52,7 +56,20 @@ PYTHON_IMAGE = "egress/python"
 NODE_IMAGE = "egress/node"
 DEBIAN_IMAGE = "egress/debian"
 WORKLOAD_IMAGES = {PYTHON_IMAGE: "python", NODE_IMAGE: "node", DEBIAN_IMAGE: "debian"}
-ALL_IMAGES = (BASE_IMAGE, GATEWAY_IMAGE, PYTHON_IMAGE, NODE_IMAGE, DEBIAN_IMAGE)
+# Simulated public sites (docs/formats.md "Upstreams"): the server, and images built on it.
+UPSTREAMS_IMAGE = "egress/upstreams"
+KUDU_SIM_IMAGE = "egress/kudu-sim"
+ORYX_CDN_SIM_IMAGE = "egress/oryx-cdn-sim"
+SIMULATOR_IMAGES = {KUDU_SIM_IMAGE: "kudu-sim", ORYX_CDN_SIM_IMAGE: "oryx-cdn-sim"}
+ALL_IMAGES = (
+    BASE_IMAGE,
+    GATEWAY_IMAGE,
+    PYTHON_IMAGE,
+    NODE_IMAGE,
+    DEBIAN_IMAGE,
+    UPSTREAMS_IMAGE,
+    *SIMULATOR_IMAGES,
+)
 
 DEBIAN_SUITE = "trixie"
 # Bump when the base recipe below changes in a way its inputs do not show.
@@ -80,6 +97,15 @@ def build_images(progress: Progress, *, rebuild: bool = False) -> None:
         _build_from_dockerfile(
             engine, progress, image, docker_dir() / "workloads" / folder, base_hash, rebuild
         )
+    upstreams_hash = _tree_hash(docker_dir() / "upstreams", base_hash)
+    _build_from_dockerfile(
+        engine, progress, UPSTREAMS_IMAGE, docker_dir() / "upstreams", base_hash, rebuild
+    )
+    for image, folder in SIMULATOR_IMAGES.items():
+        # FROM egress/upstreams (their Dockerfiles say so): their hash chains on its hash.
+        _build_from_dockerfile(
+            engine, progress, image, docker_dir() / folder, upstreams_hash, rebuild
+        )
     progress(f"images ready in {time.monotonic() - started:.1f} s")
 
 
@@ -97,6 +123,9 @@ def _expected_hashes() -> dict[str, str]:
     hashes = {BASE_IMAGE: base, GATEWAY_IMAGE: _tree_hash(docker_dir() / "gateway", base)}
     for image, folder in WORKLOAD_IMAGES.items():
         hashes[image] = _tree_hash(docker_dir() / "workloads" / folder, base)
+    hashes[UPSTREAMS_IMAGE] = _tree_hash(docker_dir() / "upstreams", base)
+    for image, folder in SIMULATOR_IMAGES.items():
+        hashes[image] = _tree_hash(docker_dir() / folder, hashes[UPSTREAMS_IMAGE])
     return hashes
 
 

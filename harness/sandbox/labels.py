@@ -46,7 +46,9 @@ def new_run_id(hint: str = "") -> str:
     """A run id that is also safe inside container names: `<UTC time>-<hint>-<random>`."""
     hint = _UNSAFE.sub("-", hint).strip("-.")[:48]
     # A run folder's name already starts with its time; don't say it twice.
-    stamp = "" if re.match(r"^\d{8}T\d{6}", hint) else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = (
+        "" if re.match(r"^\d{8}T\d{6}", hint) else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    )
     parts = [stamp, hint, secrets.token_hex(3)]
     return "-".join(part for part in parts if part)
 

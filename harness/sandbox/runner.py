@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.gateway import HttpsDeny, Mode, start_gateway
 from harness.sandbox.labels import new_run_id
+from harness.sandbox.upstreams import Upstream, start_upstreams
 from harness.sandbox.workload import run_workload
 
 GATEWAY_LOG = "gateway.log"
@@ -36,6 +37,9 @@ class RunSpec:
     user: str | None = None
     run_id: str | None = None  # default: made from the time and run_dir's name
     addon_root: Path | None = None  # holds harness/ and addons/; default: this checkout
+    # Simulated sites started before the gateway (harness.sandbox.upstreams): their hosts are
+    # added to `hosts`, their network to `networks`, their test CA to `trust`.
+    upstreams: Sequence[Upstream] = ()
 
 
 @dataclass(frozen=True)
@@ -53,17 +57,20 @@ def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunRes
     engine = engine_client()
     run_dir = Path(spec.run_dir).resolve()
     run_id = spec.run_id or new_run_id(run_dir.name)
-    with start_gateway(
-        run_dir=run_dir,
-        run_id=run_id,
-        policy_path=spec.policy_path,
-        mode=spec.mode,
-        https_deny=spec.https_deny,
-        hosts=spec.hosts,
-        networks=spec.networks,
-        engine=engine,
-        addon_root=spec.addon_root,
-    ) as gateway:
+    with (
+        start_upstreams(spec.upstreams, run_dir=run_dir, run_id=run_id, engine=engine) as sites,
+        start_gateway(
+            run_dir=run_dir,
+            run_id=run_id,
+            policy_path=spec.policy_path,
+            mode=spec.mode,
+            https_deny=spec.https_deny,
+            hosts={**sites.hosts, **spec.hosts},
+            networks=[*spec.networks, *sites.networks],
+            engine=engine,
+            addon_root=spec.addon_root,
+        ) as gateway,
+    ):
         try:
             result = run_workload(
                 gateway,
@@ -72,7 +79,7 @@ def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunRes
                 run_dir=run_dir,
                 workdir=spec.workdir,
                 env=spec.env,
-                trust=spec.trust,
+                trust=[*spec.trust, *sites.trust],
                 timeout=spec.timeout,
                 on_output=on_output,
                 user=spec.user,

@@ -30,7 +30,7 @@ import docker
 import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
 
-from harness.errors import EnvironmentProblem, InputError
+from harness.errors import ImageMissing, InputError
 from harness.sandbox.gateway import GATEWAY_UID, Gateway
 from harness.sandbox.images import HOST_CA_BUNDLE
 from harness.sandbox.labels import labels, safe_name
@@ -101,7 +101,7 @@ def run_workload(
             if image.startswith("egress/")
             else "build or load it into the local engine (no registry is pulled from)"
         )
-        raise EnvironmentProblem(f"the workload image {image} is missing; {fix}") from None
+        raise ImageMissing(image, fix) from None
     if user is None:
         _refuse_gateway_user(image_config.get("User") or None, f"image {image}: USER")
     sources = _trust_sources(trust)

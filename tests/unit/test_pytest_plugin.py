@@ -10,7 +10,7 @@ pytest_plugins = ["pytester"]
 
 # A fake runtime: writes the events a gateway would have recorded and the workload's output,
 # then returns what harness.sandbox.run returns. Denies every host whose name has "blocked".
-FAKE_RUNTIME = '''
+FAKE_RUNTIME = """
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,9 @@ class FakeResult:
 
 
 def fake_run(spec, on_output=None):
+    if spec.image.startswith("absent/"):
+        from harness.errors import ImageMissing
+        raise ImageMissing(spec.image, "load it into the local engine")
     hosts = spec.env.get("HOSTS", "").split()
     denied = [host for host in hosts if "blocked" in host]
     with open(spec.run_dir / "events.jsonl", "w") as events:
@@ -52,7 +55,7 @@ def fake_run(spec, on_output=None):
 
 def pytest_configure(config):
     config.stash[SANDBOX_RUN] = fake_run
-'''
+"""
 
 SCENARIO = """\
 name: {name}
@@ -118,7 +121,11 @@ def test_bad_scenario_fails_collection_with_its_line_and_no_traceback(
     )
     result = project.runpytest()
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*broken.scenario.yaml:4:3: workload.comand: unknown key 'comand'; did you mean 'command'?*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*broken.scenario.yaml:4:3: workload.comand: unknown key 'comand'; did you mean 'command'?*"
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -164,7 +171,9 @@ expect:
 
 
 @pytest.mark.parametrize(("count", "outcome"), [(2, "passed"), (3, "failed")])
-def test_learned_block_adds_a_learn_item(project: pytest.Pytester, count: int, outcome: str) -> None:
+def test_learned_block_adds_a_learn_item(
+    project: pytest.Pytester, count: int, outcome: str
+) -> None:
     (project.path / "learner.scenario.yaml").write_text(LEARN_SCENARIO.format(count=count))
     result = project.runpytest("-v")
     result.stdout.fnmatch_lines([f"*learner.scenario.yaml::learner[[]learn[]] {outcome.upper()}*"])
@@ -173,3 +182,29 @@ def test_learned_block_adds_a_learn_item(project: pytest.Pytester, count: int, o
             ("*learner.scenario.yaml:8:3: expect.learned.count: expected 3 destination(s), "
             "learned 2 (a.example.test, b.example.test)"),
         ])  # fmt: skip
+
+
+MISSING_IMAGE_SCENARIO = """\
+name: {name}
+workload:
+  image: absent/build:1
+  command: build
+{extra}"""
+
+
+def test_a_missing_user_image_fails_unless_the_scenario_says_skip(
+    project: pytest.Pytester,
+) -> None:
+    (project.path / "strict.scenario.yaml").write_text(
+        MISSING_IMAGE_SCENARIO.format(name="strict", extra="")
+    )
+    (project.path / "optional.scenario.yaml").write_text(
+        MISSING_IMAGE_SCENARIO.format(name="optional", extra="  if_image_missing: skip\n")
+    )
+    result = project.runpytest("-rs")
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*strict.scenario.yaml: the workload image absent/build:1 is missing; load it*",
+        ("SKIPPED*not run: the workload image absent/build:1 is missing; "
+         "load it into the local engine (workload.if_image_missing: skip)"),
+    ])  # fmt: skip

@@ -48,6 +48,7 @@ def test_good_scenario_resolves_paths_and_inline_policy(tmp_path: Path) -> None:
     rule = scenario.firewall.policy.rule_collection_groups[0].rule_collections[0].rules[0]
     assert rule.target_fqdns == ("files.example.test",)
     assert scenario.expect.location_of("denied").line == 17
+    assert scenario.workload.if_image_missing == "fail"
 
 
 @pytest.mark.parametrize(
@@ -55,6 +56,8 @@ def test_good_scenario_resolves_paths_and_inline_policy(tmp_path: Path) -> None:
     [
         ("  timeout: 30", "  timeot: 30", 8, "workload.timeot", "did you mean 'timeout'"),
         ("  timeout: 30", "  timeout: -1", 8, "workload.timeout", "positive number"),
+        ("  timeout: 30", "  timeout: 30\n  if_image_missing: pull", 9,
+         "workload.if_image_missing", "fail, skip"),
         ("  workdir: app", "  workdir: missing", 4, "workload.workdir", "is not a folder"),
         ("  mode: audit", "  mode: learn", 12, "firewall.mode", "enforce, audit"),
         ("  https_deny: drop", "  https_deny: reset", 13, "firewall.https_deny", "close, alert, drop"),
