@@ -1,6 +1,7 @@
 """The `egress` command: composition root 1. Parses arguments, calls the library, prints
 results as tables, and turns harness errors into a message and an exit code at one place
-(`main`): 0 success, 1 the scenario's expectations failed, 2 bad input or environment.
+(`main`): 0 success, 1 the scenario's expectations failed (learn: the allowlist did not
+verify; diff: rules are missing), 2 bad input or environment.
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ def parse_source(text: str) -> tuple[str, int]:
 @click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES), default="https", show_default=True)
 @click.option("--src", "source", default="10.0.2.4:50000", show_default=True, help="IP:PORT")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per destination and line")
-def check(policy_file: str, destinations: tuple[str, ...], protocol: str, source: str, as_json: bool) -> None:
+def check(
+    policy_file: str, destinations: tuple[str, ...], protocol: str, source: str, as_json: bool
+) -> None:
     """The firewall's decision for each DESTINATION (host, host:port or ip:port) without
     running anything."""
     from harness.events import event_for_decision
@@ -210,7 +213,11 @@ DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
               help="run behind this policy instead of the scenario's")  # fmt: skip
 @click.option("--allow", "allow", multiple=True, metavar="HOST",
               help="also allow HOST (Http:80, Https:443); repeatable; wildcards as Azure reads them")  # fmt: skip
-@click.option("--mode", type=click.Choice(["enforce", "audit"]), help="audit: allow all, record what enforce would do")
+@click.option(
+    "--mode",
+    type=click.Choice(["enforce", "audit"]),
+    help="audit: allow all, record what enforce would do",
+)
 @click.option("--https-deny", type=click.Choice(["close", "alert", "drop"]),
               help="how a denied HTTPS connection ends (close is Azure's)")  # fmt: skip
 def run_command(
@@ -234,7 +241,9 @@ def run_command(
                             on_event=progress.event)  # fmt: skip
     _print_execution(execution)
     if execution.failures:
-        raise ExpectationFailed(f"{len(execution.failures)} expectation(s) of {scenario.path} failed")
+        raise ExpectationFailed(
+            f"{len(execution.failures)} expectation(s) of {scenario.path} failed"
+        )
 
 
 def _sandbox_run():
@@ -329,64 +338,256 @@ def _print_execution(execution) -> None:
     stdout.print(f"Recording: {execution.run_dir}")
 
 
-# --- learn -------------------------------------------------------------------------------
+# --- learn, allowlist -------------------------------------------------------------------
+
+WILDCARDS_HELP = (
+    "propose *.domain where two or more hosts share a registrable domain (never under a shared"
+    " suffix such as blob.core.windows.net or azureedge.net; the domain itself stays exact)"
+)
 
 
 @cli.command("learn")
-@click.argument("scenario_file", metavar="SCENARIO", default=DEFAULT_SCENARIO,
+@click.argument("scenario_files", metavar="[SCENARIO]...", nargs=-1,
                 type=click.Path(dir_okay=False))  # fmt: skip
 @click.option("--classify", is_flag=True,
               help="re-run with each destination denied: required, optional or flaky")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the allowlist policy here")
-def learn_command(scenario_file: str, classify: bool, output: str | None) -> None:
+@click.option("--wildcards", is_flag=True, help=WILDCARDS_HELP + "; the verify runs use them")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="write the allowlist policy here"
+)
+def learn_command(
+    scenario_files: tuple[str, ...], classify: bool, wildcards: bool, output: str | None
+) -> None:
     """Learn the minimal allowlist SCENARIO needs: an audit run, then a verify run behind what it
-    found (and with --classify, one run per destination denied). Exit 1 when it does not verify."""
+    found (and with --classify, one run per destination denied). Several SCENARIOs: each is
+    learned, the results are merged into one allowlist whose `# via` lines say which scenario
+    needed each destination, and every scenario is run again behind it. Default SCENARIO:
+    scenarios/python-requirements.scenario.yaml. Exit 1 when it does not verify."""
     import os
 
-    from harness.learn import learn, render_allowlist
+    from harness.learn import learn_together, render_allowlist
     from harness.scenario import load_scenario
 
-    scenario = load_scenario(scenario_file)
-    command = "egress learn " + " ".join(
-        [scenario_file] + (["--classify"] if classify else []) + (["-o", output] if output else [])
-    )
+    files = scenario_files or (DEFAULT_SCENARIO,)
+    scenarios = [load_scenario(path) for path in files]  # every file checked before any run
+    command = "egress learn " + " ".join([
+        *files, *(["--classify"] if classify else []), *(["--wildcards"] if wildcards else []),
+        *(["-o", output] if output else []),
+    ])  # fmt: skip
     sandbox = _sandbox_run()
-    with LiveProgress(f"learning {scenario.name}") as progress:
-        result = learn(
-            scenario, sandbox, classify=classify, parallel=os.cpu_count() or 2,
-            on_step=progress.set_step, on_event=progress.event,
+    with LiveProgress(f"learning {', '.join(s.name for s in scenarios)}") as progress:
+        joint = learn_together(
+            scenarios, sandbox, classify=classify, wildcards=wildcards,
+            parallel=os.cpu_count() or 2, on_step=progress.set_step, on_event=progress.event,
         )  # fmt: skip
-    text = render_allowlist(result.policy, result.candidates, command=command,
-                            scenario=scenario.name, verified=result.verified)  # fmt: skip
-    table = _table("destination", "protocols", "connections", "bytes", "classification")
-    for candidate in result.candidates:
-        table.add_row(
-            candidate.host, ", ".join(candidate.protocol_texts()), str(candidate.connections),
-            str(candidate.bytes_total), candidate.classification or "",
-        )  # fmt: skip
-    stdout.print(table)
-    verdict = "[green]verified[/green]" if result.verified else "[red]NOT verified[/red]"
-    stdout.print(f"Learned {len(result.candidates)} destination(s) in {result.runs} run(s); {verdict}"
-                 f" (recordings: {result.audit.run_dir.parent})")  # fmt: skip
+    notes = _wildcard_notes(joint.listed)
+    text = render_allowlist(joint.policy, joint.listed, command=command, scenario=joint.scenarios,
+                            verified=joint.verified, notes=notes)  # fmt: skip
+    _print_candidates(joint.candidates, several=len(scenarios) > 1)
+    for note in notes:
+        stdout.print(note, markup=False)
+    verdict = "[green]verified[/green]" if joint.verified else "[red]NOT verified[/red]"
+    behind = (
+        f" behind the merged allowlist of {len(scenarios)} scenarios" if len(scenarios) > 1 else ""
+    )
+    stdout.print(f"Learned {len(joint.candidates)} destination(s) in {joint.runs} run(s);"
+                 f" {verdict}{behind} (recordings: {joint.results[0].audit.run_dir.parent})")  # fmt: skip
     if output:
-        Path(output).write_text(text)
+        _write(output, text)
         stdout.print(f"Allowlist written to {output}")
     else:
         stdout.print("\n[bold]Learned allowlist[/bold] (egress policy YAML):")
         print(text)
-    _print_rule_collection(result.policy)
-    if not result.verified:
+    _print_rule_collection(joint.policy)
+    if not joint.verified:
         raise ExpectationFailed("the learned allowlist did not make the workload succeed")
 
 
-def _print_rule_collection(policy) -> None:
-    """The learned rules as Azure writes them (Bicep), when the exporters are there."""
-    try:
-        from harness.export import export_policy
-    except ImportError:
+@cli.command("allowlist")
+@click.argument("recordings", metavar="RECORDING...", nargs=-1, required=True,
+                type=click.Path(exists=True))  # fmt: skip
+@click.option("--wildcards", is_flag=True, help=WILDCARDS_HELP)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="write the policy here (and print a table) instead of to stdout")  # fmt: skip
+def allowlist_command(recordings: tuple[str, ...], wildcards: bool, output: str | None) -> None:
+    """One allowlist policy from recordings of audit runs (runs/<time>-<scenario>/, as `egress
+    run SCENARIO --mode audit` or `egress learn` leave them): every destination any of them
+    reached, one rule each, with a `# via` line per recording that reached it (scenario and run,
+    from its summary.json). Nothing is run, so it is not verified: check it with `egress run
+    SCENARIO --policy FILE`."""
+    from harness.allowlist import (
+        allowlist_name,
+        learned_policy,
+        merge_candidates,
+        read_recording,
+        render_allowlist,
+        wildcard_candidates,
+    )
+
+    runs = [read_recording(path) for path in recordings]
+    for run in runs:
+        if run.mode not in (None, "audit"):
+            stderr.print(
+                f"egress: note: {run.folder} was recorded in {run.mode} mode: a denied destination"
+                " may have stopped the workload before it reached the rest; an audit run"
+                " (egress run SCENARIO --mode audit) records everything",
+                markup=False,
+            )
+    merged = merge_candidates((run.source, run.candidates) for run in runs)
+    listed = wildcard_candidates(merged) if wildcards else merged
+    names = list(dict.fromkeys(run.scenario or run.folder.name for run in runs))
+    policy = learned_policy(allowlist_name(names), listed)
+    command = "egress allowlist " + " ".join(
+        [*recordings, *(["--wildcards"] if wildcards else []), *(["-o", output] if output else [])]
+    )
+    notes = [
+        f"Recordings: {', '.join(run.folder.name for run in runs)}",
+        "Check it: egress run SCENARIO --policy FILE",
+        *_wildcard_notes(listed),
+    ]
+    text = render_allowlist(policy, listed, command=command, scenario=names, verified=None,
+                            notes=notes)  # fmt: skip
+    if not output:
+        print(text, end="")
         return
-    stdout.print("[bold]As an Azure Firewall rule collection group[/bold] (egress export --format bicep):")
+    _write(output, text)
+    _print_candidates(merged, several=len(runs) > 1)
+    for note in _wildcard_notes(listed):
+        stdout.print(note, markup=False)
+    stdout.print(f"{len(merged)} destination(s) from {len(runs)} recording(s);"
+                 f" allowlist written to {output}")  # fmt: skip
+
+
+def _wildcard_notes(listed) -> list[str]:
+    return [
+        f"--wildcards: {candidate.host} stands for {', '.join(candidate.covers)}"
+        for candidate in listed
+        if candidate.covers
+    ]
+
+
+def _print_candidates(found, *, several: bool) -> None:
+    columns = ["destination", "protocols", "connections", "bytes", "classification"]
+    table = _table(*columns, *(["seen in"] if several else []))
+    for candidate in found:
+        row = [
+            candidate.host, ", ".join(candidate.protocol_texts()), str(candidate.connections),
+            str(candidate.bytes_total), candidate.classification or "",
+        ]  # fmt: skip
+        if several:
+            # "scenario NAME[, run FOLDER]" or "run FOLDER": the scenario's name, else the run.
+            seen = [
+                source.removeprefix("scenario ").split(", run ")[0] for source in candidate.sources
+            ]
+            row.append(", ".join(dict.fromkeys(seen)))
+        table.add_row(*row)
+    stdout.print(table)
+
+
+def _print_rule_collection(policy) -> None:
+    """The learned rules as Azure writes them (Bicep)."""
+    from harness.export import export_policy
+
+    stdout.print(
+        "[bold]As an Azure Firewall rule collection group[/bold] (egress export --format bicep):"
+    )
     print(export_policy(policy, "bicep"))
+
+
+# --- export, import, diff -----------------------------------------------------------------
+
+# harness.export.FORMATS, written out so that `egress --help` does not import the exporters.
+EXPORT_FORMATS = ("yaml", "arm", "bicep", "terraform", "azcli", "classic-arm")
+
+
+@cli.command("export")
+@click.argument("source", metavar="POLICY|RECORDING", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True,
+              help="yaml (this tool's form), an ARM template, Bicep, Terraform (azurerm), az CLI"
+                   " commands, or classic azureFirewalls rule collections")  # fmt: skip
+@click.option("--source-addresses", "sources", multiple=True, metavar="CIDR",
+              help="every rule's sources (the App Service integration subnet); repeatable or"
+                   " comma-separated")  # fmt: skip
+@click.option("--group", "group_name", metavar="NAME",
+              help="put every collection into one rule collection group NAME")  # fmt: skip
+@click.option("--priority", "group_priority", type=int, metavar="N",
+              help="that one group's priority (100..65000)")  # fmt: skip
+@click.option("--collection-priority", type=int, metavar="N",
+              help="renumber each group's collections from N in steps of 100")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here, not to stdout")
+def export_command(
+    source: str, fmt: str, sources: tuple[str, ...], group_name: str | None,
+    group_priority: int | None, collection_priority: int | None, output: str | None,
+) -> None:  # fmt: skip
+    """POLICY (any form `egress import` reads), or the effective policy of RECORDING (its
+    policy.yaml), written as Azure's rules as code. FQDN tags the policy defines become target
+    FQDNs; what the options changed is noted in the output's header."""
+    from harness.export import export_policy, policy_of
+
+    addresses = None
+    if sources:
+        addresses = tuple(
+            part.strip() for text in sources for part in text.split(",") if part.strip()
+        )
+    text = export_policy(
+        policy_of(source), fmt, source_addresses=addresses, group_name=group_name,
+        group_priority=group_priority, collection_priority=collection_priority,
+    )  # fmt: skip
+    _emit(text, output, "Policy")
+
+
+@cli.command("import")
+@click.argument("file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here, not to stdout")
+def import_command(file: str, output: str | None) -> None:
+    """FILE in this tool's YAML policy form: an ARM template (or Bicep compiled to JSON with `az
+    bicep build`), `az network firewall policy rule-collection-group show|list` output, classic
+    azureFirewalls rule collections, or a Terraform .tf file of
+    azurerm_firewall_policy_rule_collection_group resources."""
+    from harness.export import import_to_yaml
+
+    _emit(import_to_yaml(file), output, "Policy")
+
+
+@cli.command("diff")
+@click.argument("policy_file", metavar="POLICY", type=click.Path(exists=True))
+@click.argument("recording", metavar="RECORDING", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="the report as one JSON object")
+def diff_command(policy_file: str, recording: str, as_json: bool) -> None:
+    """How POLICY fits what RECORDING saw, every recorded connection decided again against
+    POLICY: rules missing (with the smallest rule that allows each), rules unused, rules
+    shadowed by an earlier one, application rules a network rule makes unreachable.
+
+    Exit codes: 0 no rule is missing, 1 rules are missing, 2 bad input."""
+    from harness.diff import diff_policy, render_diff
+    from harness.export import policy_of
+    from harness.recording import read_events
+
+    report = diff_policy(policy_of(policy_file), read_events(recording))
+    if as_json:
+        print(report.to_json())
+    else:
+        print(render_diff(report), end="")
+    if report.exit_code:
+        raise ExpectationFailed(
+            f"{len(report.missing)} destination(s) in {recording} need rules {policy_file} lacks"
+        )
+
+
+def _write(output: str, text: str) -> None:
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"cannot write {output}: {error.strerror}", key_path="-o",
+                         fix="give a path in a folder that exists and is writable") from None  # fmt: skip
+
+
+def _emit(text: str, output: str | None, what: str) -> None:
+    if output:
+        _write(output, text)
+        stderr.print(f"{what} written to {output}", markup=False)
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
 
 
 # --- images, doctor, gc -------------------------------------------------------------------

@@ -7,144 +7,49 @@
    run fails), `optional` (it still succeeds; the time difference is kept) or `flaky` (two tries
    disagree); the required-only allowlist is then verified again.
 
+With `wildcards`, the allowlist proposes `*.domain` for hosts sharing a registrable domain
+(`harness.allowlist.wildcard_candidates`) and the verify runs are behind that wildcard policy;
+classification still denies one host at a time, exactly.
+
+Several scenarios (`learn_together`, `egress learn A B ...`): each is learned as above, the
+destinations each kept are merged into one policy with per-scenario `# via` evidence
+(`harness.allowlist.merge_candidates`, wildcards after the merge), and every scenario is run once
+more behind that merged policy: it is verified when all of them succeed behind it.
+
 The policy written out is headed by the command that made it and carries `# via` evidence per
-FQDN. Everything but `learn()` is pure.
+FQDN. The pure parts are in `harness.allowlist`; this module runs scenarios.
 """
 
 from __future__ import annotations
 
-__all__ = ["Candidate", "LearnResult", "candidates", "learn", "learned_policy", "render_allowlist"]
+__all__ = [
+    "Candidate",
+    "JointResult",
+    "LearnResult",
+    "candidates",
+    "learn",
+    "learn_together",
+    "learned_policy",
+    "render_allowlist",
+]
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
 
+from harness.allowlist import (
+    Candidate,
+    allowlist_name,
+    candidates,
+    learned_policy,
+    merge_candidates,
+    render_allowlist,
+    wildcard_candidates,
+)
 from harness.events import Event
 from harness.execute import Execution, RunOverrides, SandboxRun, execute
-from harness.export.yaml_form import policy_to_yaml
-from harness.policy.model import (
-    ALLOW,
-    ApplicationRule,
-    NetworkRule,
-    Policy,
-    Protocol,
-    RuleCollection,
-    RuleCollectionGroup,
-)
+from harness.policy.model import Policy
 from harness.scenario import Scenario
-
-LEARNED_GROUP = "EgressHarnessLearned"
-LEARNED_GROUP_PRIORITY = 300
-Classification = Literal["required", "optional", "flaky"]
-
-
-@dataclass
-class Candidate:
-    """A destination the workload reached in the audit run."""
-
-    host: str
-    protocols: set[tuple[str, int]] = field(default_factory=set)  # ("Https", 443)
-    first_seen: str = ""
-    connections: int = 0
-    bytes_total: int = 0
-    network: bool = False  # reached without a name (raw TCP/UDP): needs a network rule
-    classification: Classification | None = None
-    seconds_without: float | None = None  # the run's duration with this host denied
-
-    def protocol_texts(self) -> list[str]:
-        return [f"{kind}:{port}" for kind, port in sorted(self.protocols)]
-
-
-def candidates(events: Iterable[Event]) -> list[Candidate]:
-    """What an audit run reached, in order of first appearance. HTTP/HTTPS by name; anything
-    else by address and port (a network rule)."""
-    found: dict[str, Candidate] = {}
-    for event in events:
-        if event.kind in ("tls", "http") and event.host:
-            key = event.host.lower().rstrip(".")
-            kind = "Https" if event.kind == "tls" else "Http"
-        elif event.kind in ("tcp", "udp") and event.dst:
-            key = event.dst.rsplit(":", 1)[0]
-            kind = event.kind.upper()
-        else:
-            continue
-        candidate = found.get(key)
-        if candidate is None:
-            candidate = found[key] = Candidate(
-                key, first_seen=event.ts, network=kind in ("TCP", "UDP")
-            )
-        candidate.protocols.add((kind, event.port or 0))
-        candidate.connections += 1
-        candidate.bytes_total += (event.bytes_up or 0) + (event.bytes_down or 0)
-        candidate.first_seen = min(candidate.first_seen, event.ts)
-    # Events are written when connections close; order by when each was first decided.
-    return sorted(found.values(), key=lambda candidate: candidate.first_seen)
-
-
-def learned_policy(
-    name: str, found: Iterable[Candidate], source_addresses: tuple[str, ...] = ("*",)
-) -> Policy:
-    """One Allow application rule per host (its own protocols) and one network rule per
-    address, in one group, so each line of evidence stays next to its rule."""
-    application: list[ApplicationRule] = []
-    network: list[NetworkRule] = []
-    for candidate in found:
-        if candidate.network:
-            network.append(NetworkRule(
-                name=_rule_name(candidate.host),
-                ip_protocols=tuple(sorted({kind for kind, _ in candidate.protocols})),  # type: ignore[arg-type]
-                source_addresses=source_addresses,
-                destination_addresses=(candidate.host,),
-                destination_ports=tuple(sorted({str(port) for _, port in candidate.protocols})),
-            ))  # fmt: skip
-        else:
-            application.append(ApplicationRule(
-                name=_rule_name(candidate.host),
-                source_addresses=source_addresses,
-                protocols=tuple(Protocol(kind, port) for kind, port in sorted(candidate.protocols)),  # type: ignore[arg-type]
-                target_fqdns=(candidate.host,),
-            ))  # fmt: skip
-    collections = []
-    if network:
-        collections.append(RuleCollection("learned-network", 100, ALLOW, tuple(network)))
-    if application:
-        collections.append(RuleCollection("learned-application", 200, ALLOW, tuple(application)))
-    groups = (
-        (RuleCollectionGroup(LEARNED_GROUP, LEARNED_GROUP_PRIORITY, tuple(collections)),)
-        if collections
-        else ()
-    )
-    return Policy(name, groups)
-
-
-def _rule_name(host: str) -> str:
-    return "allow-" + "".join(c if c.isalnum() or c in "-." else "-" for c in host)[:70]
-
-
-def render_allowlist(policy: Policy, found: Iterable[Candidate], *, command: str, scenario: str,
-                     verified: bool | None) -> str:  # fmt: skip
-    """The policy YAML with a header naming the command and a `# via` line per destination."""
-    status = {True: "verified: the workload succeeded behind it",
-              False: "NOT verified: the workload failed behind it", None: "not verified"}[verified]  # fmt: skip
-    header = f"Generated by: {command}\nScenario: {scenario}\n{status}"
-    text = policy_to_yaml(policy, header=header)
-    evidence = []
-    for candidate in found:
-        parts = [f"scenario {scenario}", f"first seen {candidate.first_seen}",
-                 f"{candidate.connections} connection(s)", f"{candidate.bytes_total} bytes"]  # fmt: skip
-        if candidate.classification:
-            parts.append(candidate.classification)
-        evidence.append((candidate.host, ", ".join(parts)))
-    lines = []
-    for line in text.splitlines():
-        lines.append(line)
-        for host, via in evidence:
-            if line.strip() in (f"target_fqdns: [{host}]", f"destination_addresses: ['{host}']",
-                                f"destination_addresses: [{host}]"):  # fmt: skip
-                indent = len(line) - len(line.lstrip())
-                lines.append(" " * indent + f"# via {via}")
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -157,6 +62,9 @@ class LearnResult:
     runs: int
     classify_runs: list[Execution] = field(default_factory=list)
     required_verify: Execution | None = None
+    # What the policy lists: the candidates, less the optional ones after --classify, with
+    # `*.domain` entries after --wildcards. Render the allowlist from these.
+    listed: list[Candidate] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -164,11 +72,16 @@ class LearnResult:
         return final is not None and final.succeeded
 
 
+def _shaped(found: Sequence[Candidate], wildcards: bool) -> list[Candidate]:
+    return wildcard_candidates(found) if wildcards else list(found)
+
+
 def learn(
     scenario: Scenario,
     sandbox_run: SandboxRun,
     *,
     classify: bool = False,
+    wildcards: bool = False,
     parallel: int = 2,
     on_step: Callable[[str], None] = lambda _: None,
     on_event: Callable[[Event], None] | None = None,
@@ -182,16 +95,18 @@ def learn(
         on_event=on_event,
     )
     found = candidates(audit.events)
-    policy = learned_policy(f"{scenario.name}-learned", found)
-    on_step(f"verify run: enforce, behind the {len(found)} learned destination(s)")
+    listed = _shaped(found, wildcards)
+    policy = learned_policy(f"{scenario.name}-learned", listed)
+    on_step(f"verify run: enforce, behind the {len(listed)} learned destination(s)")
     verify = execute(
         scenario, sandbox_run, RunOverrides(policy=policy, mode="enforce"), run_suffix="verify"
     )
-    result = LearnResult(scenario, audit, found, policy, verify, runs=2)
+    result = LearnResult(scenario, audit, found, policy, verify, runs=2, listed=listed)
     if not classify or not found:
         return result
 
     def without(candidate: Candidate, attempt: int) -> Execution:
+        # Exact names only: a wildcard of the others could still let the denied host through.
         others = [other for other in found if other is not candidate]
         reduced = learned_policy(f"{scenario.name}-without-{candidate.host}", others)
         return execute(scenario, sandbox_run, RunOverrides(policy=reduced, mode="enforce"),
@@ -221,9 +136,75 @@ def learn(
         else:
             candidate.classification = "flaky"
     required = [c for c in found if c.classification in ("required", "flaky")]
-    result.policy = learned_policy(f"{scenario.name}-learned", required)
-    on_step(f"verify run: enforce, behind the {len(required)} required destination(s)")
+    result.listed = _shaped(required, wildcards)
+    result.policy = learned_policy(f"{scenario.name}-learned", result.listed)
+    on_step(f"verify run: enforce, behind the {len(result.listed)} required destination(s)")
     result.required_verify = execute(scenario, sandbox_run, RunOverrides(policy=result.policy, mode="enforce"),
                                      run_suffix="verify-required")  # fmt: skip
     result.runs += 1
     return result
+
+
+# --- several scenarios -----------------------------------------------------------------------
+
+
+@dataclass
+class JointResult:
+    """Several scenarios learned into one allowlist (or one scenario, as `learn` gives it)."""
+
+    results: list[LearnResult]
+    candidates: list[Candidate]  # every destination, merged, with evidence per scenario
+    listed: list[Candidate]  # what the policy lists (merged, classified, wildcards)
+    policy: Policy
+    verifies: list[Execution] = field(default_factory=list)  # each scenario behind `policy`
+
+    @property
+    def scenarios(self) -> list[str]:
+        return [result.scenario.name for result in self.results]
+
+    @property
+    def runs(self) -> int:
+        return sum(result.runs for result in self.results) + len(self.verifies)
+
+    @property
+    def verified(self) -> bool:
+        if len(self.results) == 1:
+            return self.results[0].verified
+        return len(self.verifies) == len(self.results) and all(
+            run.succeeded for run in self.verifies
+        )
+
+
+def learn_together(
+    scenarios: Sequence[Scenario],
+    sandbox_run: SandboxRun,
+    *,
+    classify: bool = False,
+    wildcards: bool = False,
+    parallel: int = 2,
+    on_step: Callable[[str], None] = lambda _: None,
+    on_event: Callable[[Event], None] | None = None,
+) -> JointResult:
+    """`learn` each scenario, merge what each kept into one policy, and run every scenario
+    behind it (module docstring). One scenario gives `learn`'s result unchanged."""
+    results = [
+        learn(scenario, sandbox_run, classify=classify, wildcards=wildcards, parallel=parallel,
+              on_step=on_step, on_event=on_event)
+        for scenario in scenarios
+    ]  # fmt: skip
+    if len(results) == 1:
+        only = results[0]
+        return JointResult(results, only.candidates, only.listed, only.policy)
+    sources = [(f"scenario {result.scenario.name}", result.candidates) for result in results]
+    merged = merge_candidates(sources)
+    kept = [candidate for candidate in merged if candidate.classification != "optional"]
+    listed = _shaped(kept, wildcards)
+    policy = learned_policy(allowlist_name([r.scenario.name for r in results]), listed)
+    joint = JointResult(results, merged, listed, policy)
+    for result in results:
+        on_step(f"verify run of {result.scenario.name}: enforce, behind the merged allowlist"
+                f" of {len(results)} scenarios ({len(listed)} destination(s))")  # fmt: skip
+        joint.verifies.append(execute(result.scenario, sandbox_run,
+                                      RunOverrides(policy=policy, mode="enforce"),
+                                      run_suffix="verify-joint"))  # fmt: skip
+    return joint

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.events import Event, event_for_decision
-from harness.learn import candidates, learn, learned_policy, render_allowlist
+from harness.learn import candidates, learn, learn_together, learned_policy, render_allowlist
 from harness.policy.decide import Decider
 from harness.policy.load import load_policy
 from harness.policy.model import Policy, Request
@@ -119,3 +119,130 @@ def test_rendered_allowlist_loads_back_and_carries_evidence(tmp_path: Path) -> N
     path = tmp_path / "allow.yaml"
     path.write_text(text)
     assert load_policy(path) == learned_policy("p", found)
+
+
+# --- wildcards and several scenarios -------------------------------------------------------
+
+
+def _policy_hosts(policy: Policy) -> list[str]:
+    return [
+        fqdn
+        for group in policy.rule_collection_groups
+        for collection in group.rule_collections
+        for rule in collection.rules
+        for fqdn in getattr(rule, "target_fqdns", ())
+    ]
+
+
+def test_wildcards_verify_behind_the_wildcard_policy(scenario: Scenario) -> None:
+    runtime = FakeRuntime()
+    result = learn(scenario, runtime, wildcards=True)
+    assert [c.host for c in result.candidates] == [*NEEDED, *OPTIONAL]
+    assert [(c.host, c.covers) for c in result.listed] == [("*.example.test", (*NEEDED, *OPTIONAL))]
+    verify_spec = runtime.specs[1]
+    assert _policy_hosts(load_policy(verify_spec.policy_path)) == ["*.example.test"]
+    assert result.verified
+
+
+def test_classify_with_wildcards_denies_exact_hosts_then_wildcards_the_required(
+    scenario: Scenario,
+) -> None:
+    runtime = FakeRuntime()
+    result = learn(scenario, runtime, classify=True, wildcards=True)
+    without = [spec for spec in runtime.specs if "-without-" in spec.run_dir.name]
+    # Each classification run lists the other hosts exactly: no wildcard lets the host back in.
+    assert all("*" not in " ".join(_policy_hosts(load_policy(s.policy_path))) for s in without)
+    assert [(c.host, c.covers) for c in result.listed] == [("*.example.test", NEEDED)]
+    assert _policy_hosts(load_policy(runtime.specs[-1].policy_path)) == ["*.example.test"]
+    assert result.verified
+
+
+class NeedsRuntime(FakeRuntime):
+    """The workload needs the hosts its command names (`needs a.test b.test`)."""
+
+    def __call__(self, spec, on_output=None) -> FakeResult:
+        self.specs.append(spec)
+        decider = Decider(load_policy(spec.policy_path), spec.mode)
+        recorder = Recorder(spec.run_dir)
+        failed = False
+        for port, host in enumerate(spec.command.split()[1:], start=40000):
+            request = Request("HTTPS", "172.18.0.2", port, 443, dst_ip="192.0.2.1", host=host)
+            decision = decider.decide(request)
+            recorder.write(event_for_decision(request, decision, policy_name="p"))
+            if not decision.allowed:
+                failed = True
+                break
+        recorder.close()
+        return FakeResult(1 if failed else 0, False, 1.0, spec.run_dir, spec.run_dir.name)
+
+
+def _scenario(tmp_path: Path, name: str, *hosts: str) -> Scenario:
+    return Scenario(
+        name=name,
+        path=tmp_path / f"{name}.scenario.yaml",
+        workload=Workload(image="egress/python", command="needs " + " ".join(hosts)),
+        firewall=Firewall(policy=Policy("deny-all")),
+    )
+
+
+def test_learn_together_merges_with_provenance_and_verifies_each_behind_the_merge(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    pip = _scenario(tmp_path, "pip", "index.one.test", "files.shared.test")
+    npm = _scenario(tmp_path, "npm", "registry.two.test", "files.shared.test")
+    runtime = NeedsRuntime()
+    joint = learn_together([pip, npm], runtime)
+    assert [(c.host, c.sources) for c in joint.candidates] == [
+        ("index.one.test", ["scenario pip"]),
+        ("files.shared.test", ["scenario pip", "scenario npm"]),
+        ("registry.two.test", ["scenario npm"]),
+    ]
+    assert joint.policy.name == "pip-and-1-more-learned"
+    merged_hosts = ["index.one.test", "files.shared.test", "registry.two.test"]
+    assert _policy_hosts(joint.policy) == merged_hosts
+    # learn for each (audit + verify), then each once more behind the merged policy.
+    assert [s.run_dir.name.split("-", 1)[1] for s in runtime.specs] == [
+        "pip-audit", "pip-verify", "npm-audit", "npm-verify", "pip-verify-joint",
+        "npm-verify-joint",
+    ]  # fmt: skip
+    assert all(_policy_hosts(load_policy(s.policy_path)) == merged_hosts
+               for s in runtime.specs[-2:])  # fmt: skip
+    assert joint.verified and joint.runs == 6
+
+
+def test_learn_together_is_not_verified_when_a_scenario_fails_behind_the_merge(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    class FailsJoint(NeedsRuntime):
+        def __call__(self, spec, on_output=None):
+            result = super().__call__(spec, on_output)
+            if spec.run_dir.name.endswith("verify-joint"):
+                return FakeResult(1, False, 1.0, result.run_dir, result.run_id)
+            return result
+
+    pip = _scenario(tmp_path, "pip", "index.one.test")
+    npm = _scenario(tmp_path, "npm", "registry.two.test")
+    joint = learn_together([pip, npm], FailsJoint())
+    assert all(result.verified for result in joint.results)
+    assert not joint.verified
+
+
+def test_learn_together_wildcards_across_scenarios_and_drops_optional_everywhere(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    a = _scenario(tmp_path, "a", "a.example.test")
+    b = _scenario(tmp_path, "b", "b.example.test")
+    joint = learn_together([a, b], NeedsRuntime(), wildcards=True)
+    # Neither scenario alone reached two hosts of example.test; together they did.
+    assert [c.host for c in joint.results[0].listed] == ["a.example.test"]
+    assert [(c.host, c.covers) for c in joint.listed] == [
+        ("*.example.test", ("a.example.test", "b.example.test"))
+    ]
+    assert joint.verified
+
+
+def test_learn_together_of_one_scenario_is_learn(scenario: Scenario) -> None:
+    runtime = FakeRuntime()
+    joint = learn_together([scenario], runtime)
+    assert len(runtime.specs) == 2 and joint.runs == 2
+    assert joint.policy == joint.results[0].policy and joint.verified
