@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from harness.execute import RunOverrides, execute
+from harness.interrupt import unwind_on_sigterm
 from harness.learn import learn
 from harness.policy.load import merge_allow
 from harness.policy.model import Policy
@@ -62,4 +63,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    unwind_on_sigterm()
     main()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import trustme
 
+from harness.interrupt import unwind_on_sigterm
 from harness.sandbox import DEBIAN_IMAGE, PYTHON_IMAGE, build_images, run_workload, start_gateway
 from harness.sandbox.engine import client
 from harness.sandbox.gc import gc
@@ -182,4 +183,5 @@ def _wait_for(container, marker: bytes, timeout: float = 30) -> None:
 
 
 if __name__ == "__main__":
+    unwind_on_sigterm()
     main()

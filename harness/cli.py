@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.errors import EnvironmentProblem, ExpectationFailed, HarnessError, InputError
+from harness.interrupt import Terminated, unwind_on_sigterm
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -46,13 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as error:
         error.show()
         return 2
-    except click.exceptions.Abort:
-        stderr.print("egress: interrupted", markup=False)
-        return 130
-    except KeyboardInterrupt:
-        stderr.print("egress: interrupted; containers of this run were removed", markup=False)
-        return 130
+    except click.exceptions.Abort as abort:  # click's wrapping of a KeyboardInterrupt
+        return _interrupted(abort.__cause__)
+    except KeyboardInterrupt as interrupt:
+        return _interrupted(interrupt)
     return 0
+
+
+def _interrupted(cause: BaseException | None) -> int:
+    """Ctrl-C or SIGTERM; the sandbox has removed the run's containers on the way out."""
+    if isinstance(cause, Terminated):
+        stderr.print("egress: terminated (SIGTERM)", markup=False)
+        return 143
+    stderr.print("egress: interrupted", markup=False)
+    return 130
 
 
 # --- check -------------------------------------------------------------------------------
@@ -689,6 +697,7 @@ def _action(action: str) -> str:
 
 def console_main() -> None:
     """Console-script entry point."""
+    unwind_on_sigterm()
     sys.exit(main())
 
 

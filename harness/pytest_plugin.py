@@ -45,8 +45,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def sandbox_run(config: pytest.Config) -> SandboxRun:
     """The runtime scenarios run on: a fake one a test stashed, else Docker."""
     if SANDBOX_RUN not in config.stash:
+        from harness.interrupt import unwind_on_sigterm
         from harness.sandbox import build_images, run
 
+        unwind_on_sigterm()  # a cancelled CI job still removes the running scenario's containers
         build_images(lambda line: None)
         config.stash[SANDBOX_RUN] = run
     return config.stash[SANDBOX_RUN]

@@ -233,3 +233,37 @@ def test_doctor_finds_this_machine_ready(engine, images):
         checks
     )
     assert [check for check in checks.values() if not check.ok] == []
+
+
+def test_sigterm_to_egress_run_removes_its_containers_and_exits_143(engine, images, tmp_path):
+    """A cancelled CI job sends SIGTERM, whose default would skip every cleanup."""
+    import subprocess
+    import sys
+
+    name = f"sigterm-{os.getpid()}-{time.monotonic_ns() % 100000}"
+    scenario = tmp_path / f"{name}.scenario.yaml"
+    scenario.write_text(
+        f"name: {name}\n"
+        f"workload: {{image: {DEBIAN_IMAGE}, command: 'echo started; sleep 60', timeout: 90}}\n"
+    )
+    egress = Path(sys.executable).parent / "egress"
+    process = subprocess.Popen(
+        [str(egress), "run", str(scenario)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EGRESS_RUNS_DIR": str(tmp_path / "runs")},
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "started" in line:
+                break
+        assert [left for left in leftovers(engine) if name in left], "the run was not going"
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, errors
+    assert "egress: terminated (SIGTERM)" in errors
+    assert [left for left in leftovers(engine) if name in left] == []
