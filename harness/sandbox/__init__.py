@@ -2,7 +2,7 @@
 The only package that imports docker.
 
     build_images(progress)            images: base (debootstrap), gateway, python, node, debian,
-                                      upstreams and the Kudu and Oryx CDN simulators
+                                      dotnet-mono, upstreams and the Kudu and Oryx CDN simulators
     start_upstreams(...)              simulated sites with a test CA (scenario `upstreams:`)
     run(RunSpec, on_output) -> RunResult   gateway + workload + cleanup
     start_gateway(...) / run_workload(...) the two halves, for tests and tools that need both
@@ -21,6 +21,7 @@ from harness.sandbox.gateway import (
 from harness.sandbox.gc import gc, leftovers
 from harness.sandbox.images import (
     DEBIAN_IMAGE,
+    DOTNET_MONO_IMAGE,
     GATEWAY_IMAGE,
     NODE_IMAGE,
     PYTHON_IMAGE,
@@ -34,6 +35,7 @@ from harness.sandbox.workload import WorkloadResult, run_workload
 __all__ = [
     "DEBIAN_IMAGE",
     "DNS_PORT",
+    "DOTNET_MONO_IMAGE",
     "GATEWAY_IMAGE",
     "GATEWAY_UID",
     "NODE_IMAGE",

@@ -1,4 +1,5 @@
-"""Building the images: a Debian trixie base made with debootstrap, and four images on top of it.
+"""Building the images: a Debian trixie base made with debootstrap, and the images on top of it
+(the gateway, the workloads, the simulated sites: docker/README.md).
 
 Every image carries the label `egress-harness.hash`, a hash of everything it was built from (the
 recipe, its files, its parent's hash); `build_images` skips an image whose label already matches,
@@ -16,6 +17,7 @@ __all__ = [
     "ALL_IMAGES",
     "BASE_IMAGE",
     "DEBIAN_IMAGE",
+    "DOTNET_MONO_IMAGE",
     "GATEWAY_IMAGE",
     "KUDU_SIM_IMAGE",
     "NODE_IMAGE",
@@ -55,7 +57,14 @@ GATEWAY_IMAGE = "egress/gateway"
 PYTHON_IMAGE = "egress/python"
 NODE_IMAGE = "egress/node"
 DEBIAN_IMAGE = "egress/debian"
-WORKLOAD_IMAGES = {PYTHON_IMAGE: "python", NODE_IMAGE: "node", DEBIAN_IMAGE: "debian"}
+# Mono's System.Net.Http.HttpClient and `httpget`, a .NET client for docs/oryx.md.
+DOTNET_MONO_IMAGE = "egress/dotnet-mono"
+WORKLOAD_IMAGES = {
+    PYTHON_IMAGE: "python",
+    NODE_IMAGE: "node",
+    DEBIAN_IMAGE: "debian",
+    DOTNET_MONO_IMAGE: "dotnet-mono",
+}
 # Simulated public sites (docs/formats.md "Upstreams"): the server, and images built on it.
 UPSTREAMS_IMAGE = "egress/upstreams"
 KUDU_SIM_IMAGE = "egress/kudu-sim"
@@ -67,6 +76,7 @@ ALL_IMAGES = (
     PYTHON_IMAGE,
     NODE_IMAGE,
     DEBIAN_IMAGE,
+    DOTNET_MONO_IMAGE,
     UPSTREAMS_IMAGE,
     *SIMULATOR_IMAGES,
 )

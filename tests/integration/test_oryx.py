@@ -1,6 +1,6 @@
 """Oryx's SDK CDN behind the firewall (docs/oryx.md): the CDN simulator answering Oryx's request
-sequence, how `drop` and `close` differ for a client with a timeout, and the real Oryx build
-image, which runs only where it can be had."""
+sequence, how `drop` and `close` differ for .NET's HttpClient (Mono's, in egress/dotnet-mono),
+and the real Oryx build image, which runs only where it can be had."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from docker.errors import ImageNotFound
 
 from harness.errors import EnvironmentProblem
 from harness.execute import execute
-from harness.sandbox import PYTHON_IMAGE, RunSpec, leftovers, run
+from harness.sandbox import DOTNET_MONO_IMAGE, PYTHON_IMAGE, RunSpec, leftovers, run
 from harness.sandbox.images import ORYX_CDN_SIM_IMAGE
 from harness.sandbox.upstreams import read_requests
 from harness.scenario import Upstream, load_scenario
@@ -23,6 +23,13 @@ pytestmark = pytest.mark.docker
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 CDN = "oryx-cdn.microsoft.io"
 CDN_SITE = Upstream("oryx-cdn", ORYX_CDN_SIM_IMAGE, (CDN,))
+LISTING_PATH = "/python?restype=container&comp=list&include=metadata&marker="
+LISTING = f"https://{CDN}{LISTING_PATH}"
+EOF_IN_HANDSHAKE = (
+    "System.IO.IOException: Authentication failed because the remote party has closed the "
+    "transport stream."
+)
+DENY_LINE = f"to {CDN}:443. Action: Deny. No rule matched. Proceeding with default action"
 
 # The requests Oryx makes for one platform (azure-firewall.md "Oryx"), replayed with urllib; this
 # checks the simulator and the path through the firewall, it is not Oryx.
@@ -45,21 +52,6 @@ SEQUENCE = textwrap.dedent(
         "default": default,
         "checksum_ok": hashlib.sha512(data).hexdigest() == headers.get("x-ms-meta-checksum"),
     }))
-    """
-)
-
-# A client with a timeout, denied: how long until it gives up, and with what error.
-TIMED_CLIENT = textwrap.dedent(
-    """
-    import json, sys, time, urllib.request
-    started = time.monotonic()
-    try:
-        urllib.request.urlopen("https://oryx-cdn.microsoft.io/python?restype=container"
-                               "&comp=list&include=metadata&marker=", timeout=float(sys.argv[1]))
-        error = None
-    except Exception as caught:
-        error = repr(caught)
-    print(json.dumps({"seconds": time.monotonic() - started, "error": error}))
     """
 )
 
@@ -105,28 +97,110 @@ def test_cdn_simulator_answers_oryxs_request_sequence_through_the_firewall(
     assert leftovers(engine, result.run_id) == []
 
 
-def test_drop_hangs_a_client_until_its_own_timeout(
+def run_httpget(run_dir: Path, addon_root: Path, *command: str, https_deny="close"):
+    """`httpget` (Mono's HttpClient) behind the firewall: the result, its output, and the final
+    JSON line (seconds, error_type, message, inner, attempts)."""
+    lines: list[str] = []
+    result = run(
+        RunSpec(
+            run_dir=run_dir,
+            image=DOTNET_MONO_IMAGE,
+            command=list(command),
+            timeout=60,
+            https_deny=https_deny,
+            addon_root=addon_root,
+            upstreams=[CDN_SITE],
+        ),
+        on_output=lines.append,
+    )
+    outcome = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
+    assert outcome is not None, lines
+    return result, lines, outcome
+
+
+def test_drop_holds_httpclient_until_its_timeout_then_the_operation_was_canceled(
     engine, images, run_dir, addon_root, write_policy
 ):
     write_policy(run_dir, [])
-    result, lines = run_python(run_dir, addon_root, TIMED_CLIENT, "3", https_deny="drop")
-    outcome = json.loads(lines[-1])
-    assert 2.8 <= outcome["seconds"] < 6, outcome
-    assert "timed out" in outcome["error"], outcome
+    result, lines, outcome = run_httpget(
+        run_dir, addon_root, "httpget", LISTING, "--timeout", "3", https_deny="drop"
+    )
+    assert result.exit_code == 1, lines
+    assert 2.9 <= outcome["seconds"] < 4.5, outcome
+    # The TLS handshake is cut by the timeout: CoreFX's wording, not "A task was canceled.".
+    assert outcome["error_type"] == "System.Threading.Tasks.TaskCanceledException", outcome
+    assert outcome["message"] == "The operation was canceled.", outcome
+    assert outcome["inner"][0].startswith("System.IO.IOException: Unable to read data"), outcome
+    assert outcome["attempts"] == 1, outcome
     assert read_requests(run_dir, "oryx-cdn") == []
     assert leftovers(engine, result.run_id) == []
 
 
-def test_close_fails_a_client_at_once_with_an_eof(
+def test_close_fails_httpclient_at_once_with_an_http_request_exception(
     engine, images, run_dir, addon_root, write_policy
 ):
     write_policy(run_dir, [])
-    result, lines = run_python(run_dir, addon_root, TIMED_CLIENT, "3", https_deny="close")
-    outcome = json.loads(lines[-1])
+    result, lines, outcome = run_httpget(
+        run_dir, addon_root, "httpget", LISTING, "--timeout", "3", https_deny="close"
+    )
+    assert result.exit_code == 1, lines
     assert outcome["seconds"] < 1.5, outcome
-    assert "EOF" in outcome["error"], outcome
-    azure = (run_dir / "azure.log").read_text()
-    assert f"to {CDN}:443. Action: Deny. No rule matched. Proceeding with default action" in azure
+    assert outcome["error_type"] == "System.Net.Http.HttpRequestException", outcome
+    assert outcome["message"] == (
+        "The SSL connection could not be established, see inner exception."
+    ), outcome
+    assert outcome["inner"] == [EOF_IN_HANDSHAKE], outcome
+    assert DENY_LINE in (run_dir / "azure.log").read_text()
+    assert read_requests(run_dir, "oryx-cdn") == []
+    assert leftovers(engine, result.run_id) == []
+
+
+def test_close_with_oryxs_retries_ends_at_the_timeout_with_a_task_was_canceled(
+    engine, images, run_dir, addon_root, write_policy
+):
+    """Oryx's retry policy sits inside its HttpClient: each attempt fails at once, and the
+    timeout cuts a wait between attempts short (at 3 s: during the second wait, of 4 s)."""
+    write_policy(run_dir, [])
+    result, lines, outcome = run_httpget(
+        run_dir,
+        addon_root,
+        *("httpget", LISTING, "--timeout", "3", "--retries", "6"),
+        https_deny="close",
+    )
+    assert result.exit_code == 1, lines
+    assert 2.9 <= outcome["seconds"] < 4.5, outcome
+    assert outcome["error_type"] == "System.Threading.Tasks.TaskCanceledException", outcome
+    assert outcome["message"] == "A task was canceled.", outcome
+    assert outcome["inner"] == [], outcome
+    assert outcome["attempts"] == 2, outcome
+    assert (run_dir / "azure.log").read_text().count(DENY_LINE) == 2
+    assert leftovers(engine, result.run_id) == []
+
+
+def test_httpclient_gets_the_allowed_cdn_trusting_the_runs_test_ca(
+    engine, images, run_dir, addon_root, write_policy
+):
+    write_policy(run_dir, [CDN])
+    result, lines, outcome = run_httpget(run_dir, addon_root, "httpget", LISTING, "--timeout", "10")
+    assert result.exit_code == 0, lines
+    assert "HTTP 200" in lines, lines
+    assert outcome["error_type"] is None, outcome
+    assert [r["path"] for r in read_requests(run_dir, "oryx-cdn")] == [LISTING_PATH]
+    assert leftovers(engine, result.run_id) == []
+
+
+def test_mono_alone_does_not_trust_the_system_store_so_httpget_syncs_it(
+    engine, images, run_dir, addon_root, write_policy
+):
+    """Mono's TLS reads its own store, not the bundle the harness binds over the system store:
+    the program without the wrapper's cert-sync rejects the test CA."""
+    write_policy(run_dir, [CDN])
+    result, lines, outcome = run_httpget(
+        run_dir, addon_root, "mono", "/usr/local/lib/httpget.exe", LISTING, "--timeout", "10"
+    )
+    assert result.exit_code == 1, lines
+    assert outcome["error_type"] == "System.Net.Http.HttpRequestException", outcome
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome["inner"][-1], outcome
     assert leftovers(engine, result.run_id) == []
 
 
