@@ -24,6 +24,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from harness.interrupt import unwind_on_sigterm
 from harness.sandbox import DOTNET_MONO_IMAGE, RunSpec, build_images, run
 from harness.sandbox.images import ORYX_CDN_SIM_IMAGE
 from harness.scenario import Upstream
@@ -116,4 +117,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    unwind_on_sigterm()
     main()
