@@ -181,6 +181,7 @@ def execute(
         hosts=dict(firewall.hosts),
         policy_path=folder / "policy.yaml",
         upstreams=scenario.upstreams,
+        client=scenario.client,
     )
     try:
         if on_event is None:
@@ -200,6 +201,7 @@ def execute(
         destinations=tuple((row.host, row.port, row.would) for row in rows),
         azure_lines=tuple(azure_lines),
         output=output,
+        outcome_of="client" if scenario.client is not None else "workload",
     )
     failures = check_expectations(scenario.expect, observed)
     execution = Execution(

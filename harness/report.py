@@ -134,9 +134,11 @@ def render_html(
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        (f"<p>Outcome: <span class={escape(outcome)} id=outcome>{escape(outcome)}</span>; "
-        f"policy {escape(str(summary.get('policy', '?')))} in {escape(str(summary.get('mode', '?')))} mode; "
-        f"{escape(str(summary.get('duration_s', '?')))} s.</p>"),
+        (
+            f"<p>Outcome: <span class={escape(outcome)} id=outcome>{escape(outcome)}</span>; "
+            f"policy {escape(str(summary.get('policy', '?')))} in {escape(str(summary.get('mode', '?')))} mode; "
+            f"{escape(str(summary.get('duration_s', '?')))} s.</p>"
+        ),
     ]
     if diagnosis_text:
         parts.append(

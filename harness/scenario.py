@@ -10,6 +10,7 @@ them in `derived`, and `harness.execute` fills them in from the workload image w
 from __future__ import annotations
 
 __all__ = [
+    "Client",
     "Expect",
     "Firewall",
     "LearnedExpectation",
@@ -74,6 +75,21 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class Client:
+    """A command run outside the firewall once the workload listens on `port` (the deploy
+    client of docs/kudu.md, `az webapp deploy`). It resolves each of `hosts` to the workload
+    (the gateway's address on the client's network); when a scenario has one, the run's
+    outcome is the client's exit status."""
+
+    image: str
+    command: str | tuple[str, ...]
+    port: int
+    workdir: Path | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class LearnedExpectation:
     count: int | None = None
     verified: bool | None = None
@@ -106,17 +122,19 @@ class Scenario:
     # where it is written; empty once `harness.derive.resolve_derived` has filled them in.
     derived: tuple[DerivedUse, ...] = ()
     upstreams: tuple[Upstream, ...] = ()
+    client: Client | None = None
 
 
 # --- loading -------------------------------------------------------------------------------
 
-_TOP = ("name", "description", "workload", "firewall", "expect", "upstreams")
+_TOP = ("name", "description", "workload", "firewall", "expect", "upstreams", "client")
 _WORKLOAD = ("image", "workdir", "command", "env", "trust", "timeout", "if_image_missing")
 IMAGE_MISSING_CHOICES = ("fail", "skip")
 _FIREWALL = ("policy", "mode", "https_deny", "hosts")
 _EXPECT = ("outcome", "denied", "allowed", "log_contains", "output_contains", "learned")
 _LEARNED = ("count", "verified")
 _UPSTREAM = ("name", "image", "hosts", "command", "env")
+_CLIENT = ("image", "command", "workdir", "env", "port", "hosts")
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -149,6 +167,7 @@ def scenario_from_node(root: Node, source: Path) -> Scenario:
         description=description,
         derived=tuple(uses),
         upstreams=_upstreams(found.get("upstreams"), firewall),
+        client=_client(found["client"], source) if "client" in found else None,
     )
 
 
@@ -189,13 +208,7 @@ def _workload(node: Node, source: Path) -> Workload:
         node, found, "command", YAML, "command: pip install -r requirements.txt"
     )
     command = _command(command_node, "command: pip install -r requirements.txt")
-    workdir = None
-    if "workdir" in found:
-        workdir = (source.parent / string_of(found["workdir"], "a folder path")).resolve()
-        if not workdir.is_dir():
-            raise found["workdir"].error(
-                f"{workdir} is not a folder", "give a folder relative to the scenario file"
-            )
+    workdir = _workdir(found["workdir"], source) if "workdir" in found else None
     env = _env(found["env"]) if "env" in found else ()
     trust: list[str] = []
     if "trust" in found:
@@ -229,6 +242,55 @@ def _workload(node: Node, source: Path) -> Workload:
         else "fail"
     )
     return Workload(image, command, workdir, env, tuple(trust), timeout, if_image_missing)  # type: ignore[arg-type]
+
+
+def _workdir(node: Node, source: Path) -> Path:
+    workdir = (source.parent / string_of(node, "a folder path")).resolve()
+    if not workdir.is_dir():
+        raise node.error(
+            f"{workdir} is not a folder", "give a folder relative to the scenario file"
+        )
+    return workdir
+
+
+def _client(node: Node, source: Path) -> Client:
+    """`client:`: a command outside the firewall that connects to the workload's `port`."""
+    found = fields_of(node, YAML, _CLIENT, what="client")
+    image = string_of(
+        required(node, found, "image", YAML, "image: egress/kudu-sim"), "an image name"
+    )
+    command = _command(
+        required(node, found, "command", YAML, "command: kudu-sim client --src /app"),
+        "command: kudu-sim client --src /app",
+    )
+    port_node = required(node, found, "port", YAML, "port: 8080")
+    port = port_node.value
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise port_node.error(
+            f"port must be a TCP port number 1..65535, not {port!r}",
+            "the port the workload listens on, e.g. port: 8080",
+        )
+    workdir = _workdir(found["workdir"], source) if "workdir" in found else None
+    env = _env(found["env"]) if "env" in found else ()
+    hosts: list[str] = []
+    if "hosts" in found:
+        hosts_node = found["hosts"]
+        if not isinstance(hosts_node.value, list):
+            raise hosts_node.error(
+                "hosts must be a list of host names",
+                "the names the client resolves to the workload, e.g. hosts: [site.example.test]",
+            )
+        for host_node in hosts_node.elements():
+            host = normalize(string_of(host_node, "a host name"))
+            problem = exact_name_problem(host)
+            if "*" in host:
+                problem = f"{host!r} is a pattern; the client resolves exact host names"
+            if problem:
+                raise host_node.error(problem, "name each host the client connects to")
+            if host in hosts:
+                raise host_node.error(f"{host} is listed twice", "name each host once")
+            hosts.append(host)
+    return Client(image, command, port, workdir, env, tuple(hosts))
 
 
 def _command(node: Node, example: str) -> str | tuple[str, ...]:
@@ -466,6 +528,8 @@ class Observed:
     destinations: tuple[tuple[str, int, str], ...]  # (host, port, would-be action) per row
     azure_lines: tuple[str, ...]
     output: str
+    # Whose exit status is the outcome: the workload's, or the client's when the scenario has one.
+    outcome_of: Literal["workload", "client"] = "workload"
 
     @property
     def succeeded(self) -> bool:
@@ -502,7 +566,7 @@ def check_expectations(expect: Expect, observed: Observed) -> list[Failure]:
     outcome = "success" if observed.succeeded else "failure"
     if outcome != expect.outcome:
         how = "timed out" if observed.timed_out else f"exited with {observed.exit_code}"
-        fail("outcome", f"expected {expect.outcome}, but the workload {how}")
+        fail("outcome", f"expected {expect.outcome}, but the {observed.outcome_of} {how}")
     for key, wanted_action, wanted in (
         ("denied", "Deny", expect.denied),
         ("allowed", "Allow", expect.allowed),

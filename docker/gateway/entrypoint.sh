@@ -30,19 +30,26 @@ rule iptables -w -t nat -A FW_REDIRECT -o lo -j RETURN
 rule iptables -w -t nat -A FW_REDIRECT -p tcp -j REDIRECT --to-ports "$TRANSPARENT_PORT"
 rule iptables -w -t nat -I OUTPUT 1 -j FW_REDIRECT
 
-# IPv4, filter: only loopback, redirected packets and the gateway itself may leave. The DNAT rule
-# is needed because after REDIRECT the filter hook still sees the original out-interface.
+# IPv4, filter: only loopback, redirected packets, the gateway itself and the replies of TCP
+# connections opened from outside (a deploy client's) may leave. The DNAT rule is needed because
+# after REDIRECT the filter hook still sees the original out-interface. A reply is in conntrack's
+# REPLY direction of a connection whose first packet came in; everything a workload opens itself
+# is in the ORIGINAL direction (redirected above, or dropped here). Reply packets never pass the
+# nat table (it sees only a connection's first packet), so they are not redirected either.
 rule iptables -w -N FW_EGRESS
 rule iptables -w -A FW_EGRESS -o lo -j ACCEPT
 rule iptables -w -A FW_EGRESS -d 127.0.0.1/32 -m conntrack --ctstate DNAT -j ACCEPT
 rule iptables -w -A FW_EGRESS -m owner --uid-owner "$GW_UID" -j ACCEPT
+rule iptables -w -A FW_EGRESS -p tcp -m conntrack --ctstate ESTABLISHED --ctdir REPLY -j ACCEPT
 rule iptables -w -A FW_EGRESS -j DROP
 rule iptables -w -I OUTPUT 1 -j FW_EGRESS
 
-# IPv6: Azure Firewall has no IPv6 egress; nothing but loopback and the gateway leaves.
+# IPv6: Azure Firewall has no IPv6 egress; nothing but loopback, the gateway and the replies of
+# TCP connections opened from outside leaves.
 rule ip6tables -w -N FW_EGRESS
 rule ip6tables -w -A FW_EGRESS -o lo -j ACCEPT
 rule ip6tables -w -A FW_EGRESS -m owner --uid-owner "$GW_UID" -j ACCEPT
+rule ip6tables -w -A FW_EGRESS -p tcp -m conntrack --ctstate ESTABLISHED --ctdir REPLY -j ACCEPT
 rule ip6tables -w -A FW_EGRESS -j DROP
 rule ip6tables -w -I OUTPUT 1 -j FW_EGRESS
 

@@ -8,10 +8,12 @@ then, as Kudu does after every deployment, call the site's own SCM host over HTT
 With App Service's Route All those calls leave through the firewall. When one fails, the API
 answers 500 with the JSON Kudu returns for an `HttpRequestException`.
 
-    kudu-sim serve [--port 8181]              the API alone
-    kudu-sim deploy --src DIR [--site NAME]   the API, and a client deploying DIR to it as
-                                              `az webapp deploy` would; prints the status and
-                                              body, exits 0 on 2xx and 1 otherwise
+    kudu-sim serve [--host 0.0.0.0] [--port 8080]
+        the API (plain HTTP), until stopped (SIGTERM); the workload behind the firewall
+    kudu-sim client --src DIR [--site NAME] [--port 8080] [--endpoint zipdeploy|publish]
+        what `az webapp deploy --type zip` does, from outside the firewall: zips DIR and posts
+        it to http://<site>.scm.azurewebsites.net:<port>/api/zipdeploy with the SCM site's Host
+        header; prints `HTTP <status>` and the body, exits 0 on 2xx and 1 otherwise
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import io
 import json
 import os
+import signal
 import ssl
 import sys
 import threading
@@ -79,6 +82,9 @@ class KuduApi(BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         upload = self.rfile.read(length)
+        peer_host, peer_port = self.client_address[:2]
+        # Who deployed: a client outside the firewall shows its own address, never loopback.
+        log(f"{route}: {length} bytes from {peer_host}:{peer_port}, Host: {self.headers['Host']}")
         try:
             with zipfile.ZipFile(io.BytesIO(upload)) as archive:
                 os.makedirs(WWWROOT, exist_ok=True)
@@ -109,12 +115,18 @@ class KuduApi(BaseHTTPRequestHandler):
         log(format % args)
 
 
-def serve(host: str, port: int) -> ThreadingHTTPServer:
+def serve(host: str, port: int) -> int:
+    """The API until SIGTERM (the harness stops the workload once its client is done)."""
     server = ThreadingHTTPServer((host, port), KuduApi)
     server.daemon_threads = True
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log(f"API listening on {host}:{server.server_address[1]}")
-    return server
+    stopped.wait()
+    server.shutdown()
+    log("stopped")
+    return 0
 
 
 def zip_of(folder: str) -> bytes:
@@ -127,15 +139,15 @@ def zip_of(folder: str) -> bytes:
     return buffer.getvalue()
 
 
-def deploy(source: str, site: str, endpoint: str, port: int) -> int:
-    """What `az webapp deploy --type zip` does, against this process's own API."""
-    server = serve("127.0.0.1", port)
+def client(source: str, site: str, endpoint: str, port: int) -> int:
+    """What `az webapp deploy --type zip` does: the zip to the SCM site, by its public name."""
     route = "/api/zipdeploy" if endpoint == "zipdeploy" else "/api/publish?type=zip"
+    url = f"http://{scm_host(site)}:{port}{route}"
     request = urllib.request.Request(
-        f"http://127.0.0.1:{server.server_address[1]}{route}",
+        url,
         data=zip_of(source),
         method="POST",
-        # The Host a client outside uses: the SCM site's public name, which Kudu calls back.
+        # The SCM site's name, as Azure's front end hands it to Kudu; Kudu calls it back.
         headers={"Host": scm_host(site), "Content-Type": "application/zip"},
     )
     try:
@@ -143,29 +155,29 @@ def deploy(source: str, site: str, endpoint: str, port: int) -> int:
             status, body = answer.status, answer.read()
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read()
+    except (urllib.error.URLError, OSError) as error:
+        print(f"kudu-sim client: POST {url} failed: {error}", file=sys.stderr, flush=True)
+        return 1
     print(f"HTTP {status}")
-    print(body.decode(errors="replace"))
-    server.shutdown()
+    print(body.decode(errors="replace"), flush=True)
     return 0 if 200 <= status < 300 else 1
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="run the API until killed")
+    serve_parser = commands.add_parser("serve", help="run the API until stopped")
     serve_parser.add_argument("--host", default="0.0.0.0")
-    serve_parser.add_argument("--port", type=int, default=8181)
-    deploy_parser = commands.add_parser("deploy", help="deploy a folder to this process's API")
-    deploy_parser.add_argument("--src", required=True, help="the folder to zip and deploy")
-    deploy_parser.add_argument("--site", default=DEFAULT_SITE)
-    deploy_parser.add_argument("--endpoint", choices=("zipdeploy", "publish"), default="zipdeploy")
-    deploy_parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    serve_parser.add_argument("--port", type=int, default=8080)
+    client_parser = commands.add_parser("client", help="deploy a folder as `az webapp deploy`")
+    client_parser.add_argument("--src", required=True, help="the folder to zip and deploy")
+    client_parser.add_argument("--site", default=DEFAULT_SITE)
+    client_parser.add_argument("--endpoint", choices=("zipdeploy", "publish"), default="zipdeploy")
+    client_parser.add_argument("--port", type=int, default=8080, help="Kudu's API port")
     arguments = parser.parse_args()
     if arguments.command == "serve":
-        serve(arguments.host, arguments.port)
-        threading.Event().wait()
-        return 0
-    return deploy(arguments.src, arguments.site, arguments.endpoint, arguments.port)
+        return serve(arguments.host, arguments.port)
+    return client(arguments.src, arguments.site, arguments.endpoint, arguments.port)
 
 
 if __name__ == "__main__":

@@ -58,13 +58,16 @@ def safe_name(text: str) -> str:
     return _UNSAFE.sub("-", text).strip("-.") or "run"
 
 
-def create_network(engine, run_id: str, role: str, ipv6_subnet: str | None = None):
-    """A labelled user-defined bridge network (for fixture upstreams the gateway joins)."""
+def create_network(
+    engine, run_id: str, role: str, ipv6_subnet: str | None = None, internal: bool = False
+):
+    """A labelled user-defined bridge network the gateway joins (fixture upstreams, the
+    scenario's client); `internal`: Docker gives it no route out."""
     from docker.types import IPAMConfig, IPAMPool
 
-    options: dict = {}
+    options: dict = {"internal": True} if internal else {}
     if ipv6_subnet:
-        options = {
+        options |= {
             "enable_ipv6": True,
             "ipam": IPAMConfig(pool_configs=[IPAMPool(subnet=ipv6_subnet)]),
         }

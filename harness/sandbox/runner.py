@@ -1,4 +1,4 @@
-"""One run: gateway, workload, cleanup."""
+"""One run: upstreams, gateway, workload (and the scenario's client outside), cleanup."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ __all__ = ["RunResult", "RunSpec", "run"]
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.sandbox.client import (
+    Client,
+    client_network,
+    require_client_image,
+    run_with_client,
+)
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.gateway import HttpsDeny, Mode, start_gateway
 from harness.sandbox.labels import new_run_id
@@ -40,51 +47,64 @@ class RunSpec:
     # Simulated sites started before the gateway (harness.sandbox.upstreams): their hosts are
     # added to `hosts`, their network to `networks`, their test CA to `trust`.
     upstreams: Sequence[Upstream] = ()
+    # A command outside the firewall that connects to the workload (harness.sandbox.client):
+    # the workload then serves until the client is done, and the result is the client's.
+    client: Client | None = None
 
 
 @dataclass(frozen=True)
 class RunResult:
-    exit_code: int
+    exit_code: int  # the workload's; the client's when the spec has one
     timed_out: bool
-    duration_s: float  # the workload's, from its start to its exit
+    duration_s: float  # from the workload's start to its exit (with a client: the client's)
     run_dir: Path
     run_id: str
 
 
 def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunResult:
-    """Start the gateway, run the workload behind it, remove both; the recording stays in
-    run_dir (events.jsonl, azure.log from the addon; workload.log, gateway.log from here)."""
+    """Start the gateway, run the workload behind it (and the client outside it), remove all;
+    the recording stays in run_dir (events.jsonl, azure.log from the addon; workload.log,
+    gateway.log and, with a client, client.log from here)."""
     engine = engine_client()
     run_dir = Path(spec.run_dir).resolve()
     run_id = spec.run_id or new_run_id(run_dir.name)
-    with (
-        start_upstreams(spec.upstreams, run_dir=run_dir, run_id=run_id, engine=engine) as sites,
-        start_gateway(
-            run_dir=run_dir,
-            run_id=run_id,
-            policy_path=spec.policy_path,
-            mode=spec.mode,
-            https_deny=spec.https_deny,
-            hosts={**sites.hosts, **spec.hosts},
-            networks=[*spec.networks, *sites.networks],
-            engine=engine,
-            addon_root=spec.addon_root,
-        ) as gateway,
-    ):
-        try:
-            result = run_workload(
-                gateway,
-                image=spec.image,
-                command=spec.command,
+    if spec.client is not None:
+        require_client_image(engine, spec.client)
+    with ExitStack() as stack:
+        sites = stack.enter_context(
+            start_upstreams(spec.upstreams, run_dir=run_dir, run_id=run_id, engine=engine)
+        )
+        client_net = stack.enter_context(client_network(engine, run_id)) if spec.client else None
+        gateway = stack.enter_context(
+            start_gateway(
                 run_dir=run_dir,
-                workdir=spec.workdir,
-                env=spec.env,
-                trust=[*spec.trust, *sites.trust],
-                timeout=spec.timeout,
-                on_output=on_output,
-                user=spec.user,
+                run_id=run_id,
+                policy_path=spec.policy_path,
+                mode=spec.mode,
+                https_deny=spec.https_deny,
+                hosts={**sites.hosts, **spec.hosts},
+                networks=[*spec.networks, *sites.networks, *([client_net] if client_net else [])],
                 engine=engine,
+                addon_root=spec.addon_root,
             )
+        )
+        workload = {
+            "image": spec.image,
+            "command": spec.command,
+            "run_dir": run_dir,
+            "workdir": spec.workdir,
+            "env": spec.env,
+            "trust": [*spec.trust, *sites.trust],
+            "timeout": spec.timeout,
+            "on_output": on_output,
+            "user": spec.user,
+            "engine": engine,
+        }
+        try:
+            if spec.client is None or client_net is None:
+                result = run_workload(gateway, **workload)
+            else:
+                result = run_with_client(gateway, spec.client, network=client_net, **workload)
         finally:
             # Give the addon a moment to record the last connection's close before G stops.
             time.sleep(0.2)

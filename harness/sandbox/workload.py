@@ -10,8 +10,11 @@ __all__ = [
     "TRUST_ENV_VARS",
     "TRUST_PATH",
     "WORKLOAD_CAP_DROP",
+    "WORKLOAD_LOG",
+    "RunningWorkload",
     "WorkloadResult",
     "run_workload",
+    "start_workload",
 ]
 
 import codecs
@@ -85,6 +88,117 @@ def run_workload(
     line goes to `on_output` and to run_dir/workload.log. The container is removed however this
     ends (exit, timeout, error, Ctrl-C).
     """
+    with _workload_container(
+        gateway,
+        image=image,
+        command=command,
+        workdir=workdir,
+        env=env,
+        trust=trust,
+        user=user,
+        privileged=privileged,
+        entrypoint=entrypoint,
+        engine=engine,
+        role=role,
+    ) as container:
+        return _run_to_end(container, Path(run_dir) / WORKLOAD_LOG, timeout, on_output)
+
+
+@dataclass
+class RunningWorkload:
+    """A workload started in the background (a server a client outside connects to)."""
+
+    container: docker.models.containers.Container
+    started: float  # time.monotonic() at its start
+
+    def exit_code(self) -> int | None:
+        """Its exit status once it has stopped, else None."""
+        try:
+            self.container.reload()
+        except NotFound:
+            return -1
+        if self.container.status in ("exited", "dead"):
+            return int(self.container.attrs["State"].get("ExitCode", -1))
+        return None
+
+    def output_tail(self, lines: int = 20) -> str:
+        try:
+            return self.container.logs(tail=lines).decode(errors="replace")
+        except DockerException as error:
+            return f"(no output: {error})"
+
+
+@contextmanager
+def start_workload(
+    gateway: Gateway,
+    *,
+    image: str,
+    command: str | Sequence[str],
+    run_dir: Path,
+    workdir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    trust: Sequence[str] = (),
+    on_output: OutputCallback | None = None,
+    user: str | None = None,
+    engine: docker.DockerClient | None = None,
+    stop_timeout: int = 5,
+) -> Iterator[RunningWorkload]:
+    """`run_workload`'s container, started and yielded while it runs; on leaving the block it
+    is stopped (SIGTERM, SIGKILL after `stop_timeout`), its output kept and it is removed."""
+    with (
+        _workload_container(
+            gateway,
+            image=image,
+            command=command,
+            workdir=workdir,
+            env=env,
+            trust=trust,
+            user=user,
+            engine=engine,
+            # Docker's init as PID 1 passes the stop signal on: a shell running the command
+            # (`/bin/sh -c`) would ignore it, and every stop would wait `stop_timeout`.
+            init=True,
+        ) as container,
+        (Path(run_dir) / WORKLOAD_LOG).open("a", encoding="utf-8") as log,
+    ):
+        container.start()
+        running = RunningWorkload(container, time.monotonic())
+        reader = threading.Thread(
+            target=_copy_output, args=(container, log, on_output), daemon=True
+        )
+        reader.start()
+        try:
+            yield running
+        finally:
+            try:
+                # Whole seconds: the engine refuses `t=5.0` (500), and the workload would run on.
+                container.stop(timeout=int(stop_timeout))
+            except DockerException:
+                try:
+                    container.kill()
+                except DockerException:
+                    pass
+            reader.join(timeout=10)
+
+
+@contextmanager
+def _workload_container(
+    gateway: Gateway,
+    *,
+    image: str,
+    command: str | Sequence[str],
+    workdir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    trust: Sequence[str] = (),
+    user: str | None = None,
+    privileged: bool = False,
+    entrypoint: Sequence[str] | None = None,
+    engine: docker.DockerClient | None = None,
+    role: str = "workload",
+    init: bool = False,
+) -> Iterator[docker.models.containers.Container]:
+    """The workload's container in the gateway's namespace, created and filled but not started;
+    removed however the block ends."""
     if privileged:
         raise InputError(
             "a workload never runs privileged: it could rewrite the gateway's rules",
@@ -128,6 +242,7 @@ def run_workload(
             environment=environment,
             working_dir="/app" if workdir is not None else None,
             volumes=volumes,
+            init=init or None,
             detach=True,
         )
         try:
@@ -139,7 +254,7 @@ def run_workload(
                 bundle.write_text(combined)
             if workdir is not None:
                 container.put_archive("/", _tar_of(Path(workdir)))
-            return _run_to_end(container, Path(run_dir) / WORKLOAD_LOG, timeout, on_output)
+            yield container
         finally:
             try:
                 container.remove(force=True)

@@ -1,8 +1,10 @@
 """Kudu calling its own SCM site through the firewall (docs/kudu.md): the simulated Kudu
-behind the gateway, its site's public face as an upstream, and the run's test CA."""
+behind the gateway, the deploy client outside it, its site's public face as an upstream, and
+the run's test CA."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -12,10 +14,13 @@ import pytest
 from docker.errors import NotFound
 
 from harness.errors import EnvironmentProblem
+from harness.execute import execute
 from harness.sandbox import RunResult, RunSpec, leftovers, run
+from harness.sandbox.client import CLIENT_LOG
 from harness.sandbox.images import KUDU_SIM_IMAGE, UPSTREAMS_IMAGE
 from harness.sandbox.upstreams import UPSTREAMS_DIR, read_requests
-from harness.scenario import Upstream
+from harness.sandbox.workload import WORKLOAD_LOG
+from harness.scenario import Client, Upstream, load_scenario
 
 pytestmark = pytest.mark.docker
 
@@ -30,6 +35,18 @@ KUDU_500 = {
     "ExceptionType": "System.Net.Http.HttpRequestException",
     "StackTrace": None,
 }
+# `az webapp deploy`, outside the firewall: the SCM site's name is the workload, for it alone.
+CLIENT = Client(
+    KUDU_SIM_IMAGE,
+    "kudu-sim client --site mysite --src /app --port 8080",
+    port=8080,
+    workdir=APP,
+    hosts=("mysite.scm.azurewebsites.net",),
+)
+# Kudu logs who posted the deployment: `/api/zipdeploy: 454 bytes from 172.18.0.3:40000, ...`.
+UPLOAD_FROM = re.compile(
+    r"^kudu-sim: /api/(?:zipdeploy|publish): \d+ bytes from ([0-9a-f.:]+):\d+,"
+)
 DEFAULT_DENY = re.compile(
     r"^HTTPS request from [0-9.]+:\d+ to mysite\.scm\.azurewebsites\.net:443\. Action: Deny\. "
     r"No rule matched\. Proceeding with default action$"
@@ -40,11 +57,11 @@ def deploy(run_dir: Path, addon_root: Path, **overrides) -> tuple[RunResult, lis
     values = {
         "run_dir": run_dir,
         "image": KUDU_SIM_IMAGE,
-        "command": "kudu-sim deploy --src /app --site mysite",
-        "workdir": APP,
+        "command": "kudu-sim serve --port 8080",
         "timeout": 60,
         "addon_root": addon_root,
         "upstreams": [SITE],
+        "client": CLIENT,
     }
     values.update(overrides)
     lines: list[str] = []
@@ -88,9 +105,14 @@ def test_deploy_with_the_scm_wildcard_allowed_reaches_the_site_and_succeeds(
 
 def test_publish_endpoint_calls_the_site_as_zipdeploy_does(engine, images, run_dir, addon_root):
     (run_dir / "policy.yaml").write_text('allow: ["*.scm.azurewebsites.net"]\n')
-    result, lines = deploy(
-        run_dir, addon_root, command="kudu-sim deploy --src /app --endpoint publish"
+    publish = Client(
+        KUDU_SIM_IMAGE,
+        "kudu-sim client --site mysite --src /app --endpoint publish",
+        port=8080,
+        workdir=APP,
+        hosts=("mysite.scm.azurewebsites.net",),
     )
+    result, lines = deploy(run_dir, addon_root, client=publish)
     assert result.exit_code == 0, lines
     assert [r["path"] for r in read_requests(run_dir, "kudu-site")] == [
         "/operations/settriggers",
@@ -135,3 +157,69 @@ def test_an_upstream_that_never_listens_stops_the_run_and_leaves_nothing(
     assert "upstream broken (egress/upstreams) stopped" in str(caught.value)
     assert "no site" in str(caught.value)
     assert leftovers(engine, "kudu-broken-upstream") == []
+
+
+def uploads_from(run_dir: Path) -> list[str]:
+    """The addresses Kudu says the deployments came from (its workload.log)."""
+    lines = (run_dir / WORKLOAD_LOG).read_text().splitlines()
+    return [match[1] for line in lines if (match := UPLOAD_FROM.match(line))]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "exit_code", "status"),
+    [("kudu-deploy-denied", 1, "HTTP 500"), ("kudu-deploy-allowed", 0, "HTTP 200")],
+)
+def test_bundled_scenario_deploys_from_outside_the_firewall(
+    engine, images, tmp_path, scenario, exit_code, status
+):
+    results: list[RunResult] = []
+
+    def sandbox_run(spec, on_output=None):
+        results.append(run(spec, on_output))
+        return results[-1]
+
+    folder = tmp_path / scenario
+    folder.mkdir()
+    execution = execute(
+        load_scenario(SCENARIOS / f"{scenario}.scenario.yaml"), sandbox_run, run_dir=folder
+    )
+    assert execution.failures == [], execution.failures
+    assert execution.exit_code == exit_code
+    # The deployment reached Kudu from the client's own address, not over loopback.
+    peers = uploads_from(folder)
+    assert len(peers) == 1, (folder / WORKLOAD_LOG).read_text()
+    assert not ipaddress.ip_address(peers[0]).is_loopback
+    # The client's output: its own log, and in the run's output that expectations read.
+    assert status in (folder / CLIENT_LOG).read_text().splitlines()
+    assert status in execution.output.splitlines()
+    assert leftovers(engine, results[0].run_id) == []
+
+
+def test_a_workload_that_never_listens_stops_the_run_before_the_client(
+    engine, images, run_dir, addon_root, write_policy
+):
+    write_policy(run_dir, [])
+    with pytest.raises(EnvironmentProblem) as caught:
+        deploy(
+            run_dir,
+            addon_root,
+            command="echo no API here; exit 4",
+            upstreams=[],
+            run_id="kudu-never-listens",
+        )
+    message = str(caught.value)
+    assert "port 8080" in message
+    assert "status 4" in message
+    assert "no API here" in message
+    assert not (run_dir / CLIENT_LOG).exists()
+    assert leftovers(engine, "kudu-never-listens") == []
+
+
+def test_a_missing_client_image_is_reported_before_anything_starts(
+    engine, images, run_dir, addon_root, write_policy
+):
+    write_policy(run_dir, [])
+    missing = Client("egress/no-such-client", "true", port=8080)
+    with pytest.raises(EnvironmentProblem, match="egress/no-such-client of the client is missing"):
+        deploy(run_dir, addon_root, client=missing, run_id="kudu-missing-client")
+    assert leftovers(engine, "kudu-missing-client") == []

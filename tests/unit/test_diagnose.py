@@ -83,6 +83,8 @@ def test_nothing_denied_says_the_firewall_is_not_the_cause() -> None:
 
 
 def test_apt_fetch_errors_are_apt_not_uv() -> None:
-    output = "E: Failed to fetch http://files.example.test/debian/pool/t/tree.deb  470  status code 470"
+    output = (
+        "E: Failed to fetch http://files.example.test/debian/pool/t/tree.deb  470  status code 470"
+    )
     diagnosis = diagnose([denied("files.example.test", "t", kind="http", port=80)], output)
     assert diagnosis.client == "apt"

@@ -35,7 +35,7 @@ upstreams:
     env: {ORYX_SIM_FLAVORS: bookworm}
 workload:
   image: egress/kudu-sim
-  command: kudu-sim deploy --src /app
+  command: kudu-sim serve --port 8080
 firewall:
   hosts: {other.example.test: 10.9.0.5}
 """

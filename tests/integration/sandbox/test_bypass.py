@@ -4,6 +4,8 @@ blocked, and the canary hears nothing at all (it logs every connection, datagram
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +16,7 @@ from harness.sandbox import (
     GATEWAY_IMAGE,
     PYTHON_IMAGE,
     TRANSPARENT_PORT,
+    labels,
     new_run_id,
     run_workload,
     start_gateway,
@@ -175,6 +178,167 @@ def test_workload_cannot_become_the_gateway_uid(bypass):
 
 def test_tcp_stays_blocked_after_the_attempts(bypass):
     assert bypass.probes["tcp_direct_after_attempts"]["outcome"] == "blocked"
+
+
+REPLY_RULE = "-p tcp -m conntrack --ctstate ESTABLISHED --ctdir REPLY -j ACCEPT"
+INBOUND_PORT = 8080
+
+
+@dataclass
+class InboundRun:
+    """A workload that accepted a connection from outside, then tried to get out through it."""
+
+    workload: dict[str, dict]
+    peer: dict[str, dict]
+    peer_heard: list[dict]
+    events: list[dict]
+    canary_heard: list[dict]
+    rules: dict[str, list[str]]  # iptables / ip6tables: the FW_EGRESS chain
+    peer_ip: str
+    gateway_ip: str
+
+
+def _json_lines(lines: list[str]) -> list[dict]:
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def inbound(
+    engine, canary_net, tmp_path_factory, addon_root, write_policy, read_events, scripts
+) -> InboundRun:
+    run_dir = tmp_path_factory.mktemp("inbound")
+    write_policy(run_dir, ["allowed.test"])
+    probe_dir = tmp_path_factory.mktemp("inbound-probes")
+    (probe_dir / "inbound_probes.py").write_text((scripts / "inbound_probes.py").read_text())
+    run_id = new_run_id("inbound")
+    lines: list[str] = []
+    with start_gateway(
+        run_dir=run_dir,
+        run_id=run_id,
+        hosts={"allowed.test": canary_net.decoy.ipv4},
+        networks=[canary_net.network],
+        addon_root=addon_root,
+    ) as gateway:
+        gateway_ip = gateway.addresses()[canary_net.network]
+        workload = threading.Thread(
+            target=run_workload,
+            args=(gateway,),
+            kwargs={
+                "image": PYTHON_IMAGE,
+                "command": [
+                    "python3",
+                    "-u",
+                    "/app/inbound_probes.py",
+                    "workload",
+                    canary_net.canary.ipv4,
+                    str(INBOUND_PORT),
+                ],
+                "run_dir": run_dir,
+                "workdir": probe_dir,
+                "timeout": 90,
+                "on_output": lines.append,
+            },
+        )
+        workload.start()
+        deadline = time.monotonic() + 30
+        while not any('"listening"' in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The peer: outside the gateway, on the canary network, as a deploy client would be.
+        peer = engine.containers.create(
+            PYTHON_IMAGE,
+            command=["python3", "-u", "/inbound_probes.py", "peer", gateway_ip, str(INBOUND_PORT)],
+            name=f"egress-{run_id}-peer",
+            labels=labels(run_id, "peer"),
+            network=canary_net.network,
+        )
+        try:
+            peer.put_archive("/", _tar_of_file(scripts / "inbound_probes.py"))
+            peer.start()
+            peer.reload()  # while it runs: an exited container has no address
+            peer_ip = peer.attrs["NetworkSettings"]["Networks"][canary_net.network]["IPAddress"]
+            workload.join(timeout=90)
+            time.sleep(0.5)  # whatever the workload sent last has arrived
+            peer.exec_run(["touch", "/tmp/inbound-stop"])
+            assert peer.wait(timeout=60)["StatusCode"] == 0, peer.logs()
+            peer_lines = peer.logs().decode(errors="replace").splitlines()
+        finally:
+            peer.remove(force=True)
+        rules = {
+            family: gateway.container.exec_run([family, "-S", "FW_EGRESS"])
+            .output.decode()
+            .splitlines()
+            for family in ("iptables", "ip6tables")
+        }
+    workload_probes = {probe["probe"]: probe for probe in _json_lines(lines)}
+    peer_probes = _json_lines(peer_lines)
+    return InboundRun(
+        workload=workload_probes,
+        peer={probe["probe"]: probe for probe in peer_probes},
+        peer_heard=[probe for probe in peer_probes if probe["probe"] == "peer_heard"],
+        events=read_events(run_dir),
+        canary_heard=[e for e in canary_net.canary.events() if e.get("peer") == gateway_ip],
+        rules=rules,
+        peer_ip=peer_ip,
+        gateway_ip=gateway_ip,
+    )
+
+
+def _tar_of_file(path) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(str(path), arcname=path.name)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("family", ["iptables", "ip6tables"])
+def test_the_reply_rule_comes_right_before_the_drop(inbound, family):
+    chain = inbound.rules[family]
+    assert chain[-2:] == [f"-A FW_EGRESS {REPLY_RULE}", "-A FW_EGRESS -j DROP"], chain
+
+
+def test_a_connection_from_outside_gets_the_workloads_reply(inbound):
+    assert inbound.workload["inbound"]["outcome"] == "answered", inbound.workload
+    assert inbound.peer["peer_got_reply"]["outcome"] == "answered", inbound.peer
+    assert "reply from the workload" in inbound.peer["peer_got_reply"]["detail"]
+
+
+def test_a_udp_reply_to_a_datagram_from_outside_is_refused(inbound):
+    result = inbound.workload["udp_reply_to_peer"]
+    assert result["outcome"] == "blocked" and "EPERM" in result["detail"], result
+
+
+@pytest.mark.parametrize(
+    "probe", ["tcp_reopen_reverse_tuple", "tcp_new_to_peer", "tcp_to_canary_from_the_port"]
+)
+def test_new_connections_after_an_inbound_one_stay_blocked(inbound, probe):
+    assert inbound.workload[probe]["outcome"] == "blocked", inbound.workload[probe]
+
+
+@pytest.mark.parametrize("probe", ["udp_new_to_peer", "udp_to_canary"])
+def test_datagrams_after_an_inbound_connection_stay_refused(inbound, probe):
+    result = inbound.workload[probe]
+    assert result["outcome"] == "blocked" and "EPERM" in result["detail"], result
+
+
+def test_the_reverse_tuple_goes_to_the_firewall_not_out(inbound):
+    """A SYN on the finished connection's reverse tuple is a new connection (ORIGINAL
+    direction): redirected to the proxy and denied there, never let out as a reply."""
+    denied = [
+        e
+        for e in inbound.events
+        if e.get("action") == "Deny" and str(e.get("dst")) == f"{inbound.peer_ip}:40404"
+    ]
+    assert denied, inbound.events
+
+
+def test_nothing_reaches_the_peer_or_the_canary_outside_the_inbound_connection(inbound):
+    assert inbound.workload["done"]["outcome"] == "done", inbound.workload
+    assert inbound.peer["done"]["outcome"] == "done", inbound.peer
+    assert inbound.peer_heard == []
+    assert inbound.canary_heard == []
 
 
 def test_canary_logs_traffic_from_an_unfirewalled_container(engine, canary_net):
