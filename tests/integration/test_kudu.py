@@ -223,3 +223,37 @@ def test_a_missing_client_image_is_reported_before_anything_starts(
     with pytest.raises(EnvironmentProblem, match="egress/no-such-client of the client is missing"):
         deploy(run_dir, addon_root, client=missing, run_id="kudu-missing-client")
     assert leftovers(engine, "kudu-missing-client") == []
+
+
+def test_learned_wildcard_allowlist_verifies_and_exports_as_the_scm_rule(
+    engine, images, tmp_path, monkeypatch
+):
+    """The failing deployment, learned with --wildcards: the allowlist is Microsoft's documented
+    `*.scm.azurewebsites.net`, the deploy succeeds behind it, and the exported ARM rule
+    collection names that wildcard."""
+    from harness.export import export_policy
+    from harness.learn import learn
+
+    monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
+    scenario = load_scenario(SCENARIOS / "kudu-deploy-denied.scenario.yaml")
+    result = learn(scenario, run, wildcards=True)
+
+    assert [candidate.host for candidate in result.candidates] == ["mysite.scm.azurewebsites.net"]
+    assert [candidate.host for candidate in result.listed] == ["*.scm.azurewebsites.net"]
+    assert result.verified, result.verify.output if result.verify else None
+    assert "HTTP 200" in result.verify.output.splitlines()
+
+    template = json.loads(export_policy(result.policy, "arm", source_addresses=("10.0.2.0/24",)))
+    groups = [
+        resource
+        for resource in template["resources"]
+        if resource["type"] == "Microsoft.Network/firewallPolicies/ruleCollectionGroups"
+    ]
+    rules = [
+        rule
+        for group in groups
+        for collection in group["properties"]["ruleCollections"]
+        for rule in collection["rules"]
+    ]
+    assert [rule["targetFqdns"] for rule in rules] == [["*.scm.azurewebsites.net"]]
+    assert rules[0]["protocols"] == [{"protocolType": "Https", "port": 443}]
