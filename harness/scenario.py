@@ -22,6 +22,7 @@ __all__ = [
 
 import ipaddress
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -280,17 +281,24 @@ def _client(node: Node, source: Path) -> Client:
                 "hosts must be a list of host names",
                 "the names the client resolves to the workload, e.g. hosts: [site.example.test]",
             )
-        for host_node in hosts_node.elements():
-            host = normalize(string_of(host_node, "a host name"))
-            problem = exact_name_problem(host)
-            if "*" in host:
-                problem = f"{host!r} is a pattern; the client resolves exact host names"
-            if problem:
-                raise host_node.error(problem, "name each host the client connects to")
+        for host_node, host in _exact_hosts(hosts_node, "the client resolves"):
             if host in hosts:
                 raise host_node.error(f"{host} is listed twice", "name each host once")
             hosts.append(host)
     return Client(image, command, port, workdir, env, tuple(hosts))
+
+
+def _exact_hosts(node: Node, who: str) -> Iterator[tuple[Node, str]]:
+    """Each item of a list of exact host names, normalized; a pattern or a bad name is an
+    error at its line. `who` completes "... exact host names" in the message."""
+    for host_node in node.elements():
+        host = normalize(string_of(host_node, "a host name"))
+        problem = exact_name_problem(host)
+        if "*" in host:
+            problem = f"{host!r} is a pattern; {who} exact host names"
+        if problem:
+            raise host_node.error(problem, "name each host, not a pattern")
+        yield host_node, host
 
 
 def _command(node: Node, example: str) -> str | tuple[str, ...]:
@@ -351,13 +359,7 @@ def _upstreams(node: Node | None, firewall: Firewall) -> tuple[Upstream, ...]:
                 "hosts must be a non-empty list of host names", "e.g. hosts: [site.example.test]"
             )
         hosts: list[str] = []
-        for host_node in hosts_node.elements():
-            host = normalize(string_of(host_node, "a host name"))
-            problem = exact_name_problem(host)
-            if "*" in host:
-                problem = f"{host!r} is a pattern; an upstream answers exact host names"
-            if problem:
-                raise host_node.error(problem, "name each host it answers, not patterns")
+        for host_node, host in _exact_hosts(hosts_node, "an upstream answers"):
             if host in overridden:
                 raise host_node.error(
                     f"{host} is also in firewall.hosts",
