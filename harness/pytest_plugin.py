@@ -91,7 +91,11 @@ def not_run_without_image(scenario: Scenario) -> Iterator[None]:
             scenario.workload.if_image_missing == "skip"
             and missing.image == scenario.workload.image
         ):
-            pytest.skip(f"not run: {missing} (workload.if_image_missing: skip)")
+            # Reported at the scenario file, not at this line (pytest does so for skip marks).
+            raise pytest.skip.Exception(
+                f"not run: {missing} (workload.if_image_missing: skip)",
+                _use_item_location=True,
+            )
         raise
 
 

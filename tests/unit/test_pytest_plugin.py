@@ -205,6 +205,6 @@ def test_a_missing_user_image_fails_unless_the_scenario_says_skip(
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines([
         "*strict.scenario.yaml: the workload image absent/build:1 is missing; load it*",
-        ("SKIPPED*not run: the workload image absent/build:1 is missing; "
+        ("SKIPPED [[]1[]] optional.scenario.yaml:1: not run: the workload image absent/build:1 is missing; "
          "load it into the local engine (workload.if_image_missing: skip)"),
     ])  # fmt: skip
