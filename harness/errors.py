@@ -76,8 +76,9 @@ class EnvironmentProblem(HarnessError):
 class ImageMissing(EnvironmentProblem):
     """A workload image is not in the local engine (and none is pulled from a registry)."""
 
-    def __init__(self, image: str, fix: str) -> None:
-        super().__init__(f"the workload image {image} is missing; {fix}")
+    def __init__(self, image: str, fix: str, what: str | None = None) -> None:
+        # `what` names the image's role, e.g. "the image X of the client"
+        super().__init__(f"{what or f'the workload image {image}'} is missing; {fix}")
         self.image = image
 
 

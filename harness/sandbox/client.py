@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Protocol
 
 import docker
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import DockerException, NotFound
 
 from harness.errors import EnvironmentProblem
+from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import Gateway
 from harness.sandbox.images import GATEWAY_IMAGE, TAG
 from harness.sandbox.labels import create_network, labels, safe_name
@@ -89,17 +90,7 @@ class Client(Protocol):
 
 def require_client_image(engine: docker.DockerClient, client: Client) -> None:
     """Before anything starts: the client's image must be in the local engine."""
-    try:
-        engine.images.get(client.image)
-    except ImageNotFound:
-        fix = (
-            "build it with `egress images build`"
-            if client.image.startswith("egress/")
-            else "build or load it into the local engine (no registry is pulled from)"
-        )
-        raise EnvironmentProblem(
-            f"the image {client.image} of the client is missing; {fix}"
-        ) from None
+    local_image(engine, client.image, f"the image {client.image} of the client")
 
 
 @contextmanager

@@ -9,11 +9,11 @@ import threading
 
 import docker
 import requests
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import APIError, NotFound
 
 from harness.derive import Prober, ProbeRequest, ProbeResult
-from harness.errors import EnvironmentProblem
 from harness.sandbox.engine import client as engine_client
+from harness.sandbox.engine import local_image
 from harness.sandbox.labels import labels, new_run_id
 from harness.sandbox.workload import WORKLOAD_CAP_DROP, WORKLOAD_SECURITY_OPT, _tar_of
 
@@ -31,13 +31,7 @@ def run_probe(
     """Run `request.command` in its image with no network, the workload's env and the app at
     /app, and return its exit code and output. The container is removed however this ends."""
     engine = engine or engine_client()
-    try:
-        engine.images.get(request.image)
-    except ImageNotFound:
-        raise EnvironmentProblem(
-            f"the workload image {request.image} is missing; build it with `egress images build`"
-            " or load it into the local engine"
-        ) from None
+    local_image(engine, request.image)
     container = engine.containers.create(
         request.image,
         entrypoint=[request.command[0]],

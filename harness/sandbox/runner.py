@@ -17,6 +17,7 @@ from harness.sandbox.client import (
     run_with_client,
 )
 from harness.sandbox.engine import client as engine_client
+from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import HttpsDeny, Mode, start_gateway
 from harness.sandbox.labels import new_run_id
 from harness.sandbox.upstreams import Upstream, start_upstreams
@@ -68,6 +69,8 @@ def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunRes
     engine = engine_client()
     run_dir = Path(spec.run_dir).resolve()
     run_id = spec.run_id or new_run_id(run_dir.name)
+    # Every image before anything starts: a missing one costs no gateway start-up.
+    local_image(engine, spec.image)
     if spec.client is not None:
         require_client_image(engine, spec.client)
     with ExitStack() as stack:

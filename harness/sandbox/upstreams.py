@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Protocol
 
 import docker
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import DockerException, NotFound
 
 from harness.errors import EnvironmentProblem
+from harness.sandbox.engine import local_image
 from harness.sandbox.labels import create_network, labels, safe_name
 
 UPSTREAMS_DIR = "upstreams"
@@ -170,17 +171,9 @@ def start_upstreams(
 
     engine = engine or engine_client()
     for upstream in upstreams:
-        try:
-            engine.images.get(upstream.image)
-        except ImageNotFound:
-            fix = (
-                "build it with `egress images build`"
-                if upstream.image.startswith("egress/")
-                else "build or load it into the local engine (no registry is pulled from)"
-            )
-            raise EnvironmentProblem(
-                f"the image {upstream.image} of upstream {upstream.name} is missing; {fix}"
-            ) from None
+        local_image(
+            engine, upstream.image, f"the image {upstream.image} of upstream {upstream.name}"
+        )
     folder = Path(run_dir).resolve() / UPSTREAMS_DIR
     ca_path = make_certificates(folder, upstreams)
     running = RunningUpstreams(trust=[str(ca_path)])

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import docker
 import requests
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import DockerException, NotFound
 
-from harness.errors import ImageMissing, InputError
+from harness.errors import InputError
+from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import GATEWAY_UID, Gateway
 from harness.sandbox.images import HOST_CA_BUNDLE
 from harness.sandbox.labels import labels, safe_name
@@ -207,15 +208,7 @@ def _workload_container(
         )
     _refuse_gateway_user(user, "workload.user")
     engine = engine or gateway.container.client
-    try:
-        image_config = engine.images.get(image).attrs.get("Config") or {}
-    except ImageNotFound:
-        fix = (
-            "build it with `egress images build`"
-            if image.startswith("egress/")
-            else "build or load it into the local engine (no registry is pulled from)"
-        )
-        raise ImageMissing(image, fix) from None
+    image_config = local_image(engine, image).attrs.get("Config") or {}
     if user is None:
         _refuse_gateway_user(image_config.get("User") or None, f"image {image}: USER")
     sources = _trust_sources(trust)
