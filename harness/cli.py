@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = ["cli", "console_main", "main"]
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,11 @@ from rich.table import Table
 from harness.errors import EnvironmentProblem, ExpectationFailed, HarnessError, InputError
 from harness.interrupt import Terminated, unwind_on_sigterm
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output (CI logs) has no width; rich would assume 80 columns and fold every table row
+# with a long host name. COLUMNS still wins when set.
+PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+stdout = Console(highlight=False, soft_wrap=True, width=PIPED_WIDTH)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=PIPED_WIDTH)
 
 PROTOCOL_CHOICES = ("https", "http", "tcp", "udp")
 DEFAULT_PORTS = {"https": 443, "http": 80}

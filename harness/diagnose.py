@@ -20,7 +20,8 @@ CLIENT_ERRORS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (client, re.compile(pattern, re.IGNORECASE))
     for client, pattern in (
         (
-            "pip",
+            # Python's ssl and urllib3 errors, whoever the client (pip, requests, urllib).
+            "Python (pip, requests, urllib)",
             r"SSLError|SSLEOFError|UNEXPECTED_EOF|SSLZeroReturnError|Max retries exceeded|Could not fetch URL",
         ),
         ("apt", r"470\s+status code 470|^E: (Failed|Unable) to fetch|^Err:\d+ "),

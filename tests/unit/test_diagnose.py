@@ -27,7 +27,7 @@ INDEX_THEN_FILES = [
     [
         (("WARNING: Retrying ... SSLEOFError(8, 'EOF occurred')': /packages/flask.whl\n"
          "ERROR: Could not install packages due to an OSError: HTTPSConnectionPool("
-         "host='files.example.test', port=443): Max retries exceeded"), "pip"),
+         "host='files.example.test', port=443): Max retries exceeded"), "Python (pip, requests, urllib)"),
         ("npm error code ECONNRESET\nnpm error network request to https://files.example.test/x.tgz failed",
          "npm"),
         (("Err:1 http://files.example.test/debian trixie/main amd64 tree amd64 2.1.1-2\n"
