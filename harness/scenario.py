@@ -124,6 +124,8 @@ class Scenario:
     derived: tuple[DerivedUse, ...] = ()
     upstreams: tuple[Upstream, ...] = ()
     client: Client | None = None
+    # Where the scenario starts in its file (its `name:` key, else the top), for test reports.
+    location: Location | None = None
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -169,6 +171,7 @@ def scenario_from_node(root: Node, source: Path) -> Scenario:
         derived=tuple(uses),
         upstreams=_upstreams(found.get("upstreams"), firewall),
         client=_client(found["client"], source) if "client" in found else None,
+        location=found.get("name", root).location,
     )
 
 
@@ -590,4 +593,25 @@ def check_expectations(expect: Expect, observed: Observed) -> list[Failure]:
         for pattern in patterns:
             if not re.search(pattern, text, re.MULTILINE):
                 fail(key, f"no line matches {pattern!r}")
+    return failures
+
+
+def check_learned(
+    expect: Expect, learned_hosts: tuple[str, ...], verified: bool
+) -> list[Failure]:
+    """What `egress learn` found against the scenario's `expect.learned` block: the number of
+    required destinations and whether the verify run succeeded. Empty without the block."""
+    wanted = expect.learned
+    if wanted is None:
+        return []
+    location = expect.location_of("learned")
+    failures: list[Failure] = []
+    if wanted.count is not None and len(learned_hosts) != wanted.count:
+        found = ", ".join(learned_hosts) or "none"
+        failures.append(Failure("learned.count", f"expected {wanted.count} destination(s), "
+                                f"learned {len(learned_hosts)} ({found})", location))  # fmt: skip
+    if wanted.verified is not None and verified != wanted.verified:
+        run = "succeeded" if verified else "failed"
+        failures.append(Failure("learned.verified",
+                                f"expected {wanted.verified}, the verify run {run}", location))  # fmt: skip
     return failures

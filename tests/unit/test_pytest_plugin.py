@@ -208,3 +208,26 @@ def test_a_missing_user_image_fails_unless_the_scenario_says_skip(
         ("SKIPPED [[]1[]] optional.scenario.yaml:1: not run: the workload image absent/build:1 is missing; "
          "load it into the local engine (workload.if_image_missing: skip)"),
     ])  # fmt: skip
+
+
+def test_scenario_items_carry_the_docker_mark_wherever_the_file_is_kept(
+    project: pytest.Pytester,
+) -> None:
+    # No conftest of ours in this folder: the plugin marks the items itself.
+    folder = project.mkdir("elsewhere")
+    (folder / "learner.scenario.yaml").write_text(LEARN_SCENARIO.format(count=2))
+    result = project.runpytest("--strict-markers", "-m", "not docker", "elsewhere")
+    result.assert_outcomes(deselected=2)
+    result = project.runpytest("--strict-markers", "-m", "docker", "--collect-only", "elsewhere")
+    result.stdout.fnmatch_lines(["*2 tests collected*"])
+
+
+def test_a_scenario_not_run_is_reported_at_its_name_line(project: pytest.Pytester) -> None:
+    (project.path / "late.scenario.yaml").write_text(
+        "# a comment first\n\n"
+        + MISSING_IMAGE_SCENARIO.format(name="late", extra="  if_image_missing: skip\n")
+    )
+    result = project.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    # The `name:` key sits on line 3 of the file.
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] late.scenario.yaml:3: not run: *"])
