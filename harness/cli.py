@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.errors import EnvironmentProblem, ExpectationFailed, HarnessError, InputError
+from harness.firewall_settings import HTTPS_DENY_STYLES, MODES
 from harness.interrupt import Terminated, unwind_on_sigterm
 
 # Piped output (CI logs) has no width; rich would assume 80 columns and fold every table row
@@ -227,10 +228,10 @@ DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
               help="also allow HOST (Http:80, Https:443); repeatable; wildcards as Azure reads them")  # fmt: skip
 @click.option(
     "--mode",
-    type=click.Choice(["enforce", "audit"]),
+    type=click.Choice(MODES),
     help="audit: allow all, record what enforce would do",
 )
-@click.option("--https-deny", type=click.Choice(["close", "alert", "drop"]),
+@click.option("--https-deny", type=click.Choice(HTTPS_DENY_STYLES),
               help="how a denied HTTPS connection ends (close is Azure's)")  # fmt: skip
 def run_command(
     scenario_file: str, policy_file: str | None, allow: tuple[str, ...], mode: str | None,

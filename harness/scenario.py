@@ -29,16 +29,11 @@ from typing import Literal
 
 from harness.derive import DerivedUse, references, stand_in, substitute, unknown_reference_problem
 from harness.errors import Location
+from harness.firewall_settings import HTTPS_DENY_STYLES, MODES, HttpsDeny, Mode
 from harness.policy.fqdn import exact_name_problem, normalize
 from harness.policy.load import YAML, fields_of, required, string_of
 from harness.policy.model import Policy
 from harness.yamlio import Node, load_yaml
-
-Mode = Literal["enforce", "audit"]
-HttpsDeny = Literal["close", "alert", "drop"]
-
-MODES = ("enforce", "audit")
-HTTPS_DENY_STYLES = ("close", "alert", "drop")
 
 
 @dataclass(frozen=True)

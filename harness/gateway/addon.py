@@ -63,6 +63,7 @@ from harness.events import (
     lifecycle_event,
     now_iso,
 )
+from harness.firewall_settings import HTTPS_DENY_STYLES, MODES
 from harness.gateway.local import IpAddress, is_own_address, own_addresses
 from harness.gateway.options import GatewayConfig, parse_options
 from harness.policy.decide import Decider
@@ -171,12 +172,14 @@ class Firewall:
             str,
             "enforce",
             "enforce | audit (allow all, record what enforce would do)",
+            choices=MODES,
         )
         loader.add_option(
             "egress_https_deny",
             str,
             "close",
             "How a denied HTTPS connection ends: close (Azure's EOF) | alert | drop",
+            choices=HTTPS_DENY_STYLES,
         )
         loader.add_option(
             "egress_record_dir", str, "", "Folder for events.jsonl and azure.log. Empty: log only."

@@ -7,10 +7,8 @@ __all__ = ["GatewayConfig", "parse_options"]
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.firewall_settings import HTTPS_DENY_STYLES, MODES
 from harness.policy.model import Policy
-
-MODES = ("enforce", "audit")
-HTTPS_DENY_STYLES = ("close", "alert", "drop")
 
 
 @dataclass(frozen=True)

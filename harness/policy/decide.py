@@ -42,8 +42,8 @@ __all__ = ["Decider", "Mode"]
 import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
+from harness.firewall_settings import MODES, Mode
 from harness.policy.fqdn import FqdnIndex, normalize
 from harness.policy.model import (
     ALLOW,
@@ -61,7 +61,6 @@ from harness.policy.model import (
     RuleType,
 )
 
-Mode = Literal["enforce", "audit"]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _TRANSPORT = {"HTTP": "TCP", "HTTPS": "TCP", "TCP": "TCP", "UDP": "UDP", "ICMP": "ICMP"}
@@ -179,7 +178,7 @@ class Decider:
     """Decides requests against one policy; see the module docstring for the precedence."""
 
     def __init__(self, policy: Policy, mode: Mode = "enforce") -> None:
-        if mode not in ("enforce", "audit"):
+        if mode not in MODES:
             raise ValueError(f"mode must be 'enforce' or 'audit', not {mode!r}")
         self.policy = policy
         self.mode: Mode = mode

@@ -22,12 +22,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
 from harness.errors import EnvironmentProblem, InputError
+from harness.firewall_settings import HTTPS_DENY_STYLES, MODES, HttpsDeny, Mode
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.images import GATEWAY_IMAGE, TAG
 from harness.sandbox.labels import labels, safe_name
@@ -38,8 +38,6 @@ DNS_PORT = 15053
 EVENTS_FILE = "events.jsonl"
 READY_BANNER = "egress-harness gateway ready"
 
-Mode = Literal["enforce", "audit"]
-HttpsDeny = Literal["close", "alert", "drop"]
 
 
 def source_root() -> Path:
@@ -96,11 +94,11 @@ def start_gateway(
     upstreams). `networks` are extra Docker networks G joins besides the default bridge.
     `addon_root` holds harness/ and addons/ (default: this checkout).
     """
-    if mode not in ("enforce", "audit"):
+    if mode not in MODES:
         raise InputError(
             f"unknown firewall mode {mode!r}", key_path="firewall.mode", fix="use enforce or audit"
         )
-    if https_deny not in ("close", "alert", "drop"):
+    if https_deny not in HTTPS_DENY_STYLES:
         raise InputError(
             f"unknown https_deny {https_deny!r}",
             key_path="firewall.https_deny",
