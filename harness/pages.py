@@ -39,7 +39,7 @@ th { border-bottom: 1px solid #999; } .num { text-align: right; }
 .legend { display: flex; flex-wrap: wrap; gap: 14px; margin: 6px 0; font-size: 12px; }
 .swatch { display: inline-block; width: 14px; height: 10px; margin-right: 5px; }
 .swatch.tick { width: 3px; height: 10px; }
-#timeline-svg .bar:hover { stroke: #000; stroke-width: 1; }
+svg.timeline-svg .bar:hover { stroke: #000; stroke-width: 1; }
 #event-log { font: 12px/1.35 ui-monospace, monospace; }
 #event-log .row { white-space: pre-wrap; padding: 1px 4px; }
 #event-log .output { color: #555; } #event-log .event.allow { background: #e7f5ec; }
@@ -196,14 +196,14 @@ def _event_log(view: RunView) -> str:
     return "\n".join(parts)
 
 
-def timeline_section(view: RunView, heading: str = "Timeline") -> str:
+def timeline_section(view: RunView, heading: str = "Timeline", svg_id: str = "timeline-svg") -> str:
     timeline = build_timeline(view.events, view.output, audit=view.audit)
     start = escape(timeline.start_ts[11:23]) if timeline.start_ts else "?"
     return (
         f"<h2>{escape(heading)}</h2><p>From {start} UTC, {timeline.span:.2f} s;"
         f" {len(timeline.bars)} connection(s) to {sum(len(r.hosts) for r in timeline.rows)}"
         " host(s). Hover a bar for its log line, bytes and rule.</p>"
-        f"{legend_html(timeline)}<div class=timeline>{render_svg(timeline)}</div>"
+        f"{legend_html(timeline)}<div class=timeline>{render_svg(timeline, svg_id)}</div>"
     )
 
 
@@ -347,7 +347,7 @@ def learn_page(learn: LearnView, report_of: dict[str, str]) -> str:
             f"<td class={escape(outcome)}>{escape(outcome)}</td>"
             f"<td class=num>{escape(str(view.summary.get('duration_s', '?')))}</td>"
             f"<td class=num>{len(rows)}</td>"
-            f"<td class=num>{stopped}{' would be' if view.audit and stopped else ''}</td>"
+            f"<td class=num>{stopped}{' would be denied' if view.audit and stopped else ''}</td>"
             f"<td>{cell}</td></tr>"
         )
     parts.append("</table>")
@@ -374,7 +374,7 @@ def learn_page(learn: LearnView, report_of: dict[str, str]) -> str:
     for role, heading in (("audit", "Audit run"), ("verify", "Verify run")):
         for run, view in learn.runs:
             if run.get("role") == role and view is not None:
-                parts.append(timeline_section(view, f"{heading}: timeline"))
+                parts.append(timeline_section(view, f"{heading}: timeline", f"{role}-timeline"))
                 break
     parts.append(_tail())
     return "\n".join(parts)

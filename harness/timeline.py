@@ -236,9 +236,9 @@ def _seconds_text(value: float, step: float) -> str:
     return f"{value * 1000:.0f} ms"
 
 
-def render_svg(timeline: Timeline) -> str:
-    """The timeline as one `<svg id=timeline-svg>`; every bar is a `<rect class="bar OUTCOME">`
-    with `data-start`/`data-end` in seconds from the start, every tick a `<line>`."""
+def render_svg(timeline: Timeline, svg_id: str = "timeline-svg") -> str:
+    """The timeline as one `<svg class=timeline-svg>`; every bar is a `<rect class="bar
+    OUTCOME">` with `data-start`/`data-end` in seconds from the start, every tick a `<line>`."""
     row_height = 18 if len(timeline.rows) <= 30 else 13
     tracks = timeline.tracks
     rows_top = AXIS_HEIGHT
@@ -256,7 +256,7 @@ def render_svg(timeline: Timeline) -> str:
 
     parts = [
         (
-            f'<svg id="timeline-svg" xmlns="http://www.w3.org/2000/svg" width="{width}"'
+            f'<svg id="{svg_id}" class="timeline-svg" xmlns="http://www.w3.org/2000/svg" width="{width}"'
             f' height="{height}" viewBox="0 0 {width} {height}" data-span="{timeline.span:.6f}"'
             f' data-plot-left="{LABEL_WIDTH}" data-plot-width="{PLOT_WIDTH}"'
             f' font-family="system-ui, sans-serif" font-size="11">'

@@ -26,18 +26,23 @@ _MEASURE = """
   function box(el) { var r = el.getBoundingClientRect();
     return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width,
             height: r.height}; }
-  var svg = document.getElementById('timeline-svg');
-  var out = {svg: svg ? box(svg) : null, bars: [], dns: [], output: [], labels: []};
-  document.querySelectorAll('#timeline-svg rect.bar').forEach(function (el) {
-    var b = box(el); b.outcome = el.classList[1]; b.label = el.dataset.label;
-    b.fill = el.getAttribute('fill'); b.title = el.querySelector('title').textContent;
-    out.bars.push(b); });
-  document.querySelectorAll('#timeline-svg .dns-tick').forEach(function (el) {
-    var b = box(el); b.title = el.querySelector('title').textContent; out.dns.push(b); });
-  document.querySelectorAll('#timeline-svg .output-tick').forEach(function (el) {
-    var b = box(el); b.stream = el.classList[1]; out.output.push(b); });
-  document.querySelectorAll('#timeline-svg .row-label').forEach(function (el) {
-    var b = box(el); b.text = el.lastChild.textContent; out.labels.push(b); });
+  function measureSvg(svg) {
+    var out = {id: svg.id, svg: box(svg), bars: [], dns: [], output: [], labels: []};
+    svg.querySelectorAll('rect.bar').forEach(function (el) {
+      var b = box(el); b.outcome = el.classList[1]; b.label = el.dataset.label;
+      b.fill = el.getAttribute('fill'); b.title = el.querySelector('title').textContent;
+      out.bars.push(b); });
+    svg.querySelectorAll('.dns-tick').forEach(function (el) {
+      var b = box(el); b.title = el.querySelector('title').textContent; out.dns.push(b); });
+    svg.querySelectorAll('.output-tick').forEach(function (el) {
+      var b = box(el); b.stream = el.classList[1]; out.output.push(b); });
+    svg.querySelectorAll('.row-label').forEach(function (el) {
+      var b = box(el); b.text = el.lastChild.textContent; out.labels.push(b); });
+    return out;
+  }
+  var svgs = Array.prototype.map.call(document.querySelectorAll('svg.timeline-svg'), measureSvg);
+  var out = svgs.length ? Object.assign({}, svgs[0]) : {svg: null, bars: [], dns: [], output: [], labels: []};
+  out.svgs = svgs;
   var pre = document.createElement('pre'); pre.id = 'measured';
   pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
 })();
