@@ -281,3 +281,27 @@ def test_index_lists_every_recording_newest_first_and_links_each_report(
 
 
 DOZEN_LINE = json.dumps({"v": 1, "ts": "2026-11-28T12:00:01.000Z", "run": "r", "kind": "tls"})
+
+
+def test_the_readme_shows_a_screenshot_with_the_denied_bar(tmp_path: Path) -> None:
+    from make_readme_screenshot import make
+
+    repo = Path(__file__).resolve().parents[2]
+    assert "](docs/report-timeline.png)" in (repo / "README.md").read_text()
+    committed = Image.open(repo / "docs" / "report-timeline.png").convert("RGB")
+    width, height = committed.size
+
+    def solid_red_block(image: Image.Image) -> bool:
+        # A bar, not text: 3 columns by 8 rows of the denied colour.
+        pixels = image.load()
+        return any(
+            all(close(pixels[x + dx, y + dy], RED, 24) for dx in range(3) for dy in range(8))
+            for x in range(LABEL_WIDTH, width - 3) for y in range(height - 8)
+            if close(pixels[x, y], RED, 24)
+        )  # fmt: skip
+
+    assert solid_red_block(committed)
+    # The committed picture is what the script makes today (same layout, same size).
+    made = Image.open(make(tmp_path / "made.png")).convert("RGB")
+    assert made.size == committed.size
+    assert solid_red_block(made)
