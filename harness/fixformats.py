@@ -1,14 +1,18 @@
-"""The diagnosis' rule to add, in each format a user deploys from: the rule the diagnosis wrote
-(policy YAML, `harness.diagnose`) wrapped in a group and collection of its own, loaded by the
-policy loader (so what is shown is what loads), and written by `harness.export`'s exporters,
-each with its own header. Pure."""
+"""The rule to add, in each format a user deploys from, written by `harness.export`'s exporters,
+each with its own header. After a failed run it is the rule the diagnosis wrote (policy YAML,
+`harness.diagnose`) in a group and collection of its own, loaded by the policy loader (so what
+is shown is what loads); after an audit run, a rule for every destination enforce mode would
+deny. Pure."""
 
 from __future__ import annotations
 
-__all__ = ["FIX_FORMATS", "FIX_GROUP", "fix_policy", "fix_texts"]
+__all__ = ["FIX_FORMATS", "FIX_GROUP", "audit_fix_policy", "fix_policy", "fix_texts"]
+
+from collections.abc import Iterable
 
 import yaml
 
+from harness.events import Event
 from harness.export import export_policy
 from harness.policy.load import policy_from_mapping
 from harness.policy.model import Policy
@@ -48,7 +52,14 @@ def fix_policy(fix_yaml: str, policy_name: str = "egress-fix") -> Policy:
     return policy_from_mapping(document, "diagnosis", key_prefix="fix", default_name=policy_name)
 
 
-def fix_texts(fix_yaml: str, policy_name: str = "egress-fix") -> list[tuple[str, str, str]]:
+def audit_fix_policy(events: Iterable[Event], policy_name: str = "egress-fix") -> Policy:
+    """An audit run's fix: every destination enforce mode would deny, one rule each, as
+    `egress learn` writes them (`harness.allowlist.learned_policy`)."""
+    from harness.allowlist import candidates, learned_policy
+
+    return learned_policy(policy_name, candidates(e for e in events if e.would == "Deny"))
+
+
+def fix_texts(policy: Policy) -> list[tuple[str, str, str]]:
     """(format, tab title, text) for each of FIX_FORMATS."""
-    policy = fix_policy(fix_yaml, policy_name)
     return [(fmt, title, export_policy(policy, fmt)) for fmt, title in FIX_FORMATS]

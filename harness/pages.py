@@ -23,7 +23,8 @@ from html import escape
 
 from harness.diagnose import Diagnosis, diagnose
 from harness.errors import HarnessError
-from harness.fixformats import fix_texts
+from harness.fixformats import audit_fix_policy, fix_policy, fix_texts
+from harness.policy.model import Policy
 from harness.report import Destination, destinations
 from harness.reportfiles import LearnView, RunView
 from harness.timeline import OUTCOMES, build_timeline, legend_html, render_svg
@@ -105,12 +106,13 @@ def destination_verdict(row: Destination) -> tuple[str, str]:
 # --- the fix ----------------------------------------------------------------------------------
 
 
-def _fix_tabs(fix_yaml: str, group: str) -> str:
+def _fix_tabs(fix: str | Policy, group: str) -> str:
+    """`fix`: the diagnosis' rule list (policy YAML) or a policy."""
     try:
-        texts = fix_texts(fix_yaml)
+        texts = fix_texts(fix if isinstance(fix, Policy) else fix_policy(fix))
     except HarnessError as error:  # the suggester's output always loads; say so if it does not
         return (
-            f"<pre class=fix>{escape(fix_yaml)}</pre><p>(not exportable: {escape(str(error))})</p>"
+            f"<pre class=fix>{escape(str(fix))}</pre><p>(not exportable: {escape(str(error))})</p>"
         )
     css = "".join(
         f"#{group}-{fmt}:checked ~ #{group}-panel-{fmt} {{ display: block; }}"
@@ -157,7 +159,15 @@ def _diagnosis_section(view: RunView, diagnosis: Diagnosis) -> str:
         "<h2>Diagnosis</h2>",
         f"<pre class=fix id=diagnosis>{escape(chr(10).join(lines))}</pre>",
     ]
-    if diagnosis.fix:
+    if audit:
+        hosts = ", ".join(diagnosis.denied)
+        parts.append(
+            f"<h3>The rules to add</h3><p>Allow what enforce mode would deny ({escape(hosts)}),"
+            " as a rule collection group of its own next to the policy's own groups; pick the"
+            " format you deploy from.</p>"
+        )
+        parts.append(_fix_tabs(audit_fix_policy(view.events), "fix"))
+    elif diagnosis.fix:
         parts.append(
             f"<h3>The rule to add</h3><p>Allows {escape(diagnosis.culprit or '')}, as a rule"
             " collection group of its own next to the policy's own groups; pick the format you"
@@ -207,6 +217,11 @@ def timeline_section(view: RunView, heading: str = "Timeline", svg_id: str = "ti
     )
 
 
+def _expectations_note(view: RunView) -> str:
+    count = len(view.expectations_failed)
+    return f"; <span class=failure>{count} expectation(s) failed</span>" if count else ""
+
+
 def run_summary_line(view: RunView) -> str:
     """The outcome in one line of words, for the page and the CLI."""
     rows = destinations(view.events)
@@ -232,10 +247,17 @@ def run_page(view: RunView, title: str | None = None) -> str:
             f"<p>Outcome: <span class={escape(outcome)} id=outcome>{escape(outcome)}</span>; "
             f"policy {escape(str(summary.get('policy', '?')))} in"
             f" <span id=mode>{escape(view.mode)}</span> mode; "
-            f"{escape(str(summary.get('duration_s', '?')))} s.</p>"
+            f"{escape(str(summary.get('duration_s', '?')))} s{_expectations_note(view)}.</p>"
             f"<p id=summary-line>{escape(run_summary_line(view))}</p>"
         ),
     ]
+    failed = view.expectations_failed
+    if failed:
+        parts.append(
+            "<ul id=expectations>"
+            + "".join(f"<li class=failure>{escape(line)}</li>" for line in failed)
+            + "</ul>"
+        )
     if view.audit:
         parts.append(
             "<p class=note id=audit-note>Audit mode: every connection was let through. Those"
@@ -396,6 +418,7 @@ class IndexEntry:
     audit: bool
     duration_s: str
     problem: str = ""
+    expectations_failed: int = 0
 
 
 def index_page(title: str, entries: Sequence[IndexEntry]) -> str:
@@ -419,6 +442,9 @@ def index_page(title: str, entries: Sequence[IndexEntry]) -> str:
             else escape(entry.folder)
         )
         problem = f" ({escape(entry.problem)})" if entry.problem else ""
+        if entry.expectations_failed:
+            problem += f", {entry.expectations_failed} expectation(s) failed"
+            css = "failure"
         parts.append(
             f"<tr class=recording data-folder='{escape(entry.folder)}'><td>{name}</td>"
             f"<td>{escape(entry.kind)}</td><td>{escape(entry.scenario)}</td>"

@@ -55,6 +55,11 @@ class RunView:
         return str(self.summary.get("outcome") or "?")
 
     @property
+    def expectations_failed(self) -> list[str]:
+        failed = self.summary.get("expectations_failed")
+        return [str(line) for line in failed] if isinstance(failed, list) else []
+
+    @property
     def output_text(self) -> str:
         return "\n".join(line for _, line, _ in self.output)
 
@@ -211,6 +216,7 @@ def write_index(folder: Path, target: Path | None = None) -> tuple[Path, list]:
             child.name, os.path.relpath(report, page_path.parent), "run", view.scenario,
             view.mode, view.outcome, len(rows), stopped, view.audit,
             str(view.summary.get("duration_s", "?")),
+            expectations_failed=len(view.expectations_failed),
         ))  # fmt: skip
     if not entries:
         raise InputError(

@@ -181,6 +181,11 @@ def test_audit_run_speaks_of_would_be_denied_on_the_page_and_in_the_cli(
     assert "In enforce mode, files.example.test:443 would be denied first" in text
     assert '<td class="would-deny">would be denied</td>' in dom
     assert not re.search(r"\bwas denied\b|>denied<|Denied, in order", dom)
+    # The event log: every event and output line in time order, the audit denial marked.
+    log = re.findall(r'<div class="row ([^"]+)" data-kind="(\w+)">', dom)
+    assert len(log) == len(DOZEN) + 5 + len(DOZEN_OUTPUT)  # connections, DNS lookups, output
+    assert [css for css, _ in log if "would-deny" in css] == ["event would-deny"]
+    assert "The rules to add" in text
     boxes = measure(page)
     flagged = [bar for bar in boxes["bars"] if bar["outcome"] == "would-be-denied"]
     assert [bar["label"] for bar in flagged] == ["files.example.test:443"]
