@@ -194,7 +194,7 @@ def _event_log(view: RunView) -> str:
         text = event.azure or f"{event.kind} {event.host}"
         if css == "would-deny":
             text += "  (audit mode: would be denied, was allowed)"
-        rows.append((event.ts, event.kind, f"event {css}", text))
+        rows.append((str(event.ts or ""), str(event.kind), f"event {css}", text))
     rows.sort(key=lambda row: row[0])
     parts = [f"<details id=event-log><summary>Event log ({len(rows)} lines)</summary>"]
     for ts, kind, css, text in rows:

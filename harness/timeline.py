@@ -71,6 +71,24 @@ def _seconds(ts: str) -> float:
     return datetime.fromisoformat(ts).timestamp()
 
 
+def _duration(event: Event) -> float:
+    """Seconds the connection stayed open (0 when unknown)."""
+    value = event.duration_ms
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return value / 1000
+    return 0.0
+
+
+def _timed(ts: object) -> bool:
+    """A time the axis can place; anything else is left off the drawing (not an error: the
+    recording is evidence, and the event log still lists it)."""
+    try:
+        _seconds(ts)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Bar:
     row: int
@@ -166,12 +184,13 @@ def build_timeline(
     audit: bool = False,
 ) -> Timeline:
     """`output` is (ts, line) or (ts, line, stream) with stream `workload` or `client`."""
-    events = [event for event in events if event.kind != "lifecycle" and event.ts]
+    events = [event for event in events if event.kind != "lifecycle" and _timed(event.ts)]
     connections = [event for event in events if event.kind in CONNECTION_KINDS]
     lookups = [event for event in events if event.kind == "dns"]
-    lines = [(item[0], item[1], item[2] if len(item) > 2 else "workload") for item in output]
+    lines = [(item[0], item[1], item[2] if len(item) > 2 else "workload")
+             for item in output if _timed(item[0])]  # fmt: skip
     moments = [_seconds(event.ts) for event in events] + [_seconds(ts) for ts, _, _ in lines]
-    ends = [_seconds(e.ts) + (e.duration_ms or 0) / 1000 for e in connections]
+    ends = [_seconds(e.ts) + _duration(e) for e in connections]
     if not moments:
         return Timeline("", 1.0, (), (), (), (), audit)
     start = min(moments)
@@ -196,7 +215,7 @@ def build_timeline(
         if _SEVERITY.index(outcome) > _SEVERITY.index(worst[key]):
             worst[key] = outcome
         opened = _seconds(event.ts) - start
-        bars.append(Bar(index[key], opened, opened + (event.duration_ms or 0) / 1000, outcome,
+        bars.append(Bar(index[key], opened, opened + _duration(event), outcome,
                         f"{_host(event)}:{event.port}", _hover(event, outcome)))  # fmt: skip
     bars.sort(key=lambda bar: (_SEVERITY.index(bar.outcome), bar.start))
 

@@ -131,3 +131,12 @@ def test_the_index_lists_a_recording_it_cannot_read_as_unreadable(
 def test_an_index_of_a_folder_without_recordings_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="holds no recording"):
         write_index(tmp_path)
+
+
+def test_egress_report_on_a_folder_without_recordings_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no recording" in capsys.readouterr().err

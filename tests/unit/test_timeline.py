@@ -96,3 +96,15 @@ def test_an_empty_recording_draws_an_empty_axis() -> None:
     timeline = build_timeline([])
     assert timeline.bars == () and timeline.span == 1.0
     assert render_svg(timeline).startswith('<svg id="timeline-svg"')
+
+
+def test_events_without_a_usable_time_or_duration_are_left_off_the_drawing() -> None:
+    odd = connection("b.example.test", 2.0)
+    odd.ts = "yesterday"
+    weird = connection("c.example.test", 3.0)
+    weird.duration_ms = "long"  # type: ignore[assignment]
+    timeline = build_timeline([connection("a.example.test", 1.0), odd, weird],
+                              [("not a time", "line")])  # fmt: skip
+    assert [bar.label for bar in timeline.bars] == ["a.example.test:443", "c.example.test:443"]
+    assert timeline.bars[1].end == timeline.bars[1].start
+    assert timeline.output == ()
