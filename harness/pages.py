@@ -54,10 +54,33 @@ pre.fix, .tab-panel pre { background: #f6f8fa; padding: 8px; white-space: pre-wr
 .tabs > label { display: inline-block; padding: 6px 14px; cursor: pointer; color: #444;
   border-bottom: 2px solid transparent; }
 .tab-panel { display: none; border-top: 1px solid #d0d7de; padding: 8px; position: relative; }
+.hover { position: absolute; display: none; max-width: 520px; background: #fff; z-index: 10;
+  border: 1px solid #8c959f; box-shadow: 0 2px 8px rgba(0,0,0,.15); padding: 6px 8px;
+  font: 12px/1.35 ui-monospace, monospace; white-space: pre-wrap; pointer-events: none; }
 .copy { position: absolute; right: 14px; top: 14px; font: 12px system-ui; cursor: pointer; }
 """
 
 _SCRIPT = """
+// Hover: a bar's (or tick's) details in a panel next to the pointer. Without script the
+// SVG <title> still gives the browser's own tooltip; with it, the title moves to data-hover so
+// only one shows.
+var hover = document.createElement('div'); hover.id = 'hover'; hover.className = 'hover';
+document.body.appendChild(hover);
+function placeHover(event) {
+  var right = document.documentElement.scrollWidth - 540;
+  hover.style.left = Math.max(0, Math.min(event.pageX + 12, right)) + 'px';
+  hover.style.top = (event.pageY + 14) + 'px';
+}
+document.querySelectorAll('svg.timeline-svg .bar, svg.timeline-svg .dns-tick,'
+    + ' svg.timeline-svg .output-tick').forEach(function (el) {
+  var title = el.querySelector('title');
+  if (!title) return;
+  el.dataset.hover = title.textContent; el.removeChild(title);
+  el.addEventListener('mouseenter', function (event) {
+    hover.textContent = el.dataset.hover; hover.style.display = 'block'; placeHover(event); });
+  el.addEventListener('mousemove', placeHover);
+  el.addEventListener('mouseleave', function () { hover.style.display = 'none'; });
+});
 document.querySelectorAll('button.copy').forEach(function (button) {
   button.addEventListener('click', function () {
     var text = document.getElementById(button.dataset.target).textContent;

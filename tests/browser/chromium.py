@@ -26,14 +26,16 @@ _MEASURE = """
   function box(el) { var r = el.getBoundingClientRect();
     return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width,
             height: r.height}; }
+  function hoverText(el) {
+    var title = el.querySelector('title'); return title ? title.textContent : el.dataset.hover; }
   function measureSvg(svg) {
     var out = {id: svg.id, svg: box(svg), bars: [], dns: [], output: [], labels: []};
     svg.querySelectorAll('rect.bar').forEach(function (el) {
       var b = box(el); b.outcome = el.classList[1]; b.label = el.dataset.label;
-      b.fill = el.getAttribute('fill'); b.title = el.querySelector('title').textContent;
+      b.fill = el.getAttribute('fill'); b.title = hoverText(el);
       out.bars.push(b); });
     svg.querySelectorAll('.dns-tick').forEach(function (el) {
-      var b = box(el); b.title = el.querySelector('title').textContent; out.dns.push(b); });
+      var b = box(el); b.title = hoverText(el); out.dns.push(b); });
     svg.querySelectorAll('.output-tick').forEach(function (el) {
       var b = box(el); b.stream = el.classList[1]; out.output.push(b); });
     svg.querySelectorAll('.row-label').forEach(function (el) {
@@ -43,6 +45,21 @@ _MEASURE = """
   var svgs = Array.prototype.map.call(document.querySelectorAll('svg.timeline-svg'), measureSvg);
   var out = svgs.length ? Object.assign({}, svgs[0]) : {svg: null, bars: [], dns: [], output: [], labels: []};
   out.svgs = svgs;
+  // Hover the first denied bar (else the first bar): the panel it opens, measured.
+  var target = document.querySelector('svg.timeline-svg rect.bar.denied')
+    || document.querySelector('svg.timeline-svg rect.bar');
+  var panel = document.getElementById('hover');
+  if (target && panel) {
+    var r = target.getBoundingClientRect();
+    var x = r.left + r.width / 2, y = r.top + r.height / 2;
+    target.dispatchEvent(new MouseEvent('mouseenter', {clientX: x, clientY: y, bubbles: false}));
+    var p = box(panel);
+    out.hover = {x: p.x, y: p.y, width: p.width, height: p.height, text: panel.textContent,
+                 shown: getComputedStyle(panel).display !== 'none',
+                 target: {x: x + window.scrollX, y: y + window.scrollY}};
+    target.dispatchEvent(new MouseEvent('mouseleave', {bubbles: false}));
+    out.hover.hidden_after = getComputedStyle(panel).display === 'none';
+  }
   var pre = document.createElement('pre'); pre.id = 'measured';
   pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
 })();

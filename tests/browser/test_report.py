@@ -86,6 +86,11 @@ def test_dozen_connections_are_drawn_where_their_times_say(dozen: Path) -> None:
     )
     assert "bytes up 517, down 0" in denied["title"]
     assert "rule: (default action) No rule matched" in denied["title"]
+    # Hovering it opens a panel next to it with that text; leaving closes it.
+    hover = boxes["hover"]
+    assert hover["shown"] and hover["hidden_after"]
+    assert hover["text"] == denied["title"]
+    assert 0 < hover["x"] - hover["target"]["x"] <= 20 and 0 < hover["y"] - hover["target"]["y"] <= 20
     allowed = next(bar for bar in bars if bar["outcome"] == "allowed")
     assert "rule: DefaultApplicationRuleCollectionGroup / allow-build / pip-index" in allowed["title"]
 
