@@ -1,6 +1,7 @@
 """The pages `egress report` writes, each one self-contained (inline style, inline SVG, one
-inline script for the copy buttons; nothing loaded from anywhere): a run's report, a learn's
-report and the index of a folder of recordings. Pure: views in, HTML out.
+inline script for the hover panel and the copy buttons; nothing loaded from anywhere): a run's
+report, a learn's report and the index of a folder of recordings. Pure: views in, HTML out.
+The fix's tabs are radio buttons and CSS, so they work without the script.
 
 Audit runs speak of "would be denied" everywhere: in audit mode nothing was denied, the
 recording says what enforce mode would have done.
@@ -14,6 +15,8 @@ __all__ = [
     "index_page",
     "learn_page",
     "run_page",
+    "run_summary_line",
+    "timeline_section",
     "would_deny_phrase",
 ]
 
@@ -27,7 +30,7 @@ from harness.fixformats import audit_fix_policy, fix_policy, fix_texts
 from harness.policy.model import Policy
 from harness.report import Destination, destinations
 from harness.reportfiles import LearnView, RunView
-from harness.timeline import OUTCOMES, build_timeline, legend_html, render_svg
+from harness.timeline import build_timeline, legend_html, render_svg
 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #1d1d1f; max-width: 1220px; }
@@ -479,7 +482,3 @@ def index_page(title: str, entries: Sequence[IndexEntry]) -> str:
     parts.append("</table>")
     parts.append(_tail())
     return "\n".join(parts)
-
-
-# Re-exported for the legend's words in tests and docs.
-OUTCOME_WORDS = {outcome: words for outcome, (words, _) in OUTCOMES.items()}

@@ -53,7 +53,9 @@ DOZEN_OUTPUT = (
     (SPAN_S, "workload", "exit code 1"),
 )  # fmt: skip
 
-_RULE = RuleRef("contoso-build", "DefaultApplicationRuleCollectionGroup", "allow-build", "pip-index")
+_RULE = RuleRef(
+    "contoso-build", "DefaultApplicationRuleCollectionGroup", "allow-build", "pip-index"
+)
 
 
 def _event(number: int, connection: Connection, policy: str) -> Event:

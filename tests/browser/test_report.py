@@ -81,8 +81,9 @@ def test_dozen_connections_are_drawn_where_their_times_say(dozen: Path) -> None:
 
     # Hover text: the Azure line, bytes and rule.
     denied = next(bar for bar in bars if bar["outcome"] == "denied")
-    assert "HTTPS request from 172.18.0.2:41002 to files.example.test:443. Action: Deny." in (
-        denied["title"]
+    assert (
+        "HTTPS request from 172.18.0.2:41002 to files.example.test:443. Action: Deny."
+        in (denied["title"])
     )
     assert "bytes up 517, down 0" in denied["title"]
     assert "rule: (default action) No rule matched" in denied["title"]
@@ -90,9 +91,13 @@ def test_dozen_connections_are_drawn_where_their_times_say(dozen: Path) -> None:
     hover = boxes["hover"]
     assert hover["shown"] and hover["hidden_after"]
     assert hover["text"] == denied["title"]
-    assert 0 < hover["x"] - hover["target"]["x"] <= 20 and 0 < hover["y"] - hover["target"]["y"] <= 20
+    assert (
+        0 < hover["x"] - hover["target"]["x"] <= 20 and 0 < hover["y"] - hover["target"]["y"] <= 20
+    )
     allowed = next(bar for bar in bars if bar["outcome"] == "allowed")
-    assert "rule: DefaultApplicationRuleCollectionGroup / allow-build / pip-index" in allowed["title"]
+    assert (
+        "rule: DefaultApplicationRuleCollectionGroup / allow-build / pip-index" in allowed["title"]
+    )
 
     # The screenshot: each bar has its outcome's colour where the DOM says it is.
     shot = screenshot(page, dozen / "report.png")
@@ -155,12 +160,17 @@ def test_a_tab_shows_its_own_format_and_hides_the_others(dozen: Path, tmp_path: 
         variant = re.sub(r'(<input type=radio name="fix" id="fix-\w+") checked', r"\1", html)
         variant = variant.replace(f'id="fix-{fmt}">', f'id="fix-{fmt}" checked>')
         probe = tmp_path / f"tab-{fmt}.html"
-        probe.write_text(variant.replace("</body>", """<script>
+        probe.write_text(
+            variant.replace(
+                "</body>",
+                """<script>
             var seen = []; document.querySelectorAll('.tab-panel').forEach(function (p) {
               if (p.offsetHeight > 0) seen.push(p.dataset.format); });
             var out = document.createElement('pre'); out.id = 'shown';
             out.textContent = seen.join(','); document.body.appendChild(out);
-            </script></body>"""))
+            </script></body>""",
+            )
+        )
         shown[fmt] = re.search(r'<pre id="shown">([^<]*)</pre>', dump_dom(probe)).group(1)
     assert shown == {fmt: fmt for fmt in shown}
 
@@ -214,7 +224,9 @@ def test_unreachable_and_failed_upstreams_have_their_own_colours(tmp_path: Path)
     image = Image.open(screenshot(page, tmp_path / "mixed.png")).convert("RGB")
     outcomes = {}
     for bar in boxes["bars"]:
-        pixel = image.getpixel((int(bar["x"] + bar["width"] / 2), int(bar["y"] + bar["height"] / 2)))
+        pixel = image.getpixel(
+            (int(bar["x"] + bar["width"] / 2), int(bar["y"] + bar["height"] / 2))
+        )
         assert close(pixel, hex_rgb(OUTCOMES[bar["outcome"]][1])), bar["label"]
         outcomes[bar["label"]] = bar["outcome"]
     assert outcomes == {f"{c.host}:443": c.outcome for c in connections}
@@ -224,9 +236,7 @@ def test_unreachable_and_failed_upstreams_have_their_own_colours(tmp_path: Path)
     streams = {tick["stream"]: tick for tick in boxes["output"]}
     assert set(streams) == {"workload", "client"}
     assert streams["client"]["y"] > streams["workload"]["y"]
-    assert streams["client"]["x"] == pytest.approx(
-        expected_x(boxes["svg"], 9.0) - 1, abs=1.0
-    )
+    assert streams["client"]["x"] == pytest.approx(expected_x(boxes["svg"], 9.0) - 1, abs=1.0)
     legend = re.sub(r"<[^>]+>", " ", dump_dom(page))
     assert "allowed, upstream unreachable" in legend and "upstream failed" in legend
 

@@ -74,7 +74,10 @@ def test_dns_ticks_go_on_their_hosts_row_or_a_row_of_their_own() -> None:
 def test_output_lines_keep_their_stream_as_tracks() -> None:
     timeline = build_timeline(
         [connection("a.example.test", 1.0)],
-        [("2026-11-28T12:00:00.000Z", "w", "workload"), ("2026-11-28T12:00:02.000Z", "c", "client")],
+        [
+            ("2026-11-28T12:00:00.000Z", "w", "workload"),
+            ("2026-11-28T12:00:02.000Z", "c", "client"),
+        ],
     )
     assert timeline.tracks == ("workload", "client")
     assert [mark.at for mark in timeline.output] == [0.0, 2.0]
