@@ -245,7 +245,9 @@ def save_learn(result: LearnResult, joint_verify: Execution | None = None) -> Pa
         runs.append(entry("verify-required", result.required_verify))
     if joint_verify is not None:
         runs.append(entry("verify-joint", joint_verify))
+    # A host a `*.domain` entry stands for (--wildcards) is listed through it.
     listed = {candidate.host for candidate in result.listed}
+    covered = {host for candidate in result.listed for host in candidate.covers}
     manifest = {
         "v": 1,
         "scenario": result.scenario.name,
@@ -257,7 +259,7 @@ def save_learn(result: LearnResult, joint_verify: Execution | None = None) -> Pa
             {"host": c.host, "protocols": c.protocol_texts(), "connections": c.connections,
              "bytes": c.bytes_total, "first_seen": c.first_seen,
              "classification": c.classification, "seconds_without": c.seconds_without,
-             "listed": c.host in listed}
+             "listed": c.host in listed or c.host in covered}
             for c in found
         ],
         "listed": sorted(listed),

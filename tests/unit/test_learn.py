@@ -268,3 +268,14 @@ def test_a_learn_keeps_a_record_of_its_runs_for_the_report(scenario: Scenario) -
     assert classes == {NEEDED[0]: ("required", True), NEEDED[1]: ("required", True),
                        OPTIONAL[0]: ("optional", False)}  # fmt: skip
     assert record["verified"] is True
+
+
+def test_a_learn_record_counts_hosts_under_a_listed_wildcard_as_listed(
+    scenario: Scenario,
+) -> None:
+    import json
+
+    joint = learn_together([scenario], FakeRuntime(), wildcards=True)
+    record = json.loads((joint.results[0].folder / "learn.json").read_text())
+    assert "*.example.test" in record["listed"]
+    assert all(d["listed"] for d in record["destinations"])
