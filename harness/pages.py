@@ -89,12 +89,16 @@ document.querySelectorAll('button.copy').forEach(function (button) {
     var text = document.getElementById(button.dataset.target).textContent;
     function done() { button.textContent = 'Copied'; setTimeout(function () {
       button.textContent = 'Copy'; }, 1500); }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(done);
-    } else {
+    // A page opened from disk may be refused the clipboard API: copy the selected text then.
+    function viaSelection() {
       var area = document.createElement('textarea'); area.value = text;
       document.body.appendChild(area); area.select(); document.execCommand('copy');
       document.body.removeChild(area); done();
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, viaSelection);
+    } else {
+      viaSelection();
     }
   });
 });
@@ -462,6 +466,8 @@ def index_page(title: str, entries: Sequence[IndexEntry]) -> str:
         denied = (
             f"{entry.denied} would be denied" if entry.audit and entry.denied else str(entry.denied)
         )
+        if entry.kind == "learn":
+            denied = "–"  # a learn's runs deny on purpose; each run's row counts its own
         name = (
             f"<a href='{escape(entry.link)}'>{escape(entry.folder)}</a>"
             if entry.link

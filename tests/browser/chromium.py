@@ -76,9 +76,11 @@ def chromium() -> str:
     return path
 
 
-def dump_dom(page: Path) -> str:
+def dump_dom(page: Path, *, wait_ms: int = 0) -> str:
+    """The DOM once the page loaded (and `wait_ms` of its timers and promises ran)."""
+    wait = [f"--virtual-time-budget={wait_ms}"] if wait_ms else []
     return subprocess.run(
-        [chromium(), *FLAGS, "--dump-dom", page.as_uri()],
+        [chromium(), *FLAGS, *wait, "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=90, check=True,
     ).stdout  # fmt: skip
 

@@ -325,3 +325,56 @@ def test_the_readme_shows_a_screenshot_with_the_denied_bar(tmp_path: Path) -> No
     made = Image.open(make(tmp_path / "made.png")).convert("RGB")
     assert made.size == committed.size
     assert solid_red_block(made)
+
+
+@pytest.mark.parametrize("clipboard", ["granted", "refused"])
+def test_a_copy_button_copies_its_own_formats_text(
+    dozen: Path, tmp_path: Path, clipboard: str
+) -> None:
+    import html as html_module
+
+    page = report(dozen)
+    probe = tmp_path / "copy.html"
+    # The clipboard API granted (what was written is recorded) or refused, as it may be for a
+    # page opened from disk (then the page copies a selected textarea with execCommand).
+    settle = "Promise.resolve()" if clipboard == "granted" else "Promise.reject(new Error('no'))"
+    probe.write_text(
+        page.read_text()
+        .replace(
+            "<script>",
+            """<script>
+        var copied = [];
+        Object.defineProperty(navigator, 'clipboard', {value: {writeText: function (text) {
+          copied.push('clipboard:' + text); return SETTLE; }}});
+        Object.defineProperty(window, 'isSecureContext', {value: true});
+        document.execCommand = function (command) {
+          copied.push(command + ':' + document.querySelector('body > textarea').value);
+          return true; };
+        </script><script>""".replace("SETTLE", settle),
+            1,
+        )
+        .replace(
+            "</body>",
+            """<script>
+        var button = document.querySelector('button.copy[data-target="fix-text-terraform"]');
+        button.click();
+        setTimeout(function () {
+          var out = document.createElement('pre'); out.id = 'copied';
+          out.textContent = JSON.stringify(copied); out.dataset.button = button.textContent;
+          document.body.appendChild(out); }, 50);
+        </script></body>""",
+        )
+    )
+    dom = dump_dom(probe, wait_ms=500)
+    found = re.search(r'<pre id="copied" data-button="(\w+)">(.*?)</pre>', dom, re.DOTALL)
+    assert found, "the copy button did not run"
+    terraform = html_module.unescape(
+        re.search(r'<pre id="fix-text-terraform"[^>]*>(.*?)</pre>', dom, re.DOTALL).group(1)
+    )
+    assert found.group(1) == "Copied"
+    copied = json.loads(html_module.unescape(found.group(2)))
+    if clipboard == "granted":
+        assert copied == ["clipboard:" + terraform]
+    else:
+        assert copied == ["clipboard:" + terraform, "copy:" + terraform]
+    assert "<textarea" not in dom  # removed after copying
