@@ -59,7 +59,7 @@ def outcome_of(event: Event) -> str:
     """One of OUTCOMES for a connection event."""
     if event.would == "Deny":
         return "denied" if event.action == "Deny" else "would-be-denied"
-    upstream = getattr(event, "upstream", None)
+    upstream = event.upstream
     if upstream == "unreachable":
         return "unreachable"
     if upstream:
@@ -153,7 +153,7 @@ def _hover(event: Event, outcome: str) -> str:
         ),
         f"rule: {rule_text}",
     ]
-    upstream = getattr(event, "upstream", None)
+    upstream = event.upstream
     if upstream:
         lines.append(f"upstream: {upstream}")
     return "\n".join(line for line in lines if line)
