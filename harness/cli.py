@@ -318,8 +318,11 @@ class LiveProgress:
             return
         self.seen.add(key)
         colour = "green" if event.would == "Allow" else "red"
+        verdict = event.would
+        if event.would == "Deny" and event.action == "Allow":
+            colour, verdict = "dark_orange", "would be denied"
         name = event.host or (event.dst or "?").rsplit(":", 1)[0]
-        stdout.print(f"[{colour}]→ {name}:{event.port} {event.protocol} {event.would}[/{colour}]")
+        stdout.print(f"[{colour}]→ {name}:{event.port} {event.protocol} {verdict}[/{colour}]")
         if self._status is not None:
             self._status.update(self._text())
 
@@ -334,7 +337,11 @@ def _print_execution(execution) -> None:
     )
     table = _table("host", "port", "protocol", "action", "rule", "connections", "bytes up/down")
     for row in execution.destinations:
-        action = _action(row.action) + (f" (would {row.would})" if row.would != row.action else "")
+        action = _action(row.action)
+        if "Deny" in row.would and "Deny" not in row.action:
+            action = "[dark_orange]would be denied[/dark_orange] (audit mode: allowed)"
+        elif row.would != row.action:
+            action += f" (would {row.would})"
         table.add_row(
             row.host, str(row.port), row.protocol, action, row.rule or "(default)",
             str(row.connections), f"{row.bytes_up}/{row.bytes_down}",
@@ -368,9 +375,12 @@ WILDCARDS_HELP = (
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="write the allowlist policy here"
 )
+@click.option("--report", "with_report", is_flag=True,
+              help="write an HTML report of the learn: its runs and each destination's evidence")  # fmt: skip
 def learn_command(
-    scenario_files: tuple[str, ...], classify: bool, wildcards: bool, output: str | None
-) -> None:
+    scenario_files: tuple[str, ...], classify: bool, wildcards: bool, output: str | None,
+    with_report: bool,
+) -> None:  # fmt: skip
     """Learn the minimal allowlist SCENARIO needs: an audit run, then a verify run behind what it
     found (and with --classify, one run per destination denied). Several SCENARIOs: each is
     learned, the results are merged into one allowlist whose `# via` lines say which scenario
@@ -412,6 +422,13 @@ def learn_command(
         stdout.print("\n[bold]Learned allowlist[/bold] (egress policy YAML):")
         print(text)
     _print_rule_collection(joint.policy)
+    if with_report:
+        from harness.reportfiles import write_learn_report
+
+        for result in joint.results:
+            if result.folder is not None:
+                page, _ = write_learn_report(result.folder)
+                stdout.print(f"Learn report: {page}", markup=False)
     if not joint.verified:
         raise ExpectationFailed("the learned allowlist did not make the workload succeed")
 
@@ -652,37 +669,35 @@ def gc() -> None:
 @cli.command("report")
 @click.argument("recording", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="where to write the page (default: RECORDING/report.html)")  # fmt: skip
+              help="where to write the page (default: RECORDING/report.html, or"
+                   " FOLDER/index.html for a folder of recordings)")  # fmt: skip
 def report_command(recording: str, output: str | None) -> None:
-    """One self-contained HTML page for a recording: outcome, diagnosis, destinations, rule
-    hits, and a timeline of the workload's output interleaved with the firewall's events."""
-    from harness.diagnose import diagnose
-    from harness.recording import read_events
-    from harness.report import render_html
+    """One self-contained HTML page: for a recording, its outcome, diagnosis and the rule to
+    add (YAML, ARM, Bicep, Terraform, az CLI), a drawn timeline of its connections, DNS lookups
+    and output, destinations and rule hits; for a learn's folder (runs/<time>-<scenario>-learn/)
+    its runs and each destination's evidence; for a folder of recordings (runs/), an index of
+    every recording, newest first, each with its own report."""
+    from harness.reportfiles import is_learn, is_recording, write_index, write_learn_report
 
     folder = Path(recording)
-    events = read_events(folder)
-    summary_file = folder / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    timed = folder / "workload.jsonl"
-    output_lines: list[tuple[str, str]] = []
-    if timed.is_file():
-        for line in timed.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            output_lines.append((entry["ts"], entry["line"]))
-    diagnosis_text = None
-    if summary.get("outcome") == "failure":
-        diagnosis_text = diagnose(events, "\n".join(line for _, line in output_lines)).render()
-    page = render_html(
-        title=f"Egress report: {summary.get('scenario', folder.name)}", summary=summary,
-        events=events, output=output_lines, diagnosis_text=diagnosis_text,
-    )  # fmt: skip
-    target = Path(output) if output else folder / "report.html"
-    target.write_text(page, encoding="utf-8")
-    stdout.print(f"Report: {target}")
+    target = Path(output) if output else None
+    if is_learn(folder):
+        page, learn = write_learn_report(folder, target)
+        stdout.print(f"Learn report: {page} ({len(learn.runs)} run(s))", markup=False)
+    elif is_recording(folder):
+        _report_run(folder, target)
+    else:
+        page, entries = write_index(folder, target)
+        stdout.print(f"Index: {page} ({len(entries)} recording(s), newest first)", markup=False)
+
+
+def _report_run(folder: Path, target: Path | None = None) -> None:
+    from harness.pages import run_summary_line
+    from harness.reportfiles import write_run_report
+
+    page, view = write_run_report(folder, target)
+    stdout.print(f"Report: {page}", markup=False)
+    stdout.print(f"  {view.outcome} in {view.mode} mode; {run_summary_line(view)}", markup=False)
 
 
 # --- shared output ------------------------------------------------------------------------

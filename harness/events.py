@@ -60,10 +60,15 @@ class Event:
     url: str | None = None
     status: int | None = None
     azure: str | None = None
+    # Set on an allowed connection whose upstream failed: `unreachable` (no route or name),
+    # `refused`, `reset`, `timeout`; None when it answered (or the connection was denied).
+    upstream: str | None = None
     v: int = VERSION
 
     def to_json(self) -> str:
         data = asdict(self)
+        if data["upstream"] is None:  # an optional field: lines without it read as before
+            del data["upstream"]
         ordered = {"v": data.pop("v"), **data}
         return json.dumps(ordered, separators=(", ", ": "))
 

@@ -31,11 +31,15 @@ __all__ = [
     "learn_together",
     "learned_policy",
     "render_allowlist",
+    "save_learn",
 ]
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.allowlist import (
     Candidate,
@@ -47,7 +51,7 @@ from harness.allowlist import (
     wildcard_candidates,
 )
 from harness.events import Event
-from harness.execute import Execution, RunOverrides, SandboxRun, execute
+from harness.execute import Execution, RunOverrides, SandboxRun, execute, new_run_dir
 from harness.policy.model import Policy
 from harness.scenario import Scenario
 
@@ -62,6 +66,7 @@ class LearnResult:
     runs: int
     classify_runs: list[Execution] = field(default_factory=list)
     required_verify: Execution | None = None
+    folder: Path | None = None  # runs/<time>-<scenario>-learn/, its learn.json (save_learn)
     # What the policy lists: the candidates, less the optional ones after --classify, with
     # `*.domain` entries after --wildcards. Render the allowlist from these.
     listed: list[Candidate] = field(default_factory=list)
@@ -194,6 +199,7 @@ def learn_together(
     ]  # fmt: skip
     if len(results) == 1:
         only = results[0]
+        save_learn(only)
         return JointResult(results, only.candidates, only.listed, only.policy)
     sources = [(f"scenario {result.scenario.name}", result.candidates) for result in results]
     merged = merge_candidates(sources)
@@ -207,4 +213,57 @@ def learn_together(
         joint.verifies.append(execute(result.scenario, sandbox_run,
                                       RunOverrides(policy=policy, mode="enforce"),
                                       run_suffix="verify-joint"))  # fmt: skip
+    for result, verify in zip(results, joint.verifies, strict=True):
+        save_learn(result, joint_verify=verify)
     return joint
+
+
+def save_learn(result: LearnResult, joint_verify: Execution | None = None) -> Path:
+    """`runs/<time>-<scenario>-learn/learn.json`: which run folders this learn made and what
+    each was for, and each destination's classification, so `egress report` can lay the learn
+    out again (`harness.reportfiles.load_learn`)."""
+    folder = new_run_dir(result.scenario.name, root=result.audit.run_dir.parent, suffix="learn")
+
+    def entry(role: str, run: Execution, **extra: object) -> dict[str, object]:
+        return {"role": role, "folder": os.path.relpath(run.run_dir, folder),
+                "outcome": "success" if run.succeeded else "failure",
+                "duration_s": round(run.duration_s, 3), **extra}  # fmt: skip
+
+    runs = [entry("audit", result.audit)]
+    if result.verify is not None:
+        runs.append(entry("verify", result.verify))
+    # classify_runs: the first try for every candidate, in order, then a second try for those
+    # whose first try succeeded (learn()).
+    found = result.candidates
+    first = result.classify_runs[: len(found)] if result.classify_runs else []
+    retried = [c for c, run in zip(found, first, strict=False) if run.succeeded]
+    for candidate, run in zip(found, first, strict=False):
+        runs.append(entry("without", run, host=candidate.host, attempt=1))
+    for candidate, run in zip(retried, result.classify_runs[len(found) :], strict=False):
+        runs.append(entry("without", run, host=candidate.host, attempt=2))
+    if result.required_verify is not None:
+        runs.append(entry("verify-required", result.required_verify))
+    if joint_verify is not None:
+        runs.append(entry("verify-joint", joint_verify))
+    # A host a `*.domain` entry stands for (--wildcards) is listed through it.
+    listed = {candidate.host for candidate in result.listed}
+    covered = {host for candidate in result.listed for host in candidate.covers}
+    manifest = {
+        "v": 1,
+        "scenario": result.scenario.name,
+        "scenario_file": str(result.scenario.path),
+        "classify": bool(result.classify_runs),
+        "verified": result.verified and (joint_verify is None or joint_verify.succeeded),
+        "runs": runs,
+        "destinations": [
+            {"host": c.host, "protocols": c.protocol_texts(), "connections": c.connections,
+             "bytes": c.bytes_total, "first_seen": c.first_seen,
+             "classification": c.classification, "seconds_without": c.seconds_without,
+             "listed": c.host in listed or c.host in covered}
+            for c in found
+        ],
+        "listed": sorted(listed),
+    }  # fmt: skip
+    (folder / "learn.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    result.folder = folder
+    return folder

@@ -246,3 +246,36 @@ def test_learn_together_of_one_scenario_is_learn(scenario: Scenario) -> None:
     joint = learn_together([scenario], runtime)
     assert len(runtime.specs) == 2 and joint.runs == 2
     assert joint.policy == joint.results[0].policy and joint.verified
+
+
+def test_a_learn_keeps_a_record_of_its_runs_for_the_report(scenario: Scenario) -> None:
+    import json
+
+    joint = learn_together([scenario], FakeRuntime(), classify=True)
+    result = joint.results[0]
+    assert result.folder is not None and result.folder.name.endswith("-fake-learn")
+    record = json.loads((result.folder / "learn.json").read_text())
+    roles = [(run["role"], run.get("host"), run.get("attempt"), run["outcome"]) for run in record["runs"]]
+    assert roles == [
+        ("audit", None, None, "success"), ("verify", None, None, "success"),
+        ("without", NEEDED[0], 1, "failure"), ("without", NEEDED[1], 1, "failure"),
+        ("without", OPTIONAL[0], 1, "success"), ("without", OPTIONAL[0], 2, "success"),
+        ("verify-required", None, None, "success"),
+    ]  # fmt: skip
+    for run in record["runs"]:
+        assert (result.folder / run["folder"] / "events.jsonl").is_file()
+    classes = {d["host"]: (d["classification"], d["listed"]) for d in record["destinations"]}
+    assert classes == {NEEDED[0]: ("required", True), NEEDED[1]: ("required", True),
+                       OPTIONAL[0]: ("optional", False)}  # fmt: skip
+    assert record["verified"] is True
+
+
+def test_a_learn_record_counts_hosts_under_a_listed_wildcard_as_listed(
+    scenario: Scenario,
+) -> None:
+    import json
+
+    joint = learn_together([scenario], FakeRuntime(), wildcards=True)
+    record = json.loads((joint.results[0].folder / "learn.json").read_text())
+    assert "*.example.test" in record["listed"]
+    assert all(d["listed"] for d in record["destinations"])
