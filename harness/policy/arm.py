@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import InputError
-from harness.policy.load import (
+from harness.policy.checks import (
     ARM,
     CLASSIC_APPLICATION,
     CLASSIC_NETWORK,
