@@ -12,7 +12,7 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.policy.fqdn import exact_name_problem, pattern_problem
@@ -80,13 +80,42 @@ IpGroupResolver = Callable[[Node], tuple[str, ...]]
 
 @dataclass(frozen=True)
 class Context:
-    """What rule checks need besides the rule: the form, the policy's own FQDN tags (None: the
-    form cannot define any) and how IP group references resolve (None: not in this form)."""
+    """What rule checks need besides the rule: the form, the FQDN tags the policy or the user
+    defined (lower case; None: none can be), how IP group references resolve (None: not in this
+    form), where warnings go (None: dropped) and the group and collection being read (named in
+    warnings)."""
 
     dialect: Dialect
     fqdn_tags: frozenset[str] | None = None
     ip_groups: IpGroupResolver | None = None
     classic: bool = False
+    warnings: list[str] | None = None
+    group: str = ""
+    collection: str = ""
+
+    def warn(self, node: Node, message: str) -> None:
+        if self.warnings is not None:
+            self.warnings.append(f"{node.location}: {node.key_path}: {message}")
+
+
+# Azure Firewall's Microsoft-managed FQDN tags (docs: firewall/fqdn-tags). Their FQDNs are
+# unpublished: a rule naming one loads with a warning and matches only the FQDNs the user gives
+# for it (`fqdn_tags:` in the policy, or `--fqdn-tags FILE`).
+MANAGED_FQDN_TAGS = frozenset(
+    tag.lower()
+    for tag in (
+        "AppServiceEnvironment", "AzureBackup", "AzureKubernetesService", "AzureMonitor",
+        "AzureVirtualDesktop", "HDInsight", "MicrosoftActiveProtectionService", "MicrosoftIntune",
+        "Office365.Exchange.Optimize", "Office365.Exchange.Allow.Required",
+        "Office365.Exchange.Allow.NotRequired", "Office365.Skype.Optimize",
+        "Office365.Skype.Allow.Required", "Office365.Skype.Allow.NotRequired",
+        "Office365.SharePoint.Optimize", "Office365.SharePoint.Allow.Required",
+        "Office365.SharePoint.Allow.NotRequired", "Office365.Common.Allow.Required",
+        "Office365.Common.Allow.NotRequired", "Windows365", "WindowsDiagnostics",
+        "WindowsUpdate", "WindowsVirtualDesktop", "CitrixHDXPlusForWindows365",
+        "MicrosoftActiveProtectionService", "AzureArc", "AzureCognitiveSearch",
+    )
+)  # fmt: skip
 
 
 # --- generic checks ------------------------------------------------------------------------
@@ -217,6 +246,11 @@ def _ip_problem(text: str) -> str | None:
     return None
 
 
+def is_service_tag(text: str) -> bool:
+    """`AzureCloud`, `Storage.WestEurope`: a name where a network rule takes addresses."""
+    return _ip_problem(text) is not None and bool(_SERVICE_TAG.match(text))
+
+
 def addresses_of(node: Node, *, service_tags: bool) -> list[str]:
     values = []
     for item, text in _strings(node, "IP addresses"):
@@ -319,21 +353,25 @@ def _exact_fqdns(node: Node) -> list[str]:
     return values
 
 
-def _fqdn_tag_refs(node: Node, context: Context) -> list[str]:
+def _fqdn_tag_refs(node: Node, context: Context, rule: str = "") -> list[str]:
     values = []
     for item, tag in _strings(node, "FQDN tag names"):
-        if context.fqdn_tags is None:
-            raise item.error(
-                f"FQDN tag {tag!r} is Microsoft-managed and its FQDNs are unpublished, so the"
-                " harness cannot simulate it",
-                "list the FQDNs in targetFqdns, or import the policy to YAML (`egress import`)"
-                f" and define the tag under `fqdn_tags:`, e.g. fqdn_tags: {{{tag}: [...]}}",
-            )
-        if tag.lower() not in context.fqdn_tags:
-            raise item.error(
-                f"FQDN tag {tag!r} is not defined under `fqdn_tags:` (Azure's own tags are"
-                " unpublished, so only tags the policy defines are known)",
-                f'add it at the top level: fqdn_tags: {{{tag}: ["host.example", "*.cdn.example"]}}',
+        known = context.fqdn_tags or frozenset()
+        if tag.lower() not in known:
+            managed = tag.lower() in MANAGED_FQDN_TAGS
+            if not managed and context.dialect.name == "yaml":
+                raise item.error(
+                    f"FQDN tag {tag!r} is not defined under `fqdn_tags:` and is not a"
+                    " Microsoft-managed tag",
+                    f'define it at the top level: fqdn_tags: {{{tag}: ["host.example"]}}',
+                )
+            where = "/".join(part for part in (context.group, context.collection, rule) if part)
+            kind = "Microsoft-managed" if managed else "not defined here"
+            context.warn(
+                item,
+                f"FQDN tag {tag!r} ({kind}) in rule {where}: its FQDNs are unpublished, so it"
+                " matches nothing here; give the FQDNs you expect it to cover with"
+                f" --fqdn-tags FILE or fqdn_tags: {{{tag}: [...]}}",
             )
         values.append(tag)
     return values
@@ -455,7 +493,7 @@ def rule_of(node: Node, context: Context, rule_type: str | None = None) -> Rule:
         if not protocols:
             raise protocols_node.error("the rule has no protocols", 'add e.g. "Https:443"')
         fqdns = _fqdn_patterns(found["target_fqdns"]) if "target_fqdns" in found else []
-        tags = _fqdn_tag_refs(found["fqdn_tags"], context) if "fqdn_tags" in found else []
+        tags = _fqdn_tag_refs(found["fqdn_tags"], context, name) if "fqdn_tags" in found else []
         if not fqdns and not tags:
             raise node.error(
                 "an application rule needs target_fqdns or fqdn_tags",
@@ -552,6 +590,7 @@ def collection_of(node: Node, context: Context) -> tuple[RuleCollection, Node] |
         kind_node = found["rule_collection_type"]
         kind = string_of(kind_node, FILTER_COLLECTION)
         if kind.lower() == NAT_COLLECTION.lower() and dialect is not YAML:
+            _nat_collection(node, context)
             return None
         if kind.lower() != FILTER_COLLECTION.lower():
             raise kind_node.error(
@@ -562,8 +601,66 @@ def collection_of(node: Node, context: Context) -> tuple[RuleCollection, Node] |
     priority_node = required(node, found, "priority", dialect, "priority: 100")
     priority = priority_of(priority_node)
     action = action_of(required(node, found, "action", dialect, "action: Allow"), dialect)
-    rules = rules_of(found.get("rules"), context)
+    rules = rules_of(found.get("rules"), replace(context, collection=name))
     return RuleCollection(name, priority, action, rules), priority_node
+
+
+_NAT_RULE_FIELDS = (
+    "rule_type", "name", "description", "ip_protocols", "source_addresses", "source_ip_groups",
+    "destination_addresses", "destination_ports", "translated_address", "translated_fqdn",
+    "translated_port",
+)  # fmt: skip
+
+
+def _nat_collection(node: Node, context: Context) -> None:
+    """A DNAT collection is checked like Azure checks it, then reported, never simulated: it
+    translates inbound connections and decides no egress."""
+    dialect = context.dialect
+    found = fields_of(node, dialect, _COLLECTION_FIELDS, what="a DNAT rule collection")
+    name = string_of(required(node, found, "name", dialect, '"name": "inbound"'), "a name")
+    priority_of(required(node, found, "priority", dialect, '"priority": 100'))
+    action_node = required(node, found, "action", dialect, '{"type": "DNAT"}')
+    if isinstance(action_node.value, dict):
+        action_found = fields_of(action_node, dialect, ("type",), what="an action")
+        action_node = required(action_node, action_found, "type", dialect, "DNAT")
+    if string_of(action_node, "DNAT").lower() != "dnat":
+        raise action_node.error(
+            f"a DNAT collection's action is DNAT, not {action_node.value!r}", "write DNAT"
+        )
+    rules = _list(found["rules"], "rules") if "rules" in found else []
+    for rule in rules:
+        rule_found = fields_of(rule, dialect, _NAT_RULE_FIELDS, what="a NAT rule")
+        type_node = required(rule, rule_found, "rule_type", dialect, "NatRule")
+        if string_of(type_node, "NatRule").lower() != "natrule":
+            raise type_node.error(
+                f"a DNAT collection holds NatRule rules, not {type_node.value!r}",
+                "move the rule into a filter collection",
+            )
+        string_of(required(rule, rule_found, "name", dialect, '"name": "ssh-in"'), "a name")
+        _ip_protocols(required(rule, rule_found, "ip_protocols", dialect, '["TCP"]'))
+        if "source_addresses" in rule_found:
+            addresses_of(rule_found["source_addresses"], service_tags=False)
+        if "destination_addresses" in rule_found:
+            addresses_of(rule_found["destination_addresses"], service_tags=False)
+        _ports(required(rule, rule_found, "destination_ports", dialect, '["443"]'))
+        if "translated_port" in rule_found:
+            port = rule_found["translated_port"]
+            text = str(port.value)
+            if not text.isdigit() or not 1 <= int(text) <= 65535:
+                raise port.error(f"translated port {port.value!r} is not a port 1..65535")
+        if "translated_address" not in rule_found and "translated_fqdn" not in rule_found:
+            raise rule.error(
+                "a NAT rule needs translatedAddress or translatedFqdn", "name the inside target"
+            )
+        if "translated_address" in rule_found:
+            text = string_of(rule_found["translated_address"], "an IP address")
+            if _ip_problem(text) or text == "*":
+                raise rule_found["translated_address"].error(f"{text!r} is not an IP address")
+    where = f"group {context.group}, " if context.group else ""
+    context.warn(
+        node,
+        f"DNAT rule collection {name!r} ({where}{len(rules)} rule(s)): inbound, not simulated",
+    )
 
 
 def collections_of(
