@@ -452,6 +452,8 @@ class _Loader:
             kind = type_node.value.lower()
             if parent is not None and "/" not in kind:
                 kind = f"{parent.type}/{kind}"  # a child may say `ruleCollectionGroups`
+            if kind == AZURE_FIREWALLS and not _is_classic(item.value):
+                continue  # a firewall that points at a policy: the policy's resources decide
             if kind in _POLICY_TYPES:
                 self._policy_resource(item, kind, template, scope, parent)
             elif kind == DEPLOYMENTS:

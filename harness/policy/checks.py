@@ -357,6 +357,12 @@ def _fqdn_tag_refs(node: Node, context: Context, rule: str = "") -> list[str]:
     values = []
     for item, tag in _strings(node, "FQDN tag names"):
         known = context.fqdn_tags or frozenset()
+        if tag.lower() in known and tag.lower() in MANAGED_FQDN_TAGS:
+            context.warn(
+                item,
+                f"FQDN tag {tag!r} is Microsoft-managed: it matches only the FQDNs given for it"
+                " here, not the ones Azure puts in it",
+            )
         if tag.lower() not in known:
             managed = tag.lower() in MANAGED_FQDN_TAGS
             if not managed and context.dialect.name == "yaml":
