@@ -28,7 +28,7 @@ Deterministic hashes (Azure does not publish its own code):
   namespace 11fb06fb-712d-4ddd-98c7-e71bbd588830, the algorithm observed for ARM's `guid()`.
 
 Limits (over a limit is an ExpressionError naming it; the CLI exits 2): an expression of at most
-24,576 characters (ARM's own limit), nesting at most 64 deep, 2,000,000 evaluation steps per
+24,576 characters (ARM's own limit), nesting at most 64 deep, 1,000,000 evaluation steps per
 template load, strings at most 4,194,304 characters and arrays at most 100,000 items, integers
 within 64 bits (ARM's integers are 64-bit).
 """
@@ -64,13 +64,14 @@ class ExpressionError(Exception):
     def __init__(self, problem: str, fix: str = "edit the resolved value into the file") -> None:
         super().__init__(problem)
         self.problem, self.fix = problem, fix
+        self.named = False  # the problem already names the function it happened in
 
 
 @dataclass(frozen=True)
 class Limits:
     expression_chars: int = 24_576
     depth: int = 64
-    steps: int = 2_000_000
+    steps: int = 1_000_000
     string_chars: int = 4_194_304
     array_items: int = 100_000
 
@@ -404,7 +405,10 @@ class Evaluator:
             )
         try:
             result = function(*values)
-        except ExpressionError:
+        except ExpressionError as error:
+            if not error.named and not error.problem.startswith("over the harness's limit"):
+                error.problem = f"{written}() cannot take these arguments: {error.problem}"
+            error.named = True
             raise
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError,
                 OverflowError, RecursionError) as error:  # fmt: skip
