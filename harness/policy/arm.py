@@ -173,11 +173,15 @@ class _Template:
         self.loader, self.root = loader, root
         self.parameters = _get(root, "parameters")
         self.variables = _get(root, "variables")
+        self.written_given = dict(given)
         self.given = {name.lower(): value for name, value in given.items()}
         self._values: dict[tuple[str, str], Any] = {}
         self._pending: list[tuple[str, str]] = []
         self.scope = Scope(self.parameter, self.variable)
         self._check_parameters(where)
+        for name, value in self.written_given.items():
+            if value.thunk is None:  # given as data: typed and checked now, as Azure does
+                self.parameter(name)
 
     def _declared(self) -> Iterator[tuple[str, Node]]:
         if self.parameters is not None:
@@ -186,12 +190,12 @@ class _Template:
                     yield name, node
 
     def _check_parameters(self, where: str) -> None:
-        declared = {name.lower() for name, _ in self._declared()}
-        for name, given in self.given.items():
-            if name not in declared:
+        declared = {name.lower(): name for name, _ in self._declared()}
+        for name, given in self.written_given.items():
+            if name.lower() not in declared:
                 shown = ", ".join(n for n, _ in self._declared()) or "none"
                 message = f"{where} declares no parameter {name!r} (its parameters: {shown})"
-                near = difflib.get_close_matches(name, list(declared), n=1, cutoff=0.6)
+                near = difflib.get_close_matches(name, list(declared.values()), n=1, cutoff=0.6)
                 fix = f"did you mean {near[0]!r}?" if near else "remove it, or fix its name"
                 if given.node is not None:
                     raise given.node.error(message, fix)
@@ -495,11 +499,13 @@ class _Loader:
     def _policy_resource(
         self, item: Node, kind: str, template: _Template, scope: Scope, parent: _Resource | None
     ) -> None:
+        type_node = _get(item, "type")
+        written_type = str(type_node.value if type_node is not None else kind).split("/")[-1]
         for key, child in item.items():
             if isinstance(key, str) and key.lower() not in _RESOURCE_KEYS_LOWER:
                 near = difflib.get_close_matches(key, _RESOURCE_KEYS, n=1, cutoff=0.6)
                 raise child.error(
-                    f"unknown key {key!r} in a {kind.split('/')[-1]} resource",
+                    f"unknown key {key!r} in a {written_type} resource",
                     f"did you mean {near[0]!r}?" if near else "remove it",
                 )
         name_node = _get(item, "name")
