@@ -59,7 +59,6 @@ from harness.policy.arm_expr import (
     Evaluator,
     ExpressionError,
     Scope,
-    is_expression,
 )
 from harness.policy.checks import (
     ARM,
@@ -366,33 +365,65 @@ class _Loader:
 
     def value(self, node: Node, scope: Scope) -> Any:
         """`node`'s value with every expression and property copy loop evaluated; mappings and
-        lists written in the file stay marked, so rule errors point at their lines."""
-        value = node.value
+        lists written in the file stay marked, so rule errors point at their lines. Subtrees
+        without expressions are returned as they are, not copied."""
+        return self._value(node.value, node, (), scope)
+
+    def _value(self, value: Any, base: Node, where: tuple[Any, ...], scope: Scope) -> Any:
+        # `base` and the keys in `where` say where `value` is; its Node is built only for an
+        # error or a copy loop (building one per value costs more than the evaluation).
         if isinstance(value, str):
-            if is_expression(value):
-                return self.expression(node, scope)
-            return value[1:] if value.startswith("[[") else value
+            if value[:1] != "[":
+                return value
+            if value.startswith("[["):
+                return value[1:]
+            if not value.endswith("]"):
+                return value
+            try:
+                return self.evaluator.evaluate(value, scope)
+            except ExpressionError as error:
+                raise _node_at(base, where).error(error.problem, error.fix) from None
+            except RecursionError:
+                raise _node_at(base, where).error(
+                    "over the harness's limit of nesting: expressions refer to each other too"
+                    " deeply",
+                    "simplify the template",
+                ) from None
         if isinstance(value, dict):
-            resolved = MarkedDict()
-            if isinstance(value, MarkedDict):
-                resolved.start, resolved.key_marks = value.start, dict(value.key_marks)
-            for key, child in node.items():
-                if isinstance(key, str) and key.lower() == "copy" and isinstance(child.value, list):
-                    for loop in child.elements():
-                        loop_name = _get(loop, "name")
-                        if loop_name is None or not isinstance(loop_name.value, str):
-                            raise loop.error("a property copy loop needs a name", "name it")
-                        resolved[loop_name.value] = self.copy_loop(loop, scope)
-                        resolved.key_marks[loop_name.value] = loop.mark or (0, 0)
+            changed = False
+            items: list[tuple[Any, Any]] = []
+            copies = None
+            for key, child in value.items():
+                if isinstance(key, str) and isinstance(child, list) and key.lower() == "copy":
+                    copies = key
+                    changed = True
                     continue
-                resolved[key] = self.value(child, scope)
-            return resolved
+                resolved = self._value(child, base, (*where, key), scope)
+                changed = changed or resolved is not child
+                items.append((key, resolved))
+            if not changed:
+                return value
+            result = MarkedDict(items)
+            if isinstance(value, MarkedDict):
+                result.start, result.key_marks = value.start, dict(value.key_marks)
+            if copies is not None:
+                for loop in _node_at(base, (*where, copies)).elements():
+                    loop_name = _get(loop, "name")
+                    if loop_name is None or not isinstance(loop_name.value, str):
+                        raise loop.error("a property copy loop needs a name", "name it")
+                    result[loop_name.value] = self.copy_loop(loop, scope)
+                    result.key_marks[loop_name.value] = loop.mark or (0, 0)
+            return result
         if isinstance(value, list):
-            items = MarkedList()
+            resolved_items = [
+                self._value(item, base, (*where, index), scope) for index, item in enumerate(value)
+            ]
+            if all(a is b for a, b in zip(resolved_items, value, strict=True)):
+                return value
+            result_list = MarkedList(resolved_items)
             if isinstance(value, MarkedList):
-                items.start, items.item_marks = value.start, list(value.item_marks)
-            items.extend(self.value(child, scope) for child in node.elements())
-            return items
+                result_list.start, result_list.item_marks = value.start, list(value.item_marks)
+            return result_list
         return value
 
     def resolve(self, node: Node, scope: Scope) -> Node:
@@ -561,6 +592,13 @@ class _Loader:
                 )
         template = _Template(self, inner_root, given, f"the nested deployment {shown!r}")
         self.walk(_get(inner_root, "resources"), template, template.scope)
+
+
+def _node_at(base: Node, where: tuple[Any, ...]) -> Node:
+    node = base
+    for key in where:
+        node = node.child(key)
+    return node
 
 
 def _deployment_only(entry: Node, name: str) -> Callable[[], Any]:

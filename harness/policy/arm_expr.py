@@ -211,10 +211,8 @@ class _Parser:
     def __init__(self, text: str, limits: Limits) -> None:
         self.text, self.limits = text, limits
         self.tokens: list[tuple[str, str]] = []
-        position = 0
-        while position < len(text):
-            if not text[position:].strip():
-                break
+        position, end = 0, len(text.rstrip())
+        while position < end:
             match = _TOKEN.match(text, position)
             if match is None:
                 raise self.problem(f"unexpected {text[position:].strip()[:20]!r}")

@@ -137,6 +137,21 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+_SPELLINGS: dict[tuple[int, tuple[str, ...]], tuple[dict[str, str], dict[str, str]]] = {}
+
+
+def _spellings(dialect: Dialect, names: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
+    """(written key -> field, lookup key -> field) for a dialect's fields, computed once: large
+    templates check the same few field lists thousands of times."""
+    cache_key = (id(dialect), names)
+    cached = _SPELLINGS.get(cache_key)
+    if cached is None:
+        written = {dialect.key(name): name for name in names}
+        lookup = {key.lower(): name for key, name in written.items()} if dialect.camel else written
+        cached = _SPELLINGS[cache_key] = (written, lookup)
+    return cached
+
+
 def fields_of(node: Node, dialect: Dialect, names: Iterable[str], *, what: str) -> dict[str, Node]:
     """The mapping at `node` by canonical field name. Unknown keys are errors that suggest the
     near miss; null values count as absent; ARM keys match case-insensitively."""
@@ -145,8 +160,7 @@ def fields_of(node: Node, dialect: Dialect, names: Iterable[str], *, what: str) 
             f"{what} must be a mapping, not {_kind(node.value)}",
             "write `key: value` pairs here (see formats.md)",
         )
-    written = {dialect.key(name): name for name in names}
-    lookup = {key.lower(): name for key, name in written.items()} if dialect.camel else written
+    written, lookup = _spellings(dialect, tuple(names))
     found: dict[str, Node] = {}
     for key, child in node.items():
         probe = key.lower() if dialect.camel and isinstance(key, str) else key
