@@ -352,17 +352,6 @@ class _Loader:
 
     # evaluation --------------------------------------------------------------------------
 
-    def expression(self, node: Node, scope: Scope) -> Any:
-        try:
-            return self.evaluator.evaluate(node.value, scope)
-        except ExpressionError as error:
-            raise node.error(error.problem, error.fix) from None
-        except RecursionError:
-            raise node.error(
-                "over the harness's limit of nesting: expressions refer to each other too deeply",
-                "simplify the template",
-            ) from None
-
     def value(self, node: Node, scope: Scope) -> Any:
         """`node`'s value with every expression and property copy loop evaluated; mappings and
         lists written in the file stay marked, so rule errors point at their lines. Subtrees

@@ -404,3 +404,37 @@ def test_quickstart_round_trips_through_export_with_the_same_decisions(tmp_path:
             dst_ip=host if is_ip else None, host=None if is_ip else host,
         )  # fmt: skip
         assert after.decide(request).action == before.decide(request).action, destination
+
+
+def test_service_tags_survive_the_effective_policy_yaml_the_gateway_loads(tmp_path: Path) -> None:
+    from harness.export.yaml_form import policy_to_yaml
+
+    options = PolicyOptions(parameters=(str(QUICKSTART_PARAMETERS),),
+                            service_tags_file=str(SERVICE_TAGS))  # fmt: skip
+    effective = tmp_path / "policy.yaml"
+    effective.write_text(policy_to_yaml(load_policy(QUICKSTART, options)))
+    reloaded = load_policy(effective)
+    assert reloaded.service_tag("storage.westeurope") == ("198.51.100.64/26",)
+    request = Request("TCP", "10.20.0.5", 5000, 443, dst_ip="198.51.100.70")
+    assert Decider(reloaded).decide(request).action == "Allow"
+
+
+def test_import_writes_the_warnings_into_the_yaml_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "imported.yaml"
+    code = main(["import", str(QUICKSTART), "-p", str(QUICKSTART_PARAMETERS), "-o", str(output)])
+    assert code == 0
+    header = [line for line in output.read_text().splitlines() if line.startswith("#")]
+    assert any("warning:" in line and "WindowsUpdate" in line for line in header)
+    assert "egress: warning:" in capsys.readouterr().err
+
+
+def test_the_arm_reader_does_not_import_the_policy_loader() -> None:
+    # Issue 15 item 4: load.py builds on arm.py and checks.py, never the other way round.
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.policy.arm, harness.policy.arm_expr, harness.policy.checks;"
+            " sys.exit('harness.policy.load' in sys.modules)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
