@@ -438,3 +438,12 @@ def test_the_arm_reader_does_not_import_the_policy_loader() -> None:
     code = ("import sys, harness.policy.arm, harness.policy.arm_expr, harness.policy.checks;"
             " sys.exit('harness.policy.load' in sys.modules)")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_export_keeps_a_managed_tag_as_a_tag_even_with_the_users_fqdns(tmp_path: Path) -> None:
+    exported = tmp_path / "exported.json"
+    code = main(["export", str(QUICKSTART), "--format", "arm", "-p", str(QUICKSTART_PARAMETERS),
+                 "--fqdn-tags", str(FQDN_TAGS), "-o", str(exported)])  # fmt: skip
+    assert code == 0
+    text = exported.read_text()
+    assert '"WindowsUpdate"' in text and "update.windows.test" not in text
