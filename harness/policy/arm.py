@@ -180,7 +180,10 @@ class _Template:
         self._check_parameters(where)
         for name, value in self.written_given.items():
             if value.thunk is None:  # given as data: typed and checked now, as Azure does
-                self.parameter(name)
+                try:
+                    self.parameter(name)
+                except ExpressionError as error:
+                    raise (value.node or root).error(error.problem, error.fix) from None
 
     def _declared(self) -> Iterator[tuple[str, Node]]:
         if self.parameters is not None:
@@ -199,6 +202,12 @@ class _Template:
                 if given.node is not None:
                     raise given.node.error(message, fix)
                 raise InputError(message, key_path="--parameters", fix=fix)
+        for name, node in self._declared():
+            if not isinstance(node.value, dict):
+                raise node.error(
+                    f"parameter {name!r} must be declared as a mapping, not {node.value!r}",
+                    '"name": {"type": "string"}',
+                )
         missing: list[str] = []
         first: Node | None = None
         for name, node in self._declared():
@@ -857,7 +866,10 @@ def policy_from_arm(root: Node, default_name: str, inputs: ArmInputs | None = No
     inputs = inputs or ArmInputs()
     value = root.value
     if isinstance(value, dict) and _get(root, "resources") is not None:
-        return _template_policy(root, default_name, inputs)
+        try:
+            return _template_policy(root, default_name, inputs)
+        except ExpressionError as error:  # one not raised at its own node: the file's top
+            raise root.error(error.problem, error.fix) from None
     loader = _Loader(inputs.context)
     template = _Template(loader, Node(MarkedDict(), root.path), {}, "the file")
     ip_groups = _IpGroups(loader)

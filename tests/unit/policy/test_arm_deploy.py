@@ -447,3 +447,12 @@ def test_export_keeps_a_managed_tag_as_a_tag_even_with_the_users_fqdns(tmp_path:
     assert code == 0
     text = exported.read_text()
     assert '"WindowsUpdate"' in text and "update.windows.test" not in text
+
+
+def test_a_parameter_declared_as_null_is_an_error_at_its_line(tmp_path: Path) -> None:
+    # Found by a mutation run: the value given for it used to escape as an internal error.
+    template = bicep_template()
+    template["parameters"]["policyName"] = None
+    with pytest.raises(InputError) as caught:
+        load_policy(write(tmp_path, template), PolicyOptions(parameters=(str(BICEP_PARAMETERS),)))
+    assert "parameter 'policyName' must be declared as a mapping" in str(caught.value)
