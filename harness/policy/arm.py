@@ -296,7 +296,13 @@ class _Template:
                     raise given.node.error(problem, f"give a {declared}")
                 raise InputError(problem, key_path="--parameters", fix=f"give a {declared}")
         allowed = _get(definition, "allowedValues")
-        if allowed is not None and isinstance(allowed.value, list) and value not in allowed.value:
+        # For an array parameter, allowedValues constrains each item (ARM's rule).
+        items = value if isinstance(value, list) and declared == "array" else [value]
+        if (
+            allowed is not None
+            and isinstance(allowed.value, list)
+            and any(item not in allowed.value for item in items)
+        ):
             problem = f"parameter {name!r}: {value!r} is not one of its allowedValues"
             if given.node is not None:
                 raise given.node.error(problem, f"give one of {_plain(allowed.value)}")

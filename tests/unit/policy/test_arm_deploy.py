@@ -456,3 +456,19 @@ def test_a_parameter_declared_as_null_is_an_error_at_its_line(tmp_path: Path) ->
     with pytest.raises(InputError) as caught:
         load_policy(write(tmp_path, template), PolicyOptions(parameters=(str(BICEP_PARAMETERS),)))
     assert "parameter 'policyName' must be declared as a mapping" in str(caught.value)
+
+
+def test_a_value_outside_allowed_values_is_refused_and_arrays_are_checked_per_item(
+    tmp_path: Path,
+) -> None:
+    template = bicep_template()
+    template["parameters"]["tier"] = {"type": "string", "allowedValues": ["Standard", "Premium"]}
+    template["parameters"]["zones"] = {"type": "array", "defaultValue": [],
+                                       "allowedValues": ["1", "2", "3"]}  # fmt: skip
+    file = write(tmp_path, template)
+    base = (str(BICEP_PARAMETERS),)
+    load_policy(file, PolicyOptions(parameters=(*base, 'zones=["1", "3"]')))
+    for bad in ("tier=Basic", 'zones=["1", "4"]'):
+        with pytest.raises(InputError) as caught:
+            load_policy(file, PolicyOptions(parameters=(*base, bad)))
+        assert "is not one of its allowedValues" in str(caught.value)
