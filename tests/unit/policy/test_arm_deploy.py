@@ -462,7 +462,9 @@ def test_a_value_outside_allowed_values_is_refused_and_arrays_are_checked_per_it
     tmp_path: Path,
 ) -> None:
     template = bicep_template()
-    template["parameters"]["tier"] = {"type": "string", "allowedValues": ["Standard", "Premium"]}
+    template["parameters"]["tier"] = {
+        "type": "string", "defaultValue": "Standard", "allowedValues": ["Standard", "Premium"]
+    }  # fmt: skip
     template["parameters"]["zones"] = {"type": "array", "defaultValue": [],
                                        "allowedValues": ["1", "2", "3"]}  # fmt: skip
     file = write(tmp_path, template)
