@@ -507,7 +507,16 @@ class _Loader:
                         " (az bicep build) or load it on its own"
                     )
             elif self.mentions_policy(_get(item, "resources")):
-                self._each_copy(item, scope, lambda s: None)  # only its children matter
+                # Only its children matter; they may name their type relative to it.
+                self._each_copy(
+                    item, scope, lambda s, n=item, k=kind: self._children(n, k, template, s)
+                )
+
+    def _children(self, item: Node, kind: str, template: _Template, scope: Scope) -> None:
+        name_node = _get(item, "name")
+        name = self.value(name_node, scope) if name_node is not None else ""
+        holder = _Resource(item, kind, str(name), name_node or item, template, scope)
+        self.walk(_get(item, "resources"), template, scope, holder)
 
     def _each_copy(self, item: Node, scope: Scope, then: Callable[[Scope], None]) -> None:
         copy = _get(item, "copy")
@@ -519,7 +528,7 @@ class _Loader:
         name_node = _get(copy, "name")
         name = name_node.value if name_node is not None else None
         for index in range(self.count(copy, scope)):
-            self._if_condition(item, scope.with_copy(name, index), then)
+            self._if_condition(item, scope.with_copy(name, index, resource=True), then)
 
     def _if_condition(self, item: Node, scope: Scope, then: Callable[[Scope], None]) -> None:
         condition = _get(item, "condition")

@@ -321,11 +321,13 @@ class Scope:
     copy_indexes: dict[str | None, int] = field(default_factory=dict)
     lambda_values: dict[str, Any] = field(default_factory=dict)
 
-    def with_copy(self, name: str | None, index: int) -> Scope:
+    def with_copy(self, name: str | None, index: int, *, resource: bool = False) -> Scope:
+        """A copy loop's iteration. `copyIndex()` without a name means the innermost resource
+        loop (property and variable loops are named)."""
         indexes = dict(self.copy_indexes)
         indexes[name.lower() if name else None] = index
-        if name is not None and None not in self.copy_indexes:
-            indexes.setdefault(None, index)
+        if resource or None not in self.copy_indexes:
+            indexes[None] = index
         return Scope(self.parameter, self.variable, indexes, self.lambda_values)
 
 
