@@ -498,3 +498,43 @@ def test_run_policy_takes_the_template_with_its_parameters(
     assert code == 0, capsys.readouterr()
     (policy,) = seen
     assert policy == load_policy(BICEP, PolicyOptions(parameters=(str(BICEP_PARAMETERS),)))
+
+
+def test_a_yaml_rule_naming_a_managed_tag_loads_with_a_warning_naming_the_rule(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(
+        "rule_collection_groups:\n"
+        "  - name: G\n    priority: 300\n    rule_collections:\n"
+        "      - name: C\n        priority: 100\n        action: Allow\n        rules:\n"
+        "          - rule_type: ApplicationRule\n            name: ase\n"
+        '            protocols: ["Https:443"]\n            fqdn_tags: [AppServiceEnvironment]\n'
+    )
+    policy = load_policy(file)
+    (warning,) = policy.warnings
+    assert warning.startswith(f"{file}:12:")
+    assert "FQDN tag 'AppServiceEnvironment' (Microsoft-managed) in rule G/C/ase" in warning
+    with_fqdns = tmp_path / "tags.yaml"
+    with_fqdns.write_text("AppServiceEnvironment: ['*.ase.test']\n")
+    policy = load_policy(file, PolicyOptions(fqdn_tags_file=str(with_fqdns)))
+    request = Request("HTTPS", "10.0.0.1", 5000, 443, host="x.ase.test")
+    assert Decider(policy).decide(request).action == "Allow"
+    assert "matches only the FQDNs given for it" in policy.warnings[0]
+
+
+def test_classic_dnat_collections_are_reported_not_dropped(tmp_path: Path) -> None:
+    firewall = {
+        "name": "fw-classic",
+        "applicationRuleCollections": [{
+            "name": "apps", "priority": 200, "action": {"type": "Allow"},
+            "rules": [{"name": "a", "protocols": [{"protocolType": "Https", "port": 443}],
+                       "targetFqdns": ["a.test"], "sourceAddresses": ["*"]}],
+        }],
+        "natRuleCollections": [{"name": "inbound", "priority": 100, "action": {"type": "Dnat"},
+                                "rules": []}],
+    }  # fmt: skip
+    file = tmp_path / "fw.json"
+    file.write_text(json.dumps(firewall, indent=2))
+    (warning,) = load_policy(file).warnings
+    assert "1 classic DNAT rule collection(s): inbound, not simulated" in warning
