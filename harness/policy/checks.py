@@ -270,7 +270,7 @@ def addresses_of(node: Node, *, service_tags: bool) -> list[str]:
     for item, text in _strings(node, "IP addresses"):
         problem = _ip_problem(text)
         if problem and service_tags and _SERVICE_TAG.match(text):
-            problem = None  # kept as written; never matches (module docstring)
+            problem = None  # kept as written; matched through Policy.service_tags
         if problem:
             fix = "write an IP, a CIDR like 10.0.0.0/24, a range a-b, or *"
             if service_tags:

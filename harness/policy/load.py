@@ -9,20 +9,19 @@ Accepted forms (detected from the content, not the file name):
   them), a bare list of ruleCollectionGroups resources, or a classic
   `Microsoft.Network/azureFirewalls` resource: see `harness.policy.arm`.
 
-Every problem is an InputError `path:LINE:COL: key.path: problem; fix`. Checked here:
-unknown keys (with the near-miss suggested), types, required keys, priorities 100..65000 and
-unique per level, unique names per level, one rule type per collection, actions Allow / Deny
-(any case, normalized), FQDN patterns (`harness.policy.fqdn`), exact names in network rules,
-application protocols `Http:<port>` / `Https:<port>` (also `http:80`, az's `Https=443` and ARM's
-`{protocolType, port}`; `Mssql:<port>` only in classic rules) with ports 0..64000, destination
-ports `"443"`, `"1000-2000"`, `"*"` in 1..65535, addresses (`*`, IPv4/IPv6, CIDR, range
-`a-b`), FQDN tags (only tags the policy defines under `fqdn_tags:`, as Azure's own are
-unpublished), and Premium-only fields (TLS inspection: target URLs, web categories), accepted
-only when empty.
+Every problem is an InputError `path:LINE:COL: key.path: problem; fix`; the checks every form
+shares live in `harness.policy.checks` (unknown keys with the near miss, types, priorities,
+names, addresses, ports, protocols, FQDN patterns, Premium-only fields).
 
-Service tags (`AzureCloud`, `Storage.WestEurope`) are accepted in network rules'
-destination_addresses, kept as written, and never match in `harness.policy.decide`: their
-address lists are Microsoft's and not simulated.
+What loading notices without refusing the file goes into `Policy.warnings`: Microsoft-managed
+FQDN tags (they match only the FQDNs the user gives: `fqdn_tags:` or `--fqdn-tags FILE`), service
+tags without prefixes, DNAT collections (inbound, not simulated).
+
+`PolicyOptions` (`harness.policy.source`) adds what a file lacks: ARM parameter values and the
+deployment context, an FQDN tags file, Microsoft's Service Tags JSON. Service tags
+(`AzureCloud`, `Storage.WestEurope`) in network rules' destination_addresses are kept as
+written; the prefixes the Service Tags file gives the ones used go into `Policy.service_tags`
+(the YAML form's `service_tags:` writes them back), and `harness.policy.decide` matches them.
 """
 
 from __future__ import annotations
