@@ -99,6 +99,13 @@ def _load_parameters_file(path: str) -> dict[str, GivenValue]:
     return _parameters_file(path, document)
 
 
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a NAME=VALUE too long for a path, or with a NUL byte
+        return False
+
+
 def parameters_from_options(options: PolicyOptions) -> dict[str, GivenValue]:
     """Every `--parameters` value merged, later ones winning (az deployment's order)."""
     given: dict[str, GivenValue] = {}
@@ -107,7 +114,7 @@ def parameters_from_options(options: PolicyOptions) -> dict[str, GivenValue]:
             given.update(_load_parameters_file(text[1:]))
             continue
         key, equals, value = text.partition("=")
-        if equals and key.strip() and not Path(text).is_file():
+        if equals and key.strip() and not _is_file(text):
             if value.startswith("@"):
                 file = value[1:]
                 content = read_text(file)
@@ -119,7 +126,7 @@ def parameters_from_options(options: PolicyOptions) -> dict[str, GivenValue]:
             else:
                 given[key.strip()] = GivenValue(text=value)
             continue
-        if not Path(text).is_file():
+        if not _is_file(text):
             raise InputError(
                 f"{text!r} is neither a parameters file nor KEY=VALUE",
                 key_path="--parameters",

@@ -538,3 +538,12 @@ def test_classic_dnat_collections_are_reported_not_dropped(tmp_path: Path) -> No
     file.write_text(json.dumps(firewall, indent=2))
     (warning,) = load_policy(file).warnings
     assert "1 classic DNAT rule collection(s): inbound, not simulated" in warning
+
+
+def test_a_long_json_value_on_the_command_line_is_a_value_not_a_path() -> None:
+    # A NAME=VALUE longer than a file name may be used to crash the file check.
+    hosts = json.dumps([f"host{i}.mirror.test" for i in range(40)])
+    policy = load_policy(QUICKSTART, PolicyOptions(
+        parameters=(str(QUICKSTART_PARAMETERS), f"packageHosts={hosts}")
+    ))  # fmt: skip
+    assert len(policy.rule_collection_groups[2].rule_collections[2].rules) == 40
