@@ -29,7 +29,8 @@ from harness.yamlio import Document, Node, load_document, load_json_text, read_t
 @dataclass(frozen=True)
 class PolicyOptions:
     """`parameters`: `--parameters` values in the order given (a parameters file, `@file`,
-    `KEY=VALUE`, `KEY=@file`), as `az deployment group create` takes them; later ones win.
+    `KEY=VALUE`, `KEY=@file`, inline JSON), as `az deployment group create` takes them; later
+    ones win.
     `resource_group`, `location`, `subscription`: the deployment context ARM's
     `resourceGroup()`, `subscription()` and `deployment()` answer (None: the stated defaults).
     `fqdn_tags_file`: FQDNs for FQDN tags (Microsoft's are unpublished). `service_tags_file`:
@@ -110,6 +111,10 @@ def parameters_from_options(options: PolicyOptions) -> dict[str, GivenValue]:
     """Every `--parameters` value merged, later ones winning (az deployment's order)."""
     given: dict[str, GivenValue] = {}
     for text in options.parameters:
+        if text.lstrip().startswith("{"):  # inline JSON, as az takes it too
+            document = load_json_text(text, "--parameters", expect_mapping=True)
+            given.update(_parameters_file("--parameters", document))
+            continue
         if text.startswith("@"):
             given.update(_load_parameters_file(text[1:]))
             continue

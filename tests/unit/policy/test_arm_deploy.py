@@ -547,3 +547,9 @@ def test_a_long_json_value_on_the_command_line_is_a_value_not_a_path() -> None:
         parameters=(str(QUICKSTART_PARAMETERS), f"packageHosts={hosts}")
     ))  # fmt: skip
     assert len(policy.rule_collection_groups[2].rule_collections[2].rules) == 40
+
+
+def test_inline_json_parameters_are_taken_as_az_takes_them() -> None:
+    inline = json.dumps({"firewallPolicyName": {"value": "inline-policy"}})
+    policy = load_policy(QUICKSTART, PolicyOptions(parameters=(str(QUICKSTART_PARAMETERS), inline)))
+    assert policy.name == "inline-policy"
