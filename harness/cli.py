@@ -79,7 +79,7 @@ def policy_source_options(command):  # type: ignore[no-untyped-def]
         click.option("-p", "--parameters", "parameters", multiple=True,
                      metavar="FILE|@FILE|KEY=VALUE",
                      help="ARM template parameter values as az deployment takes them: a"
-                          " parameters file, @file or NAME=VALUE; repeatable, later ones win"),
+                          " parameters file, @file, inline JSON or NAME=VALUE; repeatable, later ones win"),
         click.option("--resource-group", metavar="NAME",
                      help="what resourceGroup().name answers [default: egress-harness-rg]"),
         click.option("--location", metavar="REGION",
