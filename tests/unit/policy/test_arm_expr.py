@@ -221,3 +221,14 @@ def test_a_long_chain_of_variables_is_over_the_chain_limit(tmp_path: Path) -> No
         variables[f"v{index}"] = f"[variables('v{index - 1}')]"
     file = _template(tmp_path, variables, "[variables('v399')]")
     assert "parameters and variables referring to each other in one chain" in _error(file)
+
+
+def test_an_over_limit_template_is_exit_2_naming_the_limit_at_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    file = _template(tmp_path, {}, "[" + "string(" * 500 + "300" + ")" * 500 + "]")
+    assert main(["check", str(file), "a.test"]) == 2
+    err = capsys.readouterr().err
+    assert "over the harness's limit of 64 nested calls" in err and "Traceback" not in err
