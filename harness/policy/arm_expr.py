@@ -266,6 +266,12 @@ class _Parser:
                 text = "-" + self.take()[1]
             tree = ("lit", _number(text))
         elif kind == "name":
+            if self.peek() == ".":
+                raise ExpressionError(
+                    f"{text}.{self.tokens[self.position + 1][1] if self.position + 1 < len(self.tokens) else ''}():"
+                    " user-defined template functions are not evaluated by the harness",
+                    "edit the resolved value into the file",
+                )
             tree = self.call(text)
         else:
             raise self.problem(f"{text!r} where a value was expected")

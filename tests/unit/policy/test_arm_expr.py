@@ -232,3 +232,11 @@ def test_an_over_limit_template_is_exit_2_naming_the_limit_at_the_cli(
     assert main(["check", str(file), "a.test"]) == 2
     err = capsys.readouterr().err
     assert "over the harness's limit of 64 nested calls" in err and "Traceback" not in err
+
+
+def test_a_user_defined_function_is_named_in_its_error() -> None:
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("[__bicep.subnetName(1)]")
+    assert "__bicep.subnetName(): user-defined template functions are not evaluated" in (
+        caught.value.problem
+    )
