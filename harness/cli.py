@@ -68,6 +68,65 @@ def _interrupted(cause: BaseException | None) -> int:
     return 130
 
 
+# --- policy sources ------------------------------------------------------------------------
+
+
+def policy_source_options(command):  # type: ignore[no-untyped-def]
+    """The flags every command that takes a policy accepts, gathered into one
+    `policy_options: PolicyOptions` argument (harness.policy.source)."""
+    import functools
+
+    options = [
+        click.option("-p", "--parameters", "parameters", multiple=True,
+                     metavar="FILE|@FILE|KEY=VALUE",
+                     help="ARM template parameter values as az deployment takes them: a"
+                          " parameters file, @file, inline JSON or NAME=VALUE; repeatable, later ones win"),
+        click.option("--resource-group", metavar="NAME",
+                     help="what resourceGroup().name answers [default: egress-harness-rg]"),
+        click.option("--location", metavar="REGION",
+                     help="what resourceGroup().location answers [default: westeurope]"),
+        click.option("--subscription", metavar="ID",
+                     help="what subscription().subscriptionId answers"
+                          " [default: 00000000-0000-0000-0000-000000000000]"),
+        click.option("--fqdn-tags", "fqdn_tags_file", metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="YAML/JSON mapping of FQDN tag to FQDNs (Microsoft's own tags are"
+                          " unpublished; without this they match nothing)"),
+        click.option("--service-tags", "service_tags_file", metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="Microsoft's Service Tags JSON (ServiceTags_Public_<date>.json), so"
+                          " AzureCloud, Storage.WestEurope, ... match as in Azure"),
+    ]  # fmt: skip
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        from harness.policy.source import PolicyOptions
+
+        kwargs["policy_options"] = PolicyOptions(
+            parameters=tuple(kwargs.pop("parameters")),
+            resource_group=kwargs.pop("resource_group"),
+            location=kwargs.pop("location"),
+            subscription=kwargs.pop("subscription"),
+            fqdn_tags_file=kwargs.pop("fqdn_tags_file"),
+            service_tags_file=kwargs.pop("service_tags_file"),
+        )
+        return command(*args, **kwargs)
+
+    for option in reversed(options):
+        run = option(run)
+    return run
+
+
+def _warn_about(policy) -> None:  # type: ignore[no-untyped-def]
+    """What loading the policy noticed (managed FQDN tags, service tags, DNAT), once each."""
+    for warning in policy.warnings:
+        _warn_line(warning)
+
+
+def _warn_line(warning: str) -> None:
+    stderr.print(f"egress: warning: {warning}", markup=False)
+
+
 # --- check -------------------------------------------------------------------------------
 
 
@@ -128,9 +187,11 @@ def parse_source(text: str) -> tuple[str, int]:
 @click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES), default="https", show_default=True)
 @click.option("--src", "source", default="10.0.2.4:50000", show_default=True, help="IP:PORT")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per destination and line")
+@policy_source_options
 def check(
-    policy_file: str, destinations: tuple[str, ...], protocol: str, source: str, as_json: bool
-) -> None:
+    policy_file: str, destinations: tuple[str, ...], protocol: str, source: str, as_json: bool,
+    policy_options,
+) -> None:  # fmt: skip
     """The firewall's decision for each DESTINATION (host, host:port or ip:port) without
     running anything."""
     from harness.events import event_for_decision
@@ -138,7 +199,8 @@ def check(
     from harness.policy.load import load_policy
     from harness.policy.model import Request
 
-    policy = load_policy(policy_file)
+    policy = load_policy(policy_file, policy_options)
+    _warn_about(policy)
     decider = Decider(policy)
     src_ip, src_port = parse_source(source)
     table = _table("destination", "protocol", "action", "rule or reason")
@@ -233,9 +295,10 @@ DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
 )
 @click.option("--https-deny", type=click.Choice(HTTPS_DENY_STYLES),
               help="how a denied HTTPS connection ends (close is Azure's)")  # fmt: skip
+@policy_source_options
 def run_command(
     scenario_file: str, policy_file: str | None, allow: tuple[str, ...], mode: str | None,
-    https_deny: str | None,
+    https_deny: str | None, policy_options,
 ) -> None:  # fmt: skip
     """Run SCENARIO once behind the firewall: the outcome, a table of destinations and where the
     recording is. Exit 1 when the scenario's expectations fail."""
@@ -244,7 +307,11 @@ def run_command(
     from harness.scenario import load_scenario
 
     scenario = load_scenario(scenario_file)
-    policy = load_policy(policy_file) if policy_file else scenario.firewall.policy
+    if policy_file:
+        policy = load_policy(policy_file, policy_options)
+        _warn_about(policy)
+    else:
+        policy = scenario.firewall.policy
     if allow:
         policy = merge_allow(policy, allow)
     overrides = RunOverrides(policy=policy, mode=mode, https_deny=https_deny)
@@ -545,9 +612,11 @@ EXPORT_FORMATS = ("yaml", "arm", "bicep", "terraform", "azcli", "classic-arm")
 @click.option("--collection-priority", type=int, metavar="N",
               help="renumber each group's collections from N in steps of 100")  # fmt: skip
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here, not to stdout")
+@policy_source_options
 def export_command(
     source: str, fmt: str, sources: tuple[str, ...], group_name: str | None,
     group_priority: int | None, collection_priority: int | None, output: str | None,
+    policy_options,
 ) -> None:  # fmt: skip
     """POLICY (any form `egress import` reads), or the effective policy of RECORDING (its
     policy.yaml), written as Azure's rules as code. FQDN tags the policy defines become target
@@ -559,8 +628,10 @@ def export_command(
         addresses = tuple(
             part.strip() for text in sources for part in text.split(",") if part.strip()
         )
+    policy = policy_of(source, policy_options)
+    _warn_about(policy)
     text = export_policy(
-        policy_of(source), fmt, source_addresses=addresses, group_name=group_name,
+        policy, fmt, source_addresses=addresses, group_name=group_name,
         group_priority=group_priority, collection_priority=collection_priority,
     )  # fmt: skip
     _emit(text, output, "Policy")
@@ -569,21 +640,23 @@ def export_command(
 @cli.command("import")
 @click.argument("file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here, not to stdout")
-def import_command(file: str, output: str | None) -> None:
+@policy_source_options
+def import_command(file: str, output: str | None, policy_options) -> None:  # type: ignore[no-untyped-def]
     """FILE in this tool's YAML policy form: an ARM template (or Bicep compiled to JSON with `az
     bicep build`), `az network firewall policy rule-collection-group show|list` output, classic
     azureFirewalls rule collections, or a Terraform .tf file of
     azurerm_firewall_policy_rule_collection_group resources."""
     from harness.export import import_to_yaml
 
-    _emit(import_to_yaml(file), output, "Policy")
+    _emit(import_to_yaml(file, policy_options, on_warning=_warn_line), output, "Policy")
 
 
 @cli.command("diff")
 @click.argument("policy_file", metavar="POLICY", type=click.Path(exists=True))
 @click.argument("recording", metavar="RECORDING", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="the report as one JSON object")
-def diff_command(policy_file: str, recording: str, as_json: bool) -> None:
+@policy_source_options
+def diff_command(policy_file: str, recording: str, as_json: bool, policy_options) -> None:  # type: ignore[no-untyped-def]
     """How POLICY fits what RECORDING saw, every recorded connection decided again against
     POLICY: rules missing (with the smallest rule that allows each), rules unused, rules
     shadowed by an earlier one, application rules a network rule makes unreachable.
@@ -593,7 +666,9 @@ def diff_command(policy_file: str, recording: str, as_json: bool) -> None:
     from harness.export import policy_of
     from harness.recording import read_events
 
-    report = diff_policy(policy_of(policy_file), read_events(recording))
+    policy = policy_of(policy_file, policy_options)
+    _warn_about(policy)
+    report = diff_policy(policy, read_events(recording))
     if as_json:
         print(report.to_json())
     else:

@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from harness.errors import InputError
+from harness.policy.checks import MANAGED_FQDN_TAGS
 from harness.policy.load import PRIORITY_MAX, PRIORITY_MIN
 from harness.policy.model import (
     ApplicationRule,
@@ -118,9 +119,13 @@ def expand_fqdn_tags(policy: Policy) -> Policy:
         if not isinstance(rule, ApplicationRule) or not rule.fqdn_tags:
             return rule
         fqdns = list(rule.target_fqdns)
+        managed = []
         for tag in rule.fqdn_tags:
-            fqdns.extend(policy.fqdn_tag(tag) or ())
-        return replace(rule, target_fqdns=_dedupe(tuple(fqdns)), fqdn_tags=())
+            if tag.lower() in MANAGED_FQDN_TAGS:
+                managed.append(tag)  # Azure knows its own tags: kept, never written out
+            else:
+                fqdns.extend(policy.fqdn_tag(tag) or ())
+        return replace(rule, target_fqdns=_dedupe(tuple(fqdns)), fqdn_tags=tuple(managed))
 
     return _map_rules(replace(policy, fqdn_tags=()), expand)
 
@@ -244,6 +249,7 @@ def prepare(
     used_tags = sorted({
         tag for group in policy.rule_collection_groups for collection in group.rule_collections
         for rule in collection.rules if isinstance(rule, ApplicationRule) for tag in rule.fqdn_tags
+        if tag.lower() not in MANAGED_FQDN_TAGS
     })  # fmt: skip
     if used_tags and expand_tags:
         notes.append(

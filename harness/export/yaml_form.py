@@ -60,6 +60,8 @@ def policy_to_mapping(policy: Policy) -> dict[str, Any]:
     }
     if policy.fqdn_tags:
         mapping["fqdn_tags"] = {tag: list(fqdns) for tag, fqdns in policy.fqdn_tags}
+    if policy.service_tags:
+        mapping["service_tags"] = {tag: list(prefixes) for tag, prefixes in policy.service_tags}
     return mapping
 
 

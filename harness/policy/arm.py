@@ -1,12 +1,25 @@
-"""Azure's own policy formats to the model: ARM templates, az CLI output, classic firewalls.
+"""Azure's own policy formats to the model: ARM templates (and compiled Bicep), az CLI output,
+classic firewalls.
 
 Accepted (`harness.policy.load.load_policy` detects them):
 
-- An ARM template (`resources` as a list, or languageVersion 2.0's mapping of symbolic names)
-  holding `Microsoft.Network/firewallPolicies/ruleCollectionGroups` resources, at the top level
-  or as children in a firewallPolicies resource's own `resources`. The policy's name is the
-  firewallPolicies name (the part before `/` in a group's name) when it resolves, else the
-  file's stem. Groups of more than one policy in one file are refused.
+- An ARM template (`resources` as a list, or languageVersion 2.0's mapping of symbolic names),
+  evaluated as Azure deploys it, but only as far as the policy needs: the resources of types
+  `Microsoft.Network/firewallPolicies`, `.../firewallPolicies/ruleCollectionGroups`,
+  `Microsoft.Network/ipGroups` and `Microsoft.Network/azureFirewalls`, and the nested
+  `Microsoft.Resources/deployments` (Bicep modules) whose inline template holds one of them.
+  Every other resource is never evaluated, so a copy loop of public IPs or a `reference()` in a
+  VM's properties cannot stop the load. For the policy's resources: `condition`, resource copy
+  loops (`copy: {name, count}` with `copyIndex()`), property and variable copy loops
+  (`copy: [{name, count, input}]`), `existing: true` (a resource that is referenced, not
+  deployed), child resources, and nested deployments with `expressionEvaluationOptions.scope`
+  `inner` (the module's own parameters, given by the outer template) or `outer` (the default:
+  the outer template's parameters and variables). Expressions: `harness.policy.arm_expr`.
+- Parameters get their values from `PolicyOptions.parameters` (`--parameters`, as `az
+  deployment group create` takes them: a parameters file, `@file`, `KEY=VALUE`, later ones
+  win), else their `defaultValue`; `nullable` parameters default to null. Parameters left
+  without a value are one error naming every one of them. A value for a parameter the template
+  does not declare is an error at that value.
 - `az network firewall policy rule-collection-group show` output (`name`, `priority`,
   `ruleCollections` at the top, no `properties`), a list of them (`... list`), or a bare list of
   ruleCollectionGroups resources (`{name, properties: {priority, ruleCollections}}`).
@@ -16,18 +29,14 @@ Accepted (`harness.policy.load.load_policy` detects them):
   `ClassicApplicationRuleCollections` (priority 300), so their priorities stay unique per group
   and the decider's network-then-application passes keep classic's order.
 
-Not simulated, loaded as nothing: DNAT collections (`FirewallPolicyNatRuleCollection`, classic
-`natRuleCollections`): they translate inbound traffic and decide no egress.
+The policy's name is the firewallPolicies resource's (deployed or `existing`), else the part
+before `/` in a group's name, else the file's stem. Groups of more than one policy in one file
+are refused. `sourceIpGroups` and `destinationIpGroups` name ipGroups resources of the same
+deployment (by resource id or name); they resolve to that resource's `properties.ipAddresses`.
 
-ARM expressions are evaluated where the template itself defines the answer: `parameters()`
-with a `defaultValue`, `variables()`, string literals, numbers, `format`, `concat`, `string`,
-`toLower`, `toUpper`, `replace`, `split`, `first`, `last`, `createArray`, `int`, `resourceId`,
-and `.property` / `[index]` access. Anything else (`reference()`, `resourceGroup()`, a parameter
-without a default) is an InputError naming what could not be resolved. `sourceIpGroups` and
-`destinationIpGroups` name `Microsoft.Network/ipGroups` resources of the same template
-(`[resourceId('Microsoft.Network/ipGroups', 'name')]` or a literal id); they resolve to that
-resource's `properties.ipAddresses`. Microsoft-managed FQDN tags (`fqdnTags`) cannot be
-resolved: their contents are unpublished.
+DNAT collections (`FirewallPolicyNatRuleCollection`, classic `natRuleCollections`) are
+checked and reported in `Policy.warnings` as inbound and not simulated; they decide no egress.
+Microsoft-managed FQDN tags are warnings too (see `harness.policy.checks`).
 
 JSON files keep line numbers (`harness.yamlio.load_json_text`); key paths are the JSON's own,
 e.g. `resources[2].properties.ruleCollections[0].priority`.
@@ -37,13 +46,21 @@ from __future__ import annotations
 
 __all__ = ["looks_like_arm", "policy_from_arm"]
 
+import difflib
+import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.errors import InputError
-from harness.policy.load import (
+from harness.policy.arm_expr import (
+    DeploymentContext,
+    Evaluator,
+    ExpressionError,
+    Scope,
+)
+from harness.policy.checks import (
     ARM,
     CLASSIC_APPLICATION,
     CLASSIC_NETWORK,
@@ -71,11 +88,21 @@ RULE_COLLECTION_GROUPS = "microsoft.network/firewallpolicies/rulecollectiongroup
 FIREWALL_POLICIES = "microsoft.network/firewallpolicies"
 IP_GROUPS = "microsoft.network/ipgroups"
 AZURE_FIREWALLS = "microsoft.network/azurefirewalls"
+DEPLOYMENTS = "microsoft.resources/deployments"
+_POLICY_TYPES = frozenset({RULE_COLLECTION_GROUPS, FIREWALL_POLICIES, IP_GROUPS, AZURE_FIREWALLS})
 CLASSIC_NETWORK_GROUP = ("ClassicNetworkRuleCollections", 200)
 CLASSIC_APPLICATION_GROUP = ("ClassicApplicationRuleCollections", 300)
+MAX_COPY_COUNT = 800  # ARM's own limit for one copy loop
+MAX_REFERENCE_DEPTH = 50  # parameters and variables that refer to each other, in a chain
 
-_FIX_UNRESOLVED = "give the parameter a defaultValue, or edit the value into the file"
-_FIX_EXPRESSION = "edit the resolved value into the file"
+# Keys an ARM resource may carry (ARM's resource schema); others on a policy resource are typos.
+_RESOURCE_KEYS = (
+    "type", "apiVersion", "name", "location", "tags", "properties", "dependsOn", "condition",
+    "copy", "comments", "sku", "kind", "identity", "zones", "scope", "existing", "resources",
+    "plan", "managedBy", "extendedLocation", "metadata", "parent", "import", "asserts",
+    "subscriptionId", "resourceGroup", "etag", "id",
+)  # fmt: skip
+_RESOURCE_KEYS_LOWER = {key.lower(): key for key in _RESOURCE_KEYS}
 
 
 def _get(node: Node, key: str) -> Node | None:
@@ -101,274 +128,214 @@ def looks_like_arm(value: dict[Any, Any]) -> bool:
     )  # fmt: skip
 
 
-# --- ARM expressions -----------------------------------------------------------------------
-
-_TOKEN = re.compile(
-    r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<punct>[(),.\[\]]))"
-)
-_FORMAT_ITEM = re.compile(r"\{\{|\}\}|\{(\d+)(?:,[^}:]*)?(?::[^}]*)?\}")
-
-
-class _Unresolved(Exception):
-    """Why an expression has no value here; becomes an InputError at the node that used it."""
-
-    def __init__(self, problem: str, fix: str) -> None:
-        super().__init__(problem)
-        self.problem, self.fix = problem, fix
+def _plain(value: Any) -> Any:
+    """A value from another file without its marks, so errors point at the expression that
+    used it rather than at a line of the wrong file."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
-# A name part the template cannot resolve: lenient evaluation (resource names) puts this in
-# place of the value, so `format('{0}/{1}', parameters('p'), 'G')` still yields the group `G`.
-_HOLE = "\x00"
+# --- parameter values ----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
+class GivenValue:
+    """A parameter's value from outside the template: `--parameters` or a nested deployment's
+    `properties.parameters`. `text` values (KEY=VALUE) are typed by the parameter's declared
+    type; `thunk` values are evaluated only when the template asks for them."""
+
+    node: Node | None = None  # where it was given, for errors
+    value: Any = None
+    text: str | None = None
+    thunk: Callable[[], Any] | None = None
+
+
+_TYPES = {
+    "string": str, "securestring": str, "int": int, "bool": bool, "array": list,
+    "object": dict, "secureobject": dict,
+}  # fmt: skip
+
+
 class _Template:
-    parameters: Node | None
-    variables: Node | None
-    depth: int = 0
+    """One template's parameters and variables in one deployment: each evaluated once."""
 
-    def resolve(self, node: Node) -> Node:
-        """`node` with every expression in its value evaluated; marks kept where they exist."""
-        return node.with_value(self._resolve(node))
-
-    def _resolve(self, node: Node) -> Any:
-        value = node.value
-        if isinstance(value, str):
-            if value.startswith("[[") or not (value.startswith("[") and value.endswith("]")):
-                return value[1:] if value.startswith("[[") else value
-            try:
-                result = self.evaluate(value, lenient=False)
-            except _Unresolved as unresolved:
-                raise node.error(unresolved.problem, unresolved.fix) from None
-            if isinstance(result, dict | list):
-                self.depth += 1
+    def __init__(
+        self,
+        loader: _Loader,
+        root: Node,
+        given: Mapping[str, GivenValue],
+        where: str,
+    ) -> None:
+        self.loader, self.root = loader, root
+        self.parameters = _get(root, "parameters")
+        self.variables = _get(root, "variables")
+        self.written_given = dict(given)
+        self.given = {name.lower(): value for name, value in given.items()}
+        self._values: dict[tuple[str, str], Any] = {}
+        self._pending: list[tuple[str, str]] = []
+        self.scope = Scope(self.parameter, self.variable)
+        self._check_parameters(where)
+        for name, value in self.written_given.items():
+            if value.thunk is None:  # given as data: typed and checked now, as Azure does
                 try:
-                    if self.depth > 20:
-                        raise node.error("expressions nest too deeply", _FIX_EXPRESSION)
-                    return self._resolve(node.with_value(result))
-                finally:
-                    self.depth -= 1
-            return result
-        if isinstance(value, dict):
-            resolved = MarkedDict()
-            if isinstance(value, MarkedDict):
-                resolved.start, resolved.key_marks = value.start, value.key_marks
-            for key, child in node.items():
-                resolved[key] = self._resolve(child)
-            return resolved
-        if isinstance(value, list):
-            items = MarkedList()
-            if isinstance(value, MarkedList):
-                items.start, items.item_marks = value.start, value.item_marks
-            items.extend(self._resolve(child) for child in node.elements())
-            return items
-        return value
+                    self.parameter(name)
+                except ExpressionError as error:
+                    raise (value.node or root).error(error.problem, error.fix) from None
 
-    def name_of(self, node: Node) -> str:
-        """A resource's name, with unresolvable parts left as holes (see `_HOLE`)."""
-        if not isinstance(node.value, str):
-            raise node.error(f"a resource name must be a string, not {node.value!r}", "name it")
-        text = node.value
-        if text.startswith("[") and text.endswith("]") and not text.startswith("[["):
-            try:
-                result = self.evaluate(text, lenient=True)
-            except _Unresolved as unresolved:
-                raise node.error(unresolved.problem, unresolved.fix) from None
-            return str(result)
-        return text[1:] if text.startswith("[[") else text
+    def _declared(self) -> Iterator[tuple[str, Node]]:
+        if self.parameters is not None:
+            for name, node in self.parameters.items():
+                if isinstance(name, str):
+                    yield name, node
 
-    def evaluate(self, text: str, *, lenient: bool) -> Any:
-        self.depth += 1
-        try:
-            if self.depth > 20:
-                raise _Unresolved(
-                    f"{text!r}: parameters or variables refer to each other", _FIX_EXPRESSION
+    def _check_parameters(self, where: str) -> None:
+        declared = {name.lower(): name for name, _ in self._declared()}
+        for name, given in self.written_given.items():
+            if name.lower() not in declared:
+                shown = ", ".join(n for n, _ in self._declared()) or "none"
+                message = f"{where} declares no parameter {name!r} (its parameters: {shown})"
+                near = difflib.get_close_matches(name, list(declared.values()), n=1, cutoff=0.6)
+                fix = f"did you mean {near[0]!r}?" if near else "remove it, or fix its name"
+                if given.node is not None:
+                    raise given.node.error(message, fix)
+                raise InputError(message, key_path="--parameters", fix=fix)
+        for name, node in self._declared():
+            if not isinstance(node.value, dict):
+                raise node.error(
+                    f"parameter {name!r} must be declared as a mapping, not {node.value!r}",
+                    '"name": {"type": "string"}',
                 )
-            return _Parser(text[1:-1], self, lenient).parse()
+        missing: list[str] = []
+        first: Node | None = None
+        for name, node in self._declared():
+            if name.lower() in self.given or not isinstance(node.value, dict):
+                continue
+            if _get(node, "defaultValue") is None and "defaultvalue" not in {
+                str(k).lower() for k in node.value
+            }:
+                nullable = _get(node, "nullable")
+                if not (nullable is not None and nullable.value is True):
+                    line = f" (line {node.mark[0]})" if node.mark else ""
+                    missing.append(f"{name}{line}")
+                    first = first or node
+        if missing:
+            at = first or self.root
+            raise at.error(
+                f"{where}: {len(missing)} required parameter(s) have no value: "
+                + ", ".join(missing),
+                "give them, as az deployment takes them: --parameters main.parameters.json,"
+                " or --parameters NAME=VALUE for each",
+            )
+
+    def _enter(self, key: tuple[str, str]) -> None:
+        if key in self._pending:
+            chain = " -> ".join(f"{kind}('{name}')" for kind, name in self._pending + [key])
+            raise ExpressionError(f"{chain} refer to each other in a loop", "break the loop")
+        if len(self._pending) >= MAX_REFERENCE_DEPTH:
+            raise ExpressionError(
+                f"over the harness's limit of {MAX_REFERENCE_DEPTH} parameters and variables"
+                " referring to each other in one chain",
+                "simplify the template",
+            )
+        self._pending.append(key)
+
+    def parameter(self, name: str) -> Any:
+        key = ("parameters", name.lower())
+        if key in self._values:
+            return self._values[key]
+        definition = _get(self.parameters, name) if self.parameters is not None else None
+        if definition is None:
+            raise ExpressionError(
+                f"cannot resolve parameters('{name}'): the template does not declare it",
+                "declare it under parameters, or fix its name",
+            )
+        self._enter(key)
+        try:
+            value = self._parameter_value(name, definition)
         finally:
-            self.depth -= 1
+            self._pending.pop()
+        self._values[key] = value
+        return value
 
-    def _value_of(self, table: Node | None, kind: str, name: str, lenient: bool) -> Any:
-        entry = _get(table, name) if table is not None else None
-        if entry is None:
-            if lenient:
-                return _HOLE
-            raise _Unresolved(
-                f"cannot resolve {kind}('{name}'): the template does not define it",
-                f"define it under {kind}, or edit the value into the file",
-            )
-        if kind == "parameters":
-            default = _get(entry, "defaultValue")
+    def _parameter_value(self, name: str, definition: Node) -> Any:
+        type_node = _get(definition, "type")
+        declared = type_node.value.lower() if type_node and isinstance(type_node.value, str) else ""
+        given = self.given.get(name.lower())
+        if given is None:
+            default = _get(definition, "defaultValue")
             if default is None:
-                if lenient:
-                    return _HOLE
-                raise _Unresolved(
-                    f"cannot resolve parameters('{name}'): the parameter has no defaultValue",
-                    _FIX_UNRESOLVED,
-                )
-            entry = default
-        value = entry.value
-        if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
-            return self.evaluate(value, lenient=lenient)
-        return value
-
-    def parameter(self, name: str, lenient: bool) -> Any:
-        return self._value_of(self.parameters, "parameters", name, lenient)
-
-    def variable(self, name: str, lenient: bool) -> Any:
-        return self._value_of(self.variables, "variables", name, lenient)
-
-
-def _format(template: str, *args: Any) -> str:
-    def item(match: re.Match[str]) -> str:
-        if match.group(0) in ("{{", "}}"):
-            return match.group(0)[0]
-        index = int(match.group(1))
-        if index >= len(args):
-            raise _Unresolved(f"format({template!r}) has no argument {index}", _FIX_EXPRESSION)
-        return _text(args[index])
-
-    return _FORMAT_ITEM.sub(item, template)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    return str(value)
-
-
-def _concat(*args: Any) -> Any:
-    if args and all(isinstance(arg, list) for arg in args):
-        return [item for arg in args for item in arg]
-    return "".join(_text(arg) for arg in args)
-
-
-def _resource_id(*args: Any) -> str:
-    texts = [_text(arg) for arg in args]
-    type_index = next((i for i, t in enumerate(texts) if "." in t and "/" in t), None)
-    if type_index is None:
-        raise _Unresolved(f"resourceId({', '.join(texts)}) names no resource type", _FIX_EXPRESSION)
-    namespace, *types = texts[type_index].split("/")
-    names = texts[type_index + 1 :]
-    path = "/".join(f"{kind}/{name}" for kind, name in zip(types, names, strict=False))
-    return f"/providers/{namespace}/{path}"
-
-
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "format": _format,
-    "concat": _concat,
-    "string": _text,
-    "tolower": lambda value: _text(value).lower(),
-    "toupper": lambda value: _text(value).upper(),
-    "replace": lambda value, old, new: _text(value).replace(_text(old), _text(new)),
-    "split": lambda value, separator: _text(value).split(_text(separator)),
-    "first": lambda value: value[0],
-    "last": lambda value: value[-1],
-    "createarray": lambda *values: list(values),
-    "int": int,
-    "resourceid": _resource_id,
-    "true": lambda: True,
-    "false": lambda: False,
-}
-_SUPPORTED = "parameters() with a defaultValue, variables(), format(), concat() and resourceId()"
-
-
-class _Parser:
-    def __init__(self, text: str, template: _Template, lenient: bool) -> None:
-        self.text, self.template, self.lenient = text, template, lenient
-        self.tokens: list[tuple[str, str]] = []
-        position = 0
-        while position < len(text):
-            if not text[position:].strip():
-                break
-            match = _TOKEN.match(text, position)
-            if match is None:
-                raise _Unresolved(f"cannot parse the expression [{text}]", _FIX_EXPRESSION)
-            kind = match.lastgroup or ""
-            self.tokens.append((kind, match.group(kind)))
-            position = match.end()
-        self.position = 0
-
-    def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.position] if self.position < len(self.tokens) else None
-
-    def take(self, expected: str | None = None) -> tuple[str, str]:
-        token = self.peek()
-        if token is None or (expected is not None and token[1] != expected):
-            raise _Unresolved(f"cannot parse the expression [{self.text}]", _FIX_EXPRESSION)
-        self.position += 1
-        return token
-
-    def parse(self) -> Any:
-        value = self.expression()
-        if self.peek() is not None:
-            raise _Unresolved(f"cannot parse the expression [{self.text}]", _FIX_EXPRESSION)
-        return value
-
-    def expression(self) -> Any:
-        kind, text = self.take()
-        if kind == "string":
-            value: Any = text[1:-1].replace("''", "'")
-        elif kind == "number":
-            value = int(text)
-        elif kind == "name":
-            value = self.call(text)
+                return None  # nullable, or a null default
+            return self.loader.value(default, self.scope)
+        if given.thunk is not None:
+            value = given.thunk()
+        elif given.text is not None:
+            value = given.text
+            if declared in ("int", "bool", "array", "object", "secureobject"):
+                try:
+                    value = json.loads(given.text)
+                except (json.JSONDecodeError, RecursionError):
+                    raise InputError(
+                        f"parameter {name!r} is of type {declared}; {given.text!r} is not one",
+                        key_path="--parameters",
+                        fix=f"write e.g. {name}="
+                        + {"int": "300", "bool": "true", "array": "'[\"a\"]'"}.get(
+                            declared, "'{}'"
+                        ),
+                    ) from None
         else:
-            raise _Unresolved(f"cannot parse the expression [{self.text}]", _FIX_EXPRESSION)
-        while (token := self.peek()) is not None and token[1] in (".", "["):
-            self.take()
-            if token[1] == ".":
-                value = self.member(value, self.take()[1])
-            else:
-                index = self.expression()
-                self.take("]")
-                value = self.member(value, index)
+            value = _plain(given.value)
+        expected = _TYPES.get(declared)
+        if expected is not None and value is not None:
+            wrong = not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+            if wrong:
+                problem = f"parameter {name!r} is of type {declared}, the value given is not"
+                if given.node is not None:
+                    raise given.node.error(problem, f"give a {declared}")
+                raise InputError(problem, key_path="--parameters", fix=f"give a {declared}")
+        allowed = _get(definition, "allowedValues")
+        # For an array parameter, allowedValues constrains each item (ARM's rule).
+        items = value if isinstance(value, list) and declared == "array" else [value]
+        if (
+            allowed is not None
+            and isinstance(allowed.value, list)
+            and any(item not in allowed.value for item in items)
+        ):
+            problem = f"parameter {name!r}: {value!r} is not one of its allowedValues"
+            if given.node is not None:
+                raise given.node.error(problem, f"give one of {_plain(allowed.value)}")
+            raise InputError(problem, key_path="--parameters", fix="give an allowed value")
         return value
 
-    def call(self, name: str) -> Any:
-        self.take("(")
-        args = []
-        if self.peek() is not None and self.peek()[1] != ")":  # type: ignore[index]
-            args.append(self.expression())
-            while self.peek() is not None and self.peek()[1] == ",":  # type: ignore[index]
-                self.take(",")
-                args.append(self.expression())
-        self.take(")")
-        function = name.lower()
-        if function in ("parameters", "variables"):
-            if len(args) != 1 or not isinstance(args[0], str):
-                raise _Unresolved(f"{name}() takes one name", _FIX_EXPRESSION)
-            if function == "parameters":
-                return self.template.parameter(args[0], self.lenient)
-            return self.template.variable(args[0], self.lenient)
-        implementation = _FUNCTIONS.get(function)
-        if implementation is None:
-            if self.lenient:
-                return _HOLE
-            raise _Unresolved(
-                f"cannot evaluate {name}() in [{self.text}]: the harness resolves only {_SUPPORTED}"
-                " from the template itself",
-                _FIX_EXPRESSION,
-            )
+    def variable(self, name: str) -> Any:
+        key = ("variables", name.lower())
+        if key in self._values:
+            return self._values[key]
+        node = _get(self.variables, name) if self.variables is not None else None
+        self._enter(key)
         try:
-            return implementation(*args)
-        except (TypeError, ValueError, IndexError) as error:
-            raise _Unresolved(
-                f"cannot evaluate {name}() in [{self.text}]: {error}", _FIX_EXPRESSION
-            ) from None
+            if node is None:
+                value = self._copied_variable(name)
+            else:
+                value = self.loader.value(node, self.scope)
+        finally:
+            self._pending.pop()
+        self._values[key] = value
+        return value
 
-    def member(self, value: Any, key: Any) -> Any:
-        if isinstance(value, dict) and isinstance(key, str):
-            for written in value:
-                if isinstance(written, str) and written.lower() == key.lower():
-                    return value[written]
-        if isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
-            return value[key]
-        if self.lenient:
-            return _HOLE
-        raise _Unresolved(f"[{self.text}] has no {key!r} to select", _FIX_EXPRESSION)
+    def _copied_variable(self, name: str) -> Any:
+        loops = _get(self.variables, "copy") if self.variables is not None else None
+        if loops is not None and isinstance(loops.value, list):
+            for loop in loops.elements():
+                loop_name = _get(loop, "name")
+                if loop_name is not None and str(loop_name.value).lower() == name.lower():
+                    return self.loader.copy_loop(loop, self.scope)
+        raise ExpressionError(
+            f"cannot resolve variables('{name}'): the template does not define it",
+            "define it under variables, or edit the value into the file",
+        )
 
 
 # --- resources -----------------------------------------------------------------------------
@@ -378,63 +345,319 @@ class _Parser:
 class _Resource:
     node: Node  # the resource mapping
     type: str  # full type, lower case
-    name: str  # full name (`policy/group`), holes where unresolvable
+    name: str  # full name (`policy/group`)
     name_node: Node
+    template: _Template
+    scope: Scope
+    existing: bool = False
 
 
-def _resources(node: Node | None, template: _Template, parent: _Resource | None) -> list[_Resource]:
-    """Every resource of a template, children of nested `resources` included, full type and name."""
-    if node is None:
-        return []
-    if isinstance(node.value, dict):
-        items = [child for _, child in node.items()]
-    elif isinstance(node.value, list):
-        items = list(node.elements())
-    else:
-        raise node.error("resources must be a list of resources", "")
-    found = []
-    for item in items:
-        if not isinstance(item.value, dict):
-            continue
-        type_node, name_node = _get(item, "type"), _get(item, "name")
-        if type_node is None or not isinstance(type_node.value, str) or name_node is None:
-            continue
-        kind = type_node.value.lower()
-        name = template.name_of(name_node)
-        if parent is not None:
-            # A child may say `ruleCollectionGroups` and `G` for the full type and name.
-            if "/" not in kind:
-                kind = f"{parent.type}/{kind}"
-            if name.count("/") < kind.count("/") - 1:
+@dataclass
+class _Loader:
+    """One load of one template: the evaluator, its step budget and what it found."""
+
+    context: DeploymentContext
+    evaluator: Evaluator = field(init=False)
+    warnings: list[str] = field(default_factory=list)
+    resources: list[_Resource] = field(default_factory=list)
+    _relevant: dict[int, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.evaluator = Evaluator(self.context)
+
+    # evaluation --------------------------------------------------------------------------
+
+    def value(self, node: Node, scope: Scope) -> Any:
+        """`node`'s value with every expression and property copy loop evaluated; mappings and
+        lists written in the file stay marked, so rule errors point at their lines. Subtrees
+        without expressions are returned as they are, not copied."""
+        return self._value(node.value, node, (), scope)
+
+    def _value(self, value: Any, base: Node, where: tuple[Any, ...], scope: Scope) -> Any:
+        # `base` and the keys in `where` say where `value` is; its Node is built only for an
+        # error or a copy loop (building one per value costs more than the evaluation).
+        if isinstance(value, str):
+            if value[:1] != "[":
+                return value
+            if value.startswith("[["):
+                return value[1:]
+            if not value.endswith("]"):
+                return value
+            try:
+                return self.evaluator.evaluate(value, scope)
+            except ExpressionError as error:
+                raise _node_at(base, where).error(error.problem, error.fix) from None
+            except RecursionError:
+                raise _node_at(base, where).error(
+                    "over the harness's limit of nesting: expressions refer to each other too"
+                    " deeply",
+                    "simplify the template",
+                ) from None
+        if isinstance(value, dict):
+            changed = False
+            items: list[tuple[Any, Any]] = []
+            copies = None
+            for key, child in value.items():
+                if isinstance(key, str) and isinstance(child, list) and key.lower() == "copy":
+                    copies = key
+                    changed = True
+                    continue
+                resolved = self._value(child, base, (*where, key), scope)
+                changed = changed or resolved is not child
+                items.append((key, resolved))
+            if not changed:
+                return value
+            result = MarkedDict(items)
+            if isinstance(value, MarkedDict):
+                result.start, result.key_marks = value.start, dict(value.key_marks)
+            if copies is not None:
+                for loop in _node_at(base, (*where, copies)).elements():
+                    loop_name = _get(loop, "name")
+                    if loop_name is None or not isinstance(loop_name.value, str):
+                        raise loop.error("a property copy loop needs a name", "name it")
+                    result[loop_name.value] = self.copy_loop(loop, scope)
+                    result.key_marks[loop_name.value] = loop.mark or (0, 0)
+            return result
+        if isinstance(value, list):
+            resolved_items = [
+                self._value(item, base, (*where, index), scope) for index, item in enumerate(value)
+            ]
+            if all(a is b for a, b in zip(resolved_items, value, strict=True)):
+                return value
+            result_list = MarkedList(resolved_items)
+            if isinstance(value, MarkedList):
+                result_list.start, result_list.item_marks = value.start, list(value.item_marks)
+            return result_list
+        return value
+
+    def resolve(self, node: Node, scope: Scope) -> Node:
+        return node.with_value(self.value(node, scope))
+
+    def count(self, loop: Node, scope: Scope) -> int:
+        count_node = _get(loop, "count")
+        if count_node is None:
+            raise loop.error("the copy loop has no count", 'add "count": 2')
+        count = self.value(count_node, scope)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise count_node.error(f"a copy count must be a whole number >= 0, not {count!r}")
+        if count > MAX_COPY_COUNT:
+            raise count_node.error(
+                f"copy count {count} is over ARM's limit of {MAX_COPY_COUNT}", "split the loop"
+            )
+        return count
+
+    def copy_loop(self, loop: Node, scope: Scope) -> list[Any]:
+        name_node, input_node = _get(loop, "name"), _get(loop, "input")
+        if input_node is None:
+            raise loop.error("the copy loop has no input", "add the input each copy gets")
+        name = name_node.value if name_node is not None else None
+        items = MarkedList()
+        items.start = loop.mark
+        for index in range(self.count(loop, scope)):
+            items.append(self.value(input_node, scope.with_copy(name, index)))
+            items.item_marks.append(input_node.mark or (0, 0))
+        return items
+
+    # resources ---------------------------------------------------------------------------
+
+    def mentions_policy(self, node: Node | None) -> bool:
+        """Whether a resource list (with nested templates) names a policy resource type at all,
+        read without evaluating anything."""
+        if node is None:
+            return False
+        key = id(node.value)
+        if key not in self._relevant:
+            self._relevant[key] = _mentions_policy_type(node.value)
+        return self._relevant[key]
+
+    def walk(
+        self, resources: Node | None, template: _Template, scope: Scope,
+        parent: _Resource | None = None,
+    ) -> None:  # fmt: skip
+        if resources is None:
+            return
+        if isinstance(resources.value, dict):
+            items = [child for _, child in resources.items()]
+        elif isinstance(resources.value, list):
+            items = list(resources.elements())
+        else:
+            raise resources.error("resources must be a list (or languageVersion 2.0's mapping)")
+        for item in items:
+            if not isinstance(item.value, dict):
+                raise item.error("a resource must be a mapping", "write the resource's keys")
+            type_node = _get(item, "type")
+            if type_node is None or not isinstance(type_node.value, str):
+                raise item.error("the resource has no type", 'add e.g. "type": "..."')
+            kind = type_node.value.lower()
+            if parent is not None and "/" not in kind:
+                kind = f"{parent.type}/{kind}"  # a child may say `ruleCollectionGroups`
+            if kind == AZURE_FIREWALLS and not _is_classic(item.value):
+                continue  # a firewall that points at a policy: the policy's resources decide
+            if kind in _POLICY_TYPES:
+                self._policy_resource(item, kind, template, scope, parent)
+            elif kind == DEPLOYMENTS:
+                properties = _get(item, "properties")
+                inner = _get(properties, "template") if properties is not None else None
+                if inner is not None and self.mentions_policy(_get(inner, "resources")):
+                    self._each_copy(item, scope, lambda s, n=item: self._deployment(n, template, s))
+                elif properties is not None and _get(properties, "templateLink") is not None:
+                    self.warnings.append(
+                        f"{item.location}: {item.key_path}: a linked template (templateLink) is"
+                        " not followed; if it defines policy resources, compile it inline"
+                        " (az bicep build) or load it on its own"
+                    )
+            elif self.mentions_policy(_get(item, "resources")):
+                # Only its children matter; they may name their type relative to it.
+                self._each_copy(
+                    item, scope, lambda s, n=item, k=kind: self._children(n, k, template, s)
+                )
+
+    def _children(self, item: Node, kind: str, template: _Template, scope: Scope) -> None:
+        name_node = _get(item, "name")
+        name = self.value(name_node, scope) if name_node is not None else ""
+        holder = _Resource(item, kind, str(name), name_node or item, template, scope)
+        self.walk(_get(item, "resources"), template, scope, holder)
+
+    def _each_copy(self, item: Node, scope: Scope, then: Callable[[Scope], None]) -> None:
+        copy = _get(item, "copy")
+        if copy is None:
+            self._if_condition(item, scope, then)
+            return
+        if not isinstance(copy.value, dict):
+            raise copy.error("a resource copy loop must be a mapping", '"copy": {"name", "count"}')
+        name_node = _get(copy, "name")
+        name = name_node.value if name_node is not None else None
+        for index in range(self.count(copy, scope)):
+            self._if_condition(item, scope.with_copy(name, index, resource=True), then)
+
+    def _if_condition(self, item: Node, scope: Scope, then: Callable[[Scope], None]) -> None:
+        condition = _get(item, "condition")
+        if condition is not None:
+            value = self.value(condition, scope)
+            if not isinstance(value, bool):
+                raise condition.error(f"a condition must be true or false, not {value!r}")
+            if not value:
+                return
+        then(scope)
+
+    def _policy_resource(
+        self, item: Node, kind: str, template: _Template, scope: Scope, parent: _Resource | None
+    ) -> None:
+        type_node = _get(item, "type")
+        written_type = str(type_node.value if type_node is not None else kind).split("/")[-1]
+        for key, child in item.items():
+            if isinstance(key, str) and key.lower() not in _RESOURCE_KEYS_LOWER:
+                near = difflib.get_close_matches(key, _RESOURCE_KEYS, n=1, cutoff=0.6)
+                raise child.error(
+                    f"unknown key {key!r} in a {written_type} resource",
+                    f"did you mean {near[0]!r}?" if near else "remove it",
+                )
+        name_node = _get(item, "name")
+        if name_node is None:
+            raise item.error(
+                "missing required key 'name' (a resource without a name is not deployed)",
+                "add e.g. \"name\": \"[format('{0}/{1}', parameters('policyName'), 'Egress')]\"",
+            )
+
+        def add(copy_scope: Scope) -> None:
+            name = self.value(name_node, copy_scope)
+            if not isinstance(name, str) or not name.strip():
+                raise name_node.error(f"a resource name must be a string, not {name!r}", "name it")
+            if parent is not None and name.count("/") < kind.count("/") - 1:
                 name = f"{parent.name}/{name}"
-        resource = _Resource(item, kind, name, name_node)
-        found.append(resource)
-        found.extend(_resources(_get(item, "resources"), template, resource))
-    return found
+            existing_node = _get(item, "existing")
+            existing = existing_node is not None and self.value(existing_node, copy_scope) is True
+            resource = _Resource(item, kind, name, name_node, template, copy_scope, existing)
+            self.resources.append(resource)
+            self.walk(_get(item, "resources"), template, copy_scope, resource)
+
+        self._each_copy(item, scope, add)
+
+    def _deployment(self, item: Node, outer: _Template, scope: Scope) -> None:
+        properties = _get(item, "properties")
+        assert properties is not None
+        inner_root = _get(properties, "template")
+        assert inner_root is not None
+        options = _get(properties, "expressionEvaluationOptions")
+        scope_node = _get(options, "scope") if options is not None else None
+        name_node = _get(item, "name")
+        shown = name_node.value if name_node is not None else item.key_path
+        if scope_node is None or str(scope_node.value).lower() != "inner":
+            self.walk(_get(inner_root, "resources"), outer, scope)  # outer: the parent's names
+            return
+        given: dict[str, GivenValue] = {}
+        parameters = _get(properties, "parameters")
+        if parameters is not None and isinstance(parameters.value, dict):
+            for name, entry in parameters.items():
+                value_node = _get(entry, "value") if isinstance(entry.value, dict) else None
+                if (
+                    value_node is None
+                    and isinstance(entry.value, dict)
+                    and "value" in {str(k).lower() for k in entry.value}
+                ):
+                    given[name] = GivenValue(entry, value=None)
+                    continue
+                if value_node is None:
+                    given[name] = GivenValue(entry, thunk=_deployment_only(entry, name))
+                    continue
+                given[name] = GivenValue(
+                    entry, thunk=lambda v=value_node, s=scope: self.value(v, s)
+                )
+        template = _Template(self, inner_root, given, f"the nested deployment {shown!r}")
+        self.walk(_get(inner_root, "resources"), template, template.scope)
 
 
-def _hole_problem(node: Node, what: str) -> InputError:
-    text = node.value if isinstance(node.value, str) else ""
-    return node.error(
-        f"cannot resolve the {what} from {text!r}: it uses a parameter without a defaultValue"
-        f" or a function other than {_SUPPORTED}",
-        _FIX_UNRESOLVED,
-    )
+def _node_at(base: Node, where: tuple[Any, ...]) -> Node:
+    node = base
+    for key in where:
+        node = node.child(key)
+    return node
+
+
+def _deployment_only(entry: Node, name: str) -> Callable[[], Any]:
+    def fail() -> Any:
+        raise entry.error(
+            f"parameter {name!r} takes its value from a Key Vault reference, known only during"
+            " a deployment",
+            "give the module a plain value instead",
+        )
+
+    return fail
+
+
+def _mentions_policy_type(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and key.lower() == "type" and isinstance(child, str):
+                    if child.lower() in _POLICY_TYPES or child.lower().startswith(
+                        "microsoft.network/firewallpolicies"
+                    ):
+                        return True
+                    if child.lower() == "rulecollectiongroups":
+                        return True
+                elif isinstance(child, dict | list):
+                    stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(child for child in item if isinstance(child, dict | list))
+    return False
 
 
 class _IpGroups:
-    """The template's ipGroups resources by name; resolves `sourceIpGroups` entries."""
+    """The deployment's ipGroups resources by name; resolves `sourceIpGroups` entries."""
 
-    def __init__(self, resources: list[_Resource], template: _Template) -> None:
-        self.template = template
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
         self.by_name: dict[str, _Resource] = {}
-        for resource in resources:
-            if resource.type == IP_GROUPS and _HOLE not in resource.name:
-                self.by_name[resource.name.rsplit("/", 1)[-1].lower()] = resource
+        for resource in loader.resources:
+            if resource.type == IP_GROUPS:
+                self.by_name.setdefault(resource.name.rsplit("/", 1)[-1].lower(), resource)
         self.cache: dict[str, tuple[str, ...]] = {}
 
     def __call__(self, item: Node) -> tuple[str, ...]:
-        reference = string_of(self.template.resolve(item), "an IP group resource id")
+        reference = string_of(item, "an IP group resource id")
         match = re.search(r"ipgroups/([^/]+)/?$", reference, re.IGNORECASE)
         name = match.group(1) if match else reference
         resource = self.by_name.get(name.lower())
@@ -445,6 +668,12 @@ class _IpGroups:
                 "add its Microsoft.Network/ipGroups resource to the template, or write its"
                 " addresses into the rule",
             )
+        if resource.existing:
+            raise item.error(
+                f"IP group {name!r} is declared `existing`: its addresses live in Azure",
+                "define the ipGroups resource in the template, or write its addresses into the"
+                " rule",
+            )
         if name.lower() not in self.cache:
             properties = _get(resource.node, "properties")
             addresses = _get(properties, "ipAddresses") if properties is not None else None
@@ -452,7 +681,7 @@ class _IpGroups:
                 raise resource.node.error(
                     f"IP group {name!r} has no properties.ipAddresses", "list its addresses"
                 )
-            resolved = self.template.resolve(addresses)
+            resolved = self.loader.resolve(addresses, resource.scope)
             self.cache[name.lower()] = tuple(addresses_of(resolved, service_tags=False))
         return self.cache[name.lower()]
 
@@ -465,9 +694,9 @@ def _arm_group(
     )
     priority_node = required(properties, found, "priority", ARM, '"priority": 300')
     priority = priority_of(priority_node)
-    collections = collections_of(found.get("rule_collections"), context)
     if not name:
         raise name_node.error("the group has no name", "name the group")
+    collections = collections_of(found.get("rule_collections"), replace(context, group=name))
     return node, priority_node, RuleCollectionGroup(name, priority, collections)
 
 
@@ -481,7 +710,7 @@ def _az_group(node: Node, context: Context) -> tuple[Node, Node, RuleCollectionG
     name = string_of(name_node, "a group name").rsplit("/", 1)[-1]
     priority_node = required(node, found, "priority", ARM, '"priority": 300')
     priority = priority_of(priority_node)
-    collections = collections_of(found.get("rule_collections"), context)
+    collections = collections_of(found.get("rule_collections"), replace(context, group=name))
     return node, priority_node, RuleCollectionGroup(name, priority, collections)
 
 
@@ -518,7 +747,7 @@ def _classic_collection(
         priority_node = required(body, found, "priority", dialect, '"priority": 100')
         priority = priority_of(priority_node)
         action = action_of(required(body, found, "action", dialect, '{"type": "Allow"}'), dialect)
-        rules = rules_of(found.get("rules"), context, kind)
+        rules = rules_of(found.get("rules"), replace(context, collection=name), kind)
         return RuleCollection(name, priority, action, rules), priority_node
 
     return parse
@@ -537,12 +766,19 @@ def _classic_groups(
         collections_node = _get(body, key)
         if collections_node is None:
             continue
-        collections = collections_of(
-            collections_node, context_for(dialect), _classic_collection(kind)
-        )
+        context = replace(context_for(dialect), group=group_name)
+        collections = collections_of(collections_node, context, _classic_collection(kind))
         if collections:
             group = RuleCollectionGroup(group_name, priority, collections)
             groups.append((collections_node, collections_node, group))
+    nat = _get(body, "natRuleCollections")
+    if nat is not None and isinstance(nat.value, list) and nat.value:
+        warnings = context_for(CLASSIC_NETWORK).warnings
+        if warnings is not None:
+            warnings.append(
+                f"{nat.location}: {nat.key_path}: {len(nat.value)} classic DNAT rule"
+                " collection(s): inbound, not simulated"
+            )
     return groups
 
 
@@ -556,75 +792,111 @@ def _is_classic(value: Any) -> bool:
     return _is_classic(properties) if isinstance(properties, dict) else False
 
 
-def _template_policy(root: Node, default_name: str) -> Policy:
-    template = _Template(_get(root, "parameters"), _get(root, "variables"))
-    resources = _resources(_get(root, "resources"), template, None)
-    ip_groups = _IpGroups(resources, template)
+@dataclass(frozen=True)
+class ArmInputs:
+    """What a template's deployment gets besides the file: the deployment context, the
+    parameter values, the FQDN tags the user defined, and where warnings go."""
+
+    context: DeploymentContext = field(default_factory=DeploymentContext)
+    parameters: Mapping[str, GivenValue] = field(default_factory=dict)
+    fqdn_tags: frozenset[str] = frozenset()
+    warnings: list[str] | None = None
+
+
+def _template_policy(root: Node, default_name: str, inputs: ArmInputs) -> Policy:
+    loader = _Loader(inputs.context)
+    if inputs.warnings is not None:
+        loader.warnings = inputs.warnings
+    template = _Template(loader, root, inputs.parameters, "the template")
+    loader.walk(_get(root, "resources"), template, template.scope)
+    ip_groups = _IpGroups(loader)
 
     def context_for(dialect: Any) -> Context:
-        return Context(dialect, None, ip_groups, classic=dialect is not ARM)
+        return Context(
+            dialect, inputs.fqdn_tags, ip_groups, classic=dialect is not ARM,
+            warnings=loader.warnings,
+        )  # fmt: skip
 
     entries: list[tuple[Node, Node, RuleCollectionGroup]] = []
     policy_names: dict[str, Node] = {}
     firewall_names: list[str] = []
-    for resource in resources:
-        if copy := _get(resource.node, "copy"):
-            raise copy.error("ARM copy loops are not evaluated", "write the resources out")
-        if resource.type == RULE_COLLECTION_GROUPS:
+    for resource in loader.resources:
+        if resource.type == RULE_COLLECTION_GROUPS and not resource.existing:
             *policy_parts, group_name = resource.name.split("/")
-            if _HOLE in group_name:
-                raise _hole_problem(resource.name_node, "group name")
             policy_name = "/".join(policy_parts)
-            if policy_name and _HOLE not in policy_name:
-                policy_names.setdefault(policy_name, resource.name_node)
+            if policy_name:
+                policy_names.setdefault(policy_name.lower(), resource.name_node)
             properties = _get(resource.node, "properties")
             if properties is None:
                 raise resource.node.error("the group has no properties", "add its properties")
-            properties = template.resolve(properties)
+            properties = loader.resolve(properties, resource.scope)
             entries.append(
                 _arm_group(
                     resource.node, group_name, resource.name_node, properties,
                     context_for(ARM),
                 )
             )  # fmt: skip
-        elif resource.type == AZURE_FIREWALLS and _is_classic(resource.node.value):
-            resolved = template.resolve(_get(resource.node, "properties") or resource.node)
-            entries.extend(_classic_groups(resolved, context_for))
-            if _HOLE not in resource.name:
+        elif resource.type == AZURE_FIREWALLS and not resource.existing:
+            body = _get(resource.node, "properties") or resource.node
+            if _is_classic(body.value):
+                resolved = loader.resolve(body, resource.scope)
+                entries.extend(_classic_groups(resolved, context_for))
                 firewall_names.append(resource.name)
-        elif resource.type == FIREWALL_POLICIES and _HOLE not in resource.name:
-            policy_names.setdefault(resource.name, resource.name_node)
+        elif resource.type == FIREWALL_POLICIES:
+            policy_names.setdefault(resource.name.lower(), resource.name_node)
     if not entries:
         raise root.error(
             "the template holds no Microsoft.Network/firewallPolicies/ruleCollectionGroups"
             " and no azureFirewalls rule collections",
             "load the template that defines the rule collection groups",
         )
-    if len(policy_names) > 1:
-        names = list(policy_names)
-        raise policy_names[names[1]].error(
-            f"the file defines groups of more than one policy ({', '.join(names)})",
+    # A base policy may sit beside the policy the groups belong to: the groups' policy counts.
+    used = {name.lower() for name in _group_policy_names(loader)}
+    names = {key: node for key, node in policy_names.items() if key in used} or policy_names
+    if len(names) > 1:
+        raise list(names.values())[1].error(
+            f"the file defines groups of more than one policy ({', '.join(sorted(names))})",
             "split the file: the harness tests one policy at a time",
         )
+    written = next(
+        (r.name for r in loader.resources
+         if r.type == FIREWALL_POLICIES and r.name.lower() in names),
+        next((n.rsplit("/", 1)[0] for n in _group_policy_names(loader)), None),
+    )  # fmt: skip
     check_groups(entries)
-    name = next(iter(policy_names), None) or (firewall_names[0] if firewall_names else None)
+    name = written or (firewall_names[0] if firewall_names else None)
     return Policy(name or default_name, tuple(group for _, _, group in entries))
 
 
-def policy_from_arm(root: Node, default_name: str) -> Policy:
+def _group_policy_names(loader: _Loader) -> list[str]:
+    return [
+        resource.name.rsplit("/", 1)[0]
+        for resource in loader.resources
+        if resource.type == RULE_COLLECTION_GROUPS and "/" in resource.name
+    ]
+
+
+def policy_from_arm(root: Node, default_name: str, inputs: ArmInputs | None = None) -> Policy:
     """Any of the module docstring's forms, already parsed into marked data."""
+    inputs = inputs or ArmInputs()
     value = root.value
     if isinstance(value, dict) and _get(root, "resources") is not None:
-        return _template_policy(root, default_name)
-    template = _Template(None, None)
-    ip_groups = _IpGroups([], template)
-    context = Context(ARM, None, ip_groups)
+        try:
+            return _template_policy(root, default_name, inputs)
+        except ExpressionError as error:  # one not raised at its own node: the file's top
+            raise root.error(error.problem, error.fix) from None
+    loader = _Loader(inputs.context)
+    template = _Template(loader, Node(MarkedDict(), root.path), {}, "the file")
+    ip_groups = _IpGroups(loader)
+
+    def context_for(dialect: Any) -> Context:
+        return Context(
+            dialect, inputs.fqdn_tags, ip_groups, classic=dialect is not ARM,
+            warnings=inputs.warnings,
+        )  # fmt: skip
+
     if isinstance(value, dict) and _is_classic(value):
-
-        def context_for(dialect: Any) -> Context:
-            return Context(dialect, None, ip_groups, classic=True)
-
-        resolved = template.resolve(root)
+        resolved = loader.resolve(root, template.scope)
         entries = _classic_groups(resolved, context_for)
         name_node = _get(root, "name")
         name = (
@@ -647,8 +919,9 @@ def policy_from_arm(root: Node, default_name: str) -> Policy:
         raise root.error("the list holds no rule collection groups", "export them with az")
     entries = []
     policy_name = None
+    context = context_for(ARM)
     for item in items:
-        item = template.resolve(item)
+        item = loader.resolve(item, template.scope)
         policy_name = policy_name or _policy_name_from_id(item)
         properties = _get(item, "properties")
         if properties is not None:

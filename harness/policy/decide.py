@@ -18,8 +18,9 @@ tests/unit/policy/test_decide.py:
    - a source address matches `src_ip` (`*`, an IP, a CIDR or a range `a-b`; IPv4 and IPv6);
    - a destination address matches `dst_ip` (`*`, an IP, a CIDR or a range; `*` matches even
      when the IP is unknown), OR a `destination_fqdns` name equals one of `dst_names` or
-     `host` (case and trailing dot ignored). Service tags (`AzureCloud`, `Storage.WestEurope`,
-     ...) never match: their address lists are Microsoft's and not simulated;
+     `host` (case and trailing dot ignored). A service tag (`AzureCloud`, `Storage.WestEurope`,
+     ...) matches the prefixes `Policy.service_tags` gives it (`--service-tags FILE`, Microsoft's
+     published JSON), and nothing without them;
    - a destination port matches `dst_port` (`"443"`, `"1000-2000"`, `"*"`); ICMP ignores ports.
 4. Application rules apply only to HTTP and HTTPS requests. A rule matches when all hold:
    - one of its protocols is `Http:<dst_port>` for HTTP or `Https:<dst_port>` for HTTPS;
@@ -40,6 +41,7 @@ from __future__ import annotations
 __all__ = ["Decider", "Mode"]
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -84,7 +86,11 @@ class _AddressSet:
 
     __slots__ = ("any", "networks", "ranges")
 
-    def __init__(self, specs: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        specs: tuple[str, ...],
+        service_tags: Callable[[str], tuple[str, ...] | None] | None = None,
+    ) -> None:
         self.any = False
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.ranges: list[tuple[IpAddress, IpAddress]] = []
@@ -101,7 +107,12 @@ class _AddressSet:
                 try:
                     self.networks.append(ipaddress.ip_network(text, strict=False))
                 except ValueError:
-                    pass  # a service tag or garbage: matches nothing (module docstring)
+                    prefixes = service_tags(text) if service_tags is not None else None
+                    for prefix in prefixes or ():  # else matches nothing (module docstring)
+                        try:
+                            self.networks.append(ipaddress.ip_network(prefix, strict=False))
+                        except ValueError:
+                            continue
 
     def contains(self, text: str | None) -> bool:
         if self.any:
@@ -216,7 +227,7 @@ class Decider:
     def _add_network_rule(self, rule: NetworkRule, decision: Decision) -> None:
         compiled = _CompiledNetworkRule(
             source=_source_matcher(rule.source_addresses),
-            destination=_AddressSet(rule.destination_addresses),
+            destination=_AddressSet(rule.destination_addresses, self.policy.service_tag),
             destination_fqdns=frozenset(normalize(name) for name in rule.destination_fqdns),
             ports=_port_ranges(rule.destination_ports),
             decision=decision,

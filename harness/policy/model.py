@@ -100,6 +100,19 @@ class Policy:
     rule_collection_groups: tuple[RuleCollectionGroup, ...] = ()
     # The policy's own FQDN tags: (tag name, fqdn patterns). Azure's own tags are unpublished.
     fqdn_tags: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Service tags the network rules use, with the prefixes `--service-tags FILE` gave them
+    # (Microsoft's published Service Tags JSON): (tag name, CIDRs). A tag not listed matches
+    # nothing. Not part of equality: the rules name tags, the table is the environment's.
+    service_tags: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), compare=False)
+    # What loading noticed and the user must hear (managed FQDN tags, service tags without
+    # prefixes, DNAT collections not simulated): `file:LINE:COL: key.path: message` lines.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def service_tag(self, name: str) -> tuple[str, ...] | None:
+        for tag, prefixes in self.service_tags:
+            if tag.lower() == name.lower():
+                return prefixes
+        return None
 
     def fqdn_tag(self, name: str) -> tuple[str, ...] | None:
         for tag, fqdns in self.fqdn_tags:

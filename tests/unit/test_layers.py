@@ -19,7 +19,9 @@ def _copy_of_tree(tmp_path: Path) -> Path:
     copy = tmp_path / "tree"
     copy.mkdir()
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
-    shutil.copytree(ROOT / "harness", copy / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "harness", copy / "harness", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copytree(ROOT / "addons", copy / "addons", ignore=shutil.ignore_patterns("__pycache__"))
     return copy
 
@@ -29,7 +31,11 @@ def _ruff(tree: Path) -> subprocess.CompletedProcess[str]:
         pytest.fail(f"ruff is not installed beside {sys.executable}; the test extra pins it")
     return subprocess.run(
         [str(RUFF), "check", "--no-cache", "--select", "TID251", "harness", "addons"],
-        check=False, cwd=tree, capture_output=True, text=True, timeout=60,
+        check=False,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -162,13 +162,16 @@ def test_an_unknown_rule_argument_suggests_the_terraform_name(tmp_path: Path) ->
     assert "did you mean 'destination_fqdns'?" in message
 
 
-def test_fqdn_tags_are_refused_as_microsoft_managed(tmp_path: Path) -> None:
+def test_microsoft_managed_fqdn_tags_load_and_define_no_fqdns(tmp_path: Path) -> None:
     text = GROUP.format(
         body=APPLICATION.replace(
             'destination_fqdns = ["*.cdn.test"]', 'destination_fqdn_tags = ["WindowsUpdate"]'
         )
     )
-    assert "FQDN tag 'WindowsUpdate' is Microsoft-managed" in _error(tmp_path, text)
+    policy = import_policy(_write(tmp_path, text))
+    rule = policy.rule_collection_groups[0].rule_collections[0].rules[0]
+    assert isinstance(rule, ApplicationRule) and rule.fqdn_tags == ("WindowsUpdate",)
+    assert policy.fqdn_tag("WindowsUpdate") is None
 
 
 def test_an_unresolvable_expression_names_the_block(tmp_path: Path) -> None:

@@ -199,7 +199,6 @@ def test_language_version_2_templates_with_symbolic_resources_load(tmp_path: Pat
         ("[concat('p/', 'it''s')]", "it's"),
         ("[[not-an-expression]", "[not-an-expression]"),
         ("[concat('p/', last(split(variables('qualified'), '.')))]", "tail"),
-        ("[format('{0}/{1}', parameters('noDefault'), 'Kept')]", "Kept"),
     ],
 )
 def test_group_names_come_from_the_templates_own_expressions(
@@ -207,7 +206,6 @@ def test_group_names_come_from_the_templates_own_expressions(
 ) -> None:
     template = base_template()
     template["variables"] = {"groupName": "FromVariable", "qualified": "a.b.tail"}
-    template["parameters"]["noDefault"] = {"type": "string"}
     template["resources"][0]["name"] = name_expression
     file = tmp_path / "t.json"
     file.write_text(json.dumps(template, indent=2))
@@ -215,13 +213,21 @@ def test_group_names_come_from_the_templates_own_expressions(
     assert load_policy(file).rule_collection_groups[0].name == group_name
 
 
-def test_a_policy_name_that_does_not_resolve_falls_back_to_the_file_stem(tmp_path: Path) -> None:
+def test_every_required_parameter_without_a_value_is_named_in_one_error(tmp_path: Path) -> None:
     template = base_template()
     template["parameters"]["policyName"] = {"type": "string"}
+    template["parameters"]["adminPassword"] = {"type": "securestring"}
+    template["parameters"]["tags"] = {"type": "object", "nullable": True}
     file = tmp_path / "unnamed.json"
     file.write_text(json.dumps(template, indent=2))
 
-    assert load_policy(file).name == "unnamed"
+    with pytest.raises(InputError) as caught:
+        load_policy(file)
+
+    message = str(caught.value)
+    assert "2 required parameter(s) have no value: policyName (line 5), adminPassword" in message
+    assert "tags" not in message.split(";")[0]  # nullable: null is its value
+    assert "--parameters main.parameters.json" in message
 
 
 # --- bad inputs ----------------------------------------------------------------------------
@@ -348,20 +354,22 @@ ARM_CASES = [
     ("parameter-without-default",
      lambda t: (t["parameters"].update(prio={"type": "int"}),
                 group_properties(t).update(priority="[parameters('prio')]")),
-     "[parameters('prio')]", f"{RG}.priority",
-     ("cannot resolve parameters('prio'): the parameter has no defaultValue; give the"
-      " parameter a defaultValue, or edit the value into the file")),
+     '"prio"', "parameters.prio",
+     ("the template: 1 required parameter(s) have no value: prio (line 9); give them, as az"
+      " deployment takes them: --parameters main.parameters.json")),
     ("undefined-variable", set_in(app_rule, "sourceAddresses", ["[variables('subnet')]"]),
      "[variables('subnet')]", f"{APP}.sourceAddresses[0]",
      "cannot resolve variables('subnet'): the template does not define it"),
     ("reference-function",
      set_in(app_rule, "sourceAddresses",
             ["[reference(resourceId('Microsoft.Network/virtualNetworks', 'v')).addressSpace]"]),
-     "[reference(", f"{APP}.sourceAddresses[0]", "cannot evaluate reference()"),
+     "[reference(", f"{APP}.sourceAddresses[0]",
+     "reference() has a value only during a deployment in Azure"),
     ("group-name-unresolvable",
      lambda t: t["resources"][0].update(name="[concat(parameters('policyName'), '/', "
                                              "parameters('groupName'))]"),
-     "parameters('groupName')", "resources[0].name", "cannot resolve the group name"),
+     "parameters('groupName')", "resources[0].name",
+     "cannot resolve parameters('groupName'): the template does not declare it"),
     ("ip-group-not-in-template",
      set_in(app_rule, "sourceIpGroups",
             ["[resourceId('Microsoft.Network/ipGroups', 'ipg-missing')]"]),
@@ -372,9 +380,6 @@ ARM_CASES = [
          destinationIpGroups=["[resourceId('Microsoft.Network/ipGroups', 'ipg-build')]"])),
      '"10.0.0.300"', "resources[1].properties.ipAddresses[1]",
      "'10.0.0.300' is not an IP address"),
-    ("microsoft-fqdn-tag", set_in(app_rule, "fqdnTags", ["WindowsUpdate"]),
-     '"WindowsUpdate"', f"{APP}.fqdnTags[0]",
-     "FQDN tag 'WindowsUpdate' is Microsoft-managed and its FQDNs are unpublished"),
     ("protocol-type", set_in(app_rule, "protocols", [{"protocolType": "Ftp", "port": 21}]),
      '"Ftp"', f"{APP}.protocols[0].protocolType", "protocol type 'Ftp' is not Http or Https"),
     ("protocol-port", set_in(app_rule, "protocols", [{"protocolType": "Https", "port": 64500}]),

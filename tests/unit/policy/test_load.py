@@ -436,10 +436,10 @@ BAD_CASES = [
      HEAD + without(NET_RULE, "destination_addresses").replace(
          "          - rule_type: NetworkRule", "          - rule_type: NetworkRule   # <-"),
      RULE0, "a network rule needs destination addresses or destination FQDNs"),
-    ("unknown-fqdn-tag", rule("fqdn_tags: [AppServiceEnvironment]   # <-"),
+    ("unknown-fqdn-tag", rule("fqdn_tags: [KuduSelfTypo]   # <-"),
      f"{RULE0}.fqdn_tags[0]",
-     ("FQDN tag 'AppServiceEnvironment' is not defined under `fqdn_tags:` (Azure's own tags"
-      " are unpublished")),
+     ("FQDN tag 'KuduSelfTypo' is not defined under `fqdn_tags:` and is not a"
+      " Microsoft-managed tag")),
     ("bad-pattern-in-own-fqdn-tag",
      HEAD + APP_RULE + 'fqdn_tags:\n  Mine: ["good.test", "bad.*"]   # <-\n',
      "fqdn_tags.Mine[1]", "'bad.*' has '*'"),
