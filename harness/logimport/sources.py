@@ -209,14 +209,15 @@ def _csv_rows(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[
         except csv.Error as error:
             yield reader.line_num, Bad(f"not CSV: {error}")
             continue
-        count += 1
-        if not cells:
-            continue
         if len(cells) != width:
-            yield reader.line_num, Bad(f"{len(cells)} cells where the header has {width}")
+            if cells:
+                yield reader.line_num, Bad(f"{len(cells)} cells where the header has {width}")
             continue
-        yield reader.line_num, Row(dict(zip(names, cells, strict=True)), strings=True)
-        _report(progress, tell, count)
+        # An empty cell is an empty column, as in the portal; "None" is only az's.
+        yield reader.line_num, Row(dict(zip(names, cells)))
+        count += 1
+        if progress and not count % 20000:
+            progress(tell())
 
 
 def _object_row(item: Any) -> Item:
