@@ -46,7 +46,15 @@ from harness.logimport.rows import (
     table_event,
     table_of,
 )
-from harness.logimport.sources import FORMATS, Bad, Line, UnknownFormat, detect, stream
+from harness.logimport.sources import (
+    FORMATS,
+    Bad,
+    Line,
+    LocalTimes,
+    UnknownFormat,
+    detect,
+    stream,
+)
 from harness.recording import EVENTS_FILE, Recorder, RecorderError
 
 ORIGIN = "import-logs"
@@ -223,6 +231,10 @@ def import_logs(
             raise InputError(f"no known log format matches: {unknown}",
                              location=Location(str(path)),
                              fix=f"export the rows as one of: {known}") from None  # fmt: skip
+        except LocalTimes as local:
+            raise InputError(str(local), location=Location(str(path)),
+                             fix="export again with the portal's time zone set to UTC (the"
+                                 " `TimeGenerated [UTC]` header)") from None  # fmt: skip
         except OSError as error:
             raise InputError(f"cannot read it: {error.strerror}", location=Location(str(path)),
                              fix="check the path and its permissions") from None  # fmt: skip

@@ -21,7 +21,7 @@ as `Bad(message)` and the stream goes on at the next row.
 
 from __future__ import annotations
 
-__all__ = ["FORMATS", "Bad", "Line", "Row", "UnknownFormat", "detect", "stream"]
+__all__ = ["FORMATS", "Bad", "Line", "LocalTimes", "Row", "UnknownFormat", "detect", "stream"]
 
 import codecs
 import csv
@@ -56,6 +56,10 @@ HEAD = 64 * 1024
 
 class UnknownFormat(ValueError):
     """No known format matches the file; the message says what its start looks like."""
+
+
+class LocalTimes(ValueError):
+    """A portal CSV exported in local time (`TimeGenerated [Local Time]`): no offset to undo."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,10 @@ def detect(path: Path) -> str:
     header = next(csv.reader([first_line]))
     names = {_column_name(name) for name in header}
     if len(header) > 1 and IDENTIFYING_COLUMNS & names:
+        for name in header:
+            zone = name.strip()
+            if _column_name(zone) != zone and not zone.endswith(" [UTC]"):
+                raise LocalTimes(f"the column {zone!r} holds times without an offset")
         return "csv"
     shown = first_line[:80] + ("..." if len(first_line) > 80 else "")
     raise UnknownFormat(f"its first line {shown!r} is neither a CSV header with the tables'"

@@ -321,3 +321,14 @@ def test_a_bad_filter_is_exit_2_naming_the_option(
                  str(tmp_path / "out"), option, value])  # fmt: skip
     assert code == 2
     assert option in capsys.readouterr().err
+
+
+def test_a_portal_csv_in_local_time_is_refused_rather_than_guessed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (EXPORTS / "resource-specific.portal.csv").read_text(encoding="utf-8-sig")
+    local = tmp_path / "local.csv"
+    local.write_text(text.replace("TimeGenerated [UTC]", "TimeGenerated [Local Time]"))
+    assert main(["import-logs", str(local), "-o", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert "TimeGenerated [Local Time]" in message and "UTC" in message
