@@ -332,3 +332,78 @@ def test_a_portal_csv_in_local_time_is_refused_rather_than_guessed(
     assert main(["import-logs", str(local), "-o", str(tmp_path / "out")]) == 2
     message = capsys.readouterr().err
     assert "TimeGenerated [Local Time]" in message and "UTC" in message
+
+
+def test_azfw_json_from_logs_imports_back_to_the_same_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = _import(tmp_path, "resource-specific.api.json")
+    capsys.readouterr()
+    assert main(["logs", str(first), "--format", "azfw-json"]) == 0
+    lines = tmp_path / "azfw.jsonl"
+    lines.write_text(capsys.readouterr().out)
+    again = tmp_path / "again"
+    assert main(["import-logs", str(lines), "-o", str(again)]) == 0
+    fields = ("ts", "kind", "src", "host", "dst", "port", "action", "rule", "azure")
+
+    def view(folder: Path) -> list[tuple]:
+        return [tuple(getattr(event, name) for name in fields) for event in read_events(folder)]
+
+    assert view(again) == view(first)
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["files"][0]["format"] == "json-lines"
+
+
+def test_storage_archive_lines_legacy_and_resource_specific(tmp_path: Path) -> None:
+    archive = tmp_path / "PT1H.json"
+    archive.write_text("\n".join(json.dumps(row) for row in [
+        {"time": "2026-11-28T12:00:01.2340000Z", "resourceId": "/SUBSCRIPTIONS/X",
+         "category": "AzureFirewallApplicationRule", "operationName":
+         "AzureFirewallApplicationRuleLog", "properties": {"msg": KUDU}},
+        {"time": "2026-11-28T12:00:03.4560000Z", "resourceId": "/SUBSCRIPTIONS/X",
+         "category": "AZFWApplicationRule", "operationName": "AzureFirewallApplicationLog",
+         "properties": {"Protocol": "HTTPS", "SourceIp": "10.0.2.254", "SourcePort": 50355,
+                        "DestinationPort": 443, "Fqdn": "oryx-cdn.microsoft.io",
+                        "Action": "Deny", "ActionReason": "Default Action"}},
+    ]) + "\n")  # fmt: skip
+    folder = tmp_path / "out"
+    assert main(["import-logs", str(archive), "-o", str(folder)]) == 0
+    events = read_events(folder)
+    assert [event.azure for event in events] == [KUDU, ORYX]
+    assert [event.ts for event in events] == ["2026-11-28T12:00:01.234Z", "2026-11-28T12:00:03.456Z"]
+
+
+def test_azurediagnostics_rows_from_the_query_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = json.loads((EXPORTS / "azurediagnostics.az.json").read_text())
+    columns = [name for name in rows[0] if name != "TableName"]
+    api = tmp_path / "api.json"
+    api.write_text(json.dumps({"tables": [{
+        "name": "PrimaryResult",
+        "columns": [{"name": name, "type": "string"} for name in columns],
+        "rows": [[row[name] for name in columns] for row in rows],
+    }]}))  # fmt: skip
+    folder = tmp_path / "out"
+    assert main(["import-logs", str(api), "-o", str(folder), "--action", "deny"]) == 0
+    capsys.readouterr()
+    assert main(["logs", str(folder)]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [KUDU, ORYX]
+
+
+def test_pasted_lines_after_their_time(tmp_path: Path) -> None:
+    pasted = tmp_path / "pasted.txt"
+    pasted.write_text(f"2026-11-28T12:00:01.234Z\t{KUDU}\n\n11/28/2026, 12:00:03.456 PM  {ORYX}\n")
+    folder = tmp_path / "out"
+    assert main(["import-logs", str(pasted), "-o", str(folder), "--since", "2026-11-28"]) == 0
+    events = read_events(folder)
+    assert [(event.ts, event.azure) for event in events] == [
+        ("2026-11-28T12:00:01.234Z", KUDU), ("2026-11-28T12:00:03.456Z", ORYX),
+    ]  # fmt: skip
+
+
+def test_the_progress_line_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _import(tmp_path, "seed-deny-lines.txt")
+    assert "importing " in capsys.readouterr().err
