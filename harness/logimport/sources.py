@@ -117,9 +117,15 @@ def detect(path: Path) -> str:
     if not text:
         raise UnknownFormat("the file is empty")
     if text[0] == "[":
+        _check_first_object(text)
         return "json-array"
     if text[0] == "{":
         if _API_START.match(text):
+            rows_at = text.find('"rows"')
+            columns = text[: rows_at if rows_at >= 0 else len(text)]
+            if rows_at >= 0 and not _API_COLUMN.search(columns):
+                raise UnknownFormat("its tables have none of the columns "
+                                    f"{', '.join(sorted(IDENTIFYING_COLUMNS))}")  # fmt: skip
             return "query-api"
         first = text.split("\n", 1)[0].strip()
         try:
@@ -145,6 +151,22 @@ def detect(path: Path) -> str:
     shown = first_line[:80] + ("..." if len(first_line) > 80 else "")
     raise UnknownFormat(f"its first line {shown!r} is neither a CSV header with the tables'"
                         " columns nor an Azure Firewall log line")  # fmt: skip
+
+
+_API_COLUMN = re.compile(r'"name"\s*:\s*"(?:' + "|".join(sorted(IDENTIFYING_COLUMNS)) + ')"')
+
+
+def _check_first_object(text: str) -> None:
+    """A JSON array whose first row (when it fits in the head) has none of our columns is
+    some other export: say so, rather than skip every row."""
+    start = _WHITESPACE.match(text, 1).end()  # type: ignore[union-attr]
+    try:
+        first, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError:
+        return  # a longer first row, or damage: the rows will tell
+    if isinstance(first, dict) and not IDENTIFYING_COLUMNS & first.keys():
+        raise UnknownFormat("its first row has none of the columns "
+                            f"{', '.join(sorted(IDENTIFYING_COLUMNS))}")  # fmt: skip
 
 
 def _column_name(header: str) -> str:

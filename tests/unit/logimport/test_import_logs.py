@@ -407,3 +407,19 @@ def test_the_progress_line_names_the_file(
 ) -> None:
     _import(tmp_path, "seed-deny-lines.txt")
     assert "importing " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("activity.json", '[{"TimeGenerated": "2026-11-28T12:00:00Z", "OperationName": "write"}]'),
+    ("activity-api.json", ('{"tables": [{"name": "PrimaryResult", "columns": [{"name": '
+                          '"OperationName", "type": "string"}], "rows": [["write"]]}]}')),
+    ("notes.txt", "deployment failed again\n"),
+    ("empty.csv", ""),
+])  # fmt: skip
+def test_other_exports_are_exit_2_not_a_recording_of_skipped_rows(
+    name: str, text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["import-logs", str(path), "-o", str(tmp_path / "out")]) == 2
+    assert "no known log format matches" in capsys.readouterr().err
