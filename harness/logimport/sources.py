@@ -275,6 +275,9 @@ def _json_lines(text: IO[str], progress: Progress | None, tell) -> Iterator[tupl
         except json.JSONDecodeError as error:
             yield number, Bad(f"not JSON: {error.msg}")
             continue
+        except RecursionError:
+            yield number, Bad("JSON nested too deeply for a row")
+            continue
         yield number, _object_row(item)
         _report(progress, tell, number)
 
@@ -343,6 +346,8 @@ class _JsonReader:
                 if self._fill():
                     continue
                 raise _Broken(f"not JSON: {error.msg}", self.line) from None
+            except RecursionError:
+                raise _Broken("JSON nested too deeply for a row", self.line) from None
             self._advance(end)
             return item
 

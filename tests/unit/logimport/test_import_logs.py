@@ -423,3 +423,13 @@ def test_other_exports_are_exit_2_not_a_recording_of_skipped_rows(
     path.write_text(text)
     assert main(["import-logs", str(path), "-o", str(tmp_path / "out")]) == 2
     assert "no known log format matches" in capsys.readouterr().err
+
+
+def test_deeply_nested_json_is_an_unreadable_row_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [json.dumps({"msg_s": KUDU}), '{"msg_s": ' + "[" * 100000 + "]" * 100000 + "}"]
+    path = tmp_path / "nested.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["import-logs", str(path), "-o", str(tmp_path / "out")]) == 0
+    assert "skipped 1 unreadable row(s) of 2" in capsys.readouterr().err
