@@ -246,6 +246,7 @@ def import_logs(
     except RecorderError as error:
         raise InputError(str(error), key_path="-o", fix="give a folder you can write") from None
     selector = _Selector(filters)
+    filtering = filters != Filters()
     run = out.name
     results: list[FileResult] = []
     denied = _DeniedFold(candidates)
@@ -271,7 +272,7 @@ def import_logs(
                 except RowError as error:
                     _skip(result, line, str(error))
                     continue
-                if not selector(event):
+                if filtering and not selector(event):
                     result.filtered += 1
                     continue
                 recorder.write(event)

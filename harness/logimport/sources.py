@@ -29,7 +29,6 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,25 +61,33 @@ class LocalTimes(ValueError):
     """A portal CSV exported in local time (`TimeGenerated [Local Time]`): no offset to undo."""
 
 
-@dataclass(frozen=True, slots=True)
+# Plain classes, not frozen dataclasses: one is made per row, and a frozen dataclass's
+# __init__ costs several times a plain one's.
 class Row:
     """A table row: column name -> value (JSON types, or strings from CSV and az)."""
 
-    values: dict[str, Any]
-    strings: bool = False  # every value a string (CSV, az): "" / "None" mean empty
+    __slots__ = ("strings", "values")
+
+    def __init__(self, values: dict[str, Any], strings: bool = False) -> None:
+        self.values = values
+        self.strings = strings  # az's str() of every value: "None" means empty
 
 
-@dataclass(frozen=True, slots=True)
 class Line:
     """A legacy msg line, with the time written before it (or "")."""
 
-    text: str
-    ts: str = ""
+    __slots__ = ("text", "ts")
+
+    def __init__(self, text: str, ts: str = "") -> None:
+        self.text = text
+        self.ts = ts
 
 
-@dataclass(frozen=True, slots=True)
 class Bad:
-    message: str
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 Item = Row | Line | Bad
