@@ -433,3 +433,15 @@ def test_deeply_nested_json_is_an_unreadable_row_not_a_crash(
     path.write_text("\n".join(lines) + "\n")
     assert main(["import-logs", str(path), "-o", str(tmp_path / "out")]) == 0
     assert "skipped 1 unreadable row(s) of 2" in capsys.readouterr().err
+
+
+def test_a_buffered_recorder_writes_everything_by_close(tmp_path: Path) -> None:
+    from harness.events import Event
+    from harness.recording import Recorder
+
+    recorder = Recorder(tmp_path, flush_each=False)
+    for port in range(3):
+        recorder.write(Event(ts="t", run="r", kind="tcp", port=port, azure=f"line {port}"))
+    recorder.close()
+    assert [event.port for event in read_events(tmp_path)] == [0, 1, 2]
+    assert (tmp_path / "azure.log").read_text() == "line 0\nline 1\nline 2\n"
