@@ -388,6 +388,9 @@ class RecordedRun:
     scenario: str | None  # from summary.json; None without one (an interrupted run)
     mode: str | None
     candidates: list[Candidate]
+    # `egress import-logs`: production's firewall logs, whose allowed destinations have rules
+    # already; its candidates are the denied destinations only (the rules to add).
+    imported: bool = False
 
     @property
     def source(self) -> str:
@@ -420,8 +423,11 @@ def read_recording(path: str | Path) -> RecordedRun:
     summary = _summary(folder)
     scenario = summary.get("scenario")
     mode = summary.get("mode")
+    imported = summary.get("origin") == "import-logs"
     run = RecordedRun(folder, scenario if isinstance(scenario, str) else None,
-                      mode if isinstance(mode, str) else None, [])  # fmt: skip
+                      mode if isinstance(mode, str) else None, [], imported)  # fmt: skip
+    if imported:
+        events = [event for event in events if (event.would or event.action) == "Deny"]
     found = candidates(events)
     for candidate in found:
         candidate.evidence = candidate.evidence_or_own(run.source)

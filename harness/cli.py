@@ -269,7 +269,8 @@ def logs(recording: str, fmt: str) -> None:
             rule = event.rule
             table.add_row(
                 event.ts, event.kind, event.src or "",
-                f"{event.host or event.dst}:{event.port}" if event.port else (event.host or ""),
+                f"{event.host}:{event.port}" if event.host and event.port
+                else (event.dst or event.host or ""),
                 _action(event.action) if event.action else "",
                 f"{rule['collection']} / {rule['rule']}" if rule else (event.reason or ""),
             )  # fmt: skip
@@ -523,7 +524,10 @@ def allowlist_command(recordings: tuple[str, ...], wildcards: bool, output: str 
 
     runs = [read_recording(path) for path in recordings]
     for run in runs:
-        if run.mode not in (None, "audit"):
+        if run.imported:
+            stderr.print(f"egress: note: {run.folder} holds imported firewall logs: the rules"
+                         " are for its denied destinations", markup=False)  # fmt: skip
+        elif run.mode not in (None, "audit"):
             stderr.print(
                 f"egress: note: {run.folder} was recorded in {run.mode} mode: a denied destination"
                 " may have stopped the workload before it reached the rest; an audit run"
@@ -773,6 +777,60 @@ def _report_run(folder: Path, target: Path | None = None) -> None:
     page, view = write_run_report(folder, target)
     stdout.print(f"Report: {page}", markup=False)
     stdout.print(f"  {view.outcome} in {view.mode} mode; {run_summary_line(view)}", markup=False)
+
+
+# --- import-logs ---------------------------------------------------------------------------
+
+
+@cli.command("import-logs")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))  # fmt: skip
+@click.option("-o", "--output", "folder", required=True, type=click.Path(file_okay=False),
+              help="the recording folder to write (new, or empty)")  # fmt: skip
+@click.option("--since", metavar="TIME", help="rows at or after TIME (UTC: 2026-11-28 or"
+              " 2026-11-28T12:00:00Z)")  # fmt: skip
+@click.option("--until", metavar="TIME", help="rows at or before TIME (UTC)")
+@click.option("--source", metavar="CIDR", help="rows from this subnet only (the App Service"
+              " integration subnet)")  # fmt: skip
+@click.option("--action", type=click.Choice(["allow", "deny"], case_sensitive=False),
+              help="only allowed or only denied rows")  # fmt: skip
+def import_logs_command(
+    files: tuple[str, ...], folder: str, since: str | None, until: str | None,
+    source: str | None, action: str | None,
+) -> None:  # fmt: skip
+    """Azure Firewall log exports to a recording folder that logs, allowlist, diff, report and
+    export read: the AZFW* resource-specific tables or AzureDiagnostics rows as the portal
+    exports them (CSV, JSON), as `az monitor log-analytics query -o json` prints them or as the
+    query API answers, or legacy log lines pasted one a line. The format is told per file.
+    The folder's policy.yaml holds the rules production was missing (one per denied
+    destination): `egress export DIR --format bicep` writes them as a rule collection group."""
+    from harness.logimport import import_logs, parse_filters
+
+    filters = parse_filters(since, until, source, action)
+    live = sys.stderr.isatty()
+
+    def progress(path: str, done: int, size: int, events: int, final: bool) -> None:
+        percent = 100 * done // size if size else 100
+        text = f"importing {path}: {percent}% of {size / 1e6:.1f} MB, {events} event(s)"
+        if live:
+            print(f"\r{text}\033[K", end="\n" if final else "", file=sys.stderr, flush=True)
+        elif final:
+            print(text, file=sys.stderr, flush=True)
+
+    result = import_logs(files, folder, filters, progress)
+    for warning in result.warnings:
+        stderr.print(f"egress: warning: {warning}", markup=False)
+    table = _table("file", "format", "rows", "imported", "filtered out", "skipped")
+    for item in result.files:
+        table.add_row(item.path, item.format, str(item.rows), str(item.imported),
+                      str(item.filtered), str(item.skipped))  # fmt: skip
+    stdout.print(table)
+    span = f" from {result.first_seen} to {result.last_seen}" if result.first_seen else ""
+    stdout.print(f"{result.events} event(s){span}; {result.denied_destinations} denied"
+                 f" destination(s). Recording: {result.folder}", markup=False)  # fmt: skip
+    if result.denied_destinations:
+        stdout.print(f"The rules to add: egress allowlist {result.folder} --wildcards, or"
+                     f" egress export {result.folder} --format bicep", markup=False)  # fmt: skip
 
 
 # --- shared output ------------------------------------------------------------------------

@@ -1,0 +1,384 @@
+"""`egress import-logs`: Azure Firewall log exports in, a recording folder out, so that every
+command that reads a recording (logs, allowlist, diff, report, export) reads production's.
+
+    import_logs(paths, folder, filters) -> ImportResult   (writes the folder)
+    parse_filters(since, until, source, action) -> Filters
+
+What is written (formats.md "Recording"), through the harness's own writers:
+- `events.jsonl` and `azure.log` by `harness.recording.Recorder`: one event per imported row;
+  a legacy line's `azure` is the line exactly as exported, a table row's the legacy line Azure
+  writes for the same columns.
+- `policy.yaml`: the rules production was missing, one Allow rule per denied destination
+  (`harness.allowlist.learned_policy`, the suggester `learn` uses): HTTPS and HTTP denials as
+  application rules with their own `Https:<port>` / `Http:<port>`, network denials as network
+  rules. The production policy itself is not in the logs, so this is what `egress export DIR`
+  writes: the rule collection group to add.
+- `summary.json`: `origin: "import-logs"`, the files and their formats, counts, filters, the
+  policies named in the rows, `outcome: "failure"` when anything was denied.
+
+Streaming: rows are read one at a time (`harness.logimport.sources`) and written as they come;
+what is kept is one entry per denied destination.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ORIGIN",
+    "FileResult",
+    "Filters",
+    "ImportResult",
+    "import_logs",
+    "parse_filters",
+]
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import InputError, Location
+from harness.events import Event
+from harness.logimport.rows import (
+    RowError,
+    Unsupported,
+    legacy_event,
+    normalize_time,
+    table_event,
+    table_of,
+)
+from harness.logimport.sources import (
+    FORMATS,
+    Bad,
+    Line,
+    LocalTimes,
+    UnknownFormat,
+    detect,
+    stream,
+)
+from harness.recording import EVENTS_FILE, Recorder, RecorderError
+
+ORIGIN = "import-logs"
+POLICY_FILE = "policy.yaml"
+SUMMARY_FILE = "summary.json"
+SHOWN_PROBLEMS = 5
+FOLD_EVERY = 20000
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: str = ""  # normalized times (formats.md), compared as strings
+    until: str = ""
+    source: Network | None = None
+    action: str | None = None  # Allow | Deny
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"since": self.since or None, "until": self.until or None,
+                "source": str(self.source) if self.source else None, "action": self.action}  # fmt: skip
+
+
+def parse_filters(
+    since: str | None = None, until: str | None = None, source: str | None = None,
+    action: str | None = None,
+) -> Filters:  # fmt: skip
+    """The command line's filters, checked; a bad one is an InputError naming the option."""
+    times = []
+    for option, value in (("--since", since), ("--until", until)):
+        if not value:
+            times.append("")
+            continue
+        text = value.strip()
+        if len(text) == 10:  # a date alone: its midnight
+            text += "T00:00:00Z"
+        try:
+            times.append(normalize_time(text, option))
+        except RowError:
+            raise InputError(f"{value!r} is not a time", key_path=option,
+                             fix="write it as 2026-11-28 or 2026-11-28T12:00:00Z (UTC)") from None  # fmt: skip
+    network = None
+    if source:
+        try:
+            network = ipaddress.ip_network(source.strip(), strict=False)
+        except ValueError:
+            raise InputError(f"{source!r} is not an IP address or CIDR", key_path="--source",
+                             fix="give one subnet, such as the App Service integration subnet"
+                                 " 10.0.2.0/24") from None  # fmt: skip
+    normal = action.capitalize() if action else None
+    if normal not in (None, "Allow", "Deny"):
+        raise InputError(f"{action!r} is not allow or deny", key_path="--action",
+                         fix="use --action allow or --action deny")  # fmt: skip
+    return Filters(times[0], times[1], network, normal)
+
+
+@dataclass
+class FileResult:
+    path: str
+    format: str
+    rows: int = 0  # rows read (whatever became of them)
+    imported: int = 0
+    filtered: int = 0
+    skipped: int = 0  # unreadable
+    problems: list[tuple[int, str]] = field(default_factory=list)  # the first few
+    unsupported: dict[str, int] = field(default_factory=dict)
+
+    def warning(self) -> str | None:
+        """One line for every row skipped as unreadable, with the first line numbers."""
+        if not self.skipped:
+            return None
+        shown = "; ".join(f"line {line}: {message}" for line, message in self.problems)
+        more = f"; and {self.skipped - len(self.problems)} more" if self.skipped > len(
+            self.problems) else ""  # fmt: skip
+        return (f"{self.path}: skipped {self.skipped} unreadable row(s) of {self.rows}:"
+                f" {shown}{more}")  # fmt: skip
+
+
+@dataclass
+class ImportResult:
+    folder: Path
+    files: list[FileResult]
+    events: int
+    denied_destinations: int
+    policies: list[str]
+    first_seen: str
+    last_seen: str
+
+    @property
+    def warnings(self) -> list[str]:
+        lines = [warning for result in self.files if (warning := result.warning())]
+        for result in self.files:
+            for what, count in result.unsupported.items():
+                lines.append(f"{result.path}: left out {count} {what} row(s): a recording has"
+                             f" no {what} events")  # fmt: skip
+        return lines
+
+
+class _Selector:
+    """The filters as one fast test per event."""
+
+    def __init__(self, filters: Filters) -> None:
+        self.filters = filters
+        self._inside: dict[str, bool] = {}
+
+    def __call__(self, event: Event) -> bool:
+        wanted = self.filters
+        if wanted.since and (not event.ts or event.ts < wanted.since):
+            return False
+        if wanted.until and (not event.ts or event.ts > wanted.until):
+            return False
+        if wanted.action and (event.would or event.action) != wanted.action:
+            return False
+        if wanted.source is not None:
+            return self._in_source(event.src)
+        return True
+
+    def _in_source(self, src: str | None) -> bool:
+        if not src:
+            return False
+        ip = src.rsplit(":", 1)[0].strip("[]") if src.count(":") == 1 or src.startswith(
+            "[") else src  # fmt: skip
+        known = self._inside.get(ip)
+        if known is None:
+            try:
+                known = ipaddress.ip_address(ip) in self.filters.source  # type: ignore[operator]
+            except ValueError:
+                known = False
+            if len(self._inside) < 100000:
+                self._inside[ip] = known
+        return known
+
+
+def _event(item: object, run: str) -> Event:
+    if isinstance(item, Line):
+        return legacy_event(item.text, normalize_time(item.ts) if item.ts else "", run)
+    values = item.values  # type: ignore[attr-defined]
+    if item.strings:  # type: ignore[attr-defined]
+        values = {key: None if value == "None" else value for key, value in values.items()}
+    message = values.get("msg_s")
+    if message:
+        if not isinstance(message, str):
+            raise RowError(f"msg_s: {message!r} is not text")
+        return legacy_event(message, normalize_time(values.get("TimeGenerated")), run)
+    table = table_of(values)
+    if table is None:
+        raise RowError("no column says which table the row is from (Type, Category or msg_s)")
+    return table_event(table, values, run)
+
+
+# file, bytes read, file size, events written, whether the file is done
+ProgressLine = Callable[[str, int, int, int, bool], None]
+
+
+def import_logs(
+    paths: Sequence[str | Path],
+    folder: str | Path,
+    filters: Filters = Filters(),
+    progress: ProgressLine | None = None,
+) -> ImportResult:
+    """Read every file (its format detected on its own), write the recording into `folder`.
+    A file no format matches stops everything before anything is written."""
+    from harness.allowlist import candidates
+
+    out = Path(folder)
+    formats = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise InputError(f"{path} is not a file", fix="give exported log files")
+        try:
+            formats.append(detect(path))
+        except UnknownFormat as unknown:
+            known = "; ".join(f"{name} ({text})" for name, text in FORMATS.items())
+            raise InputError(f"no known log format matches: {unknown}",
+                             location=Location(str(path)),
+                             fix=f"export the rows as one of: {known}") from None  # fmt: skip
+        except LocalTimes as local:
+            raise InputError(str(local), location=Location(str(path)),
+                             fix="export again with the portal's time zone set to UTC (the"
+                                 " `TimeGenerated [UTC]` header)") from None  # fmt: skip
+        except OSError as error:
+            raise InputError(f"cannot read it: {error.strerror}", location=Location(str(path)),
+                             fix="check the path and its permissions") from None  # fmt: skip
+    if (out / EVENTS_FILE).exists():
+        raise InputError(f"{out} already holds a recording", key_path="-o",
+                         fix="give a new folder for the imported recording")  # fmt: skip
+    try:
+        recorder = Recorder(out, flush_each=False)
+    except RecorderError as error:
+        raise InputError(str(error), key_path="-o", fix="give a folder you can write") from None
+    selector = _Selector(filters)
+    filtering = filters != Filters()
+    run = out.name
+    results: list[FileResult] = []
+    denied = _DeniedFold(candidates)
+    policies: dict[str, None] = {}
+    first_seen = last_seen = ""
+    counter = [0]  # events written, for the progress line
+    try:
+        for path, fmt in zip(map(Path, paths), formats, strict=True):
+            result = FileResult(str(path), fmt)
+            results.append(result)
+            size = path.stat().st_size
+            report = _reporter(progress, str(path), size, counter)
+            for line, item in stream(path, fmt, report):
+                result.rows += 1
+                if isinstance(item, Bad):
+                    _skip(result, line, item.message)
+                    continue
+                try:
+                    event = _event(item, run)
+                except Unsupported as what:
+                    result.unsupported[str(what)] = result.unsupported.get(str(what), 0) + 1
+                    continue
+                except RowError as error:
+                    _skip(result, line, str(error))
+                    continue
+                if filtering and not selector(event):
+                    result.filtered += 1
+                    continue
+                recorder.write(event)
+                counter[0] += 1
+                result.imported += 1
+                if event.ts:
+                    if not first_seen or event.ts < first_seen:
+                        first_seen = event.ts
+                    last_seen = max(last_seen, event.ts)
+                if event.rule and event.rule.get("policy"):
+                    policies.setdefault(event.rule["policy"], None)
+                if (event.would or event.action) == "Deny":
+                    denied.add(event)
+            if progress:
+                progress(str(path), size, size, counter[0], True)
+        recorder.close()
+    except RecorderError as error:
+        raise InputError(str(error), key_path="-o", fix="free space or give another folder") from None
+    except BaseException:
+        try:
+            recorder.close()
+        except RecorderError:
+            pass
+        raise
+    found = denied.result()
+    _write_policy(out, found, [result.path for result in results])
+    outcome = ImportResult(out, results, counter[0], len(found), list(policies), first_seen,
+                           last_seen)  # fmt: skip
+    _write_summary(out, outcome, filters)
+    return outcome
+
+
+def _reporter(progress: ProgressLine | None, path: str, size: int, counter: list[int]):
+    if progress is None:
+        return None
+    return lambda done: progress(path, done, size, counter[0], False)
+
+
+def _skip(result: FileResult, line: int, message: str) -> None:
+    result.skipped += 1
+    if len(result.problems) < SHOWN_PROBLEMS:
+        result.problems.append((line, message))
+
+
+class _DeniedFold:
+    """The denied destinations, folded a batch at a time through `allowlist.candidates` (the
+    suggester's own grouping), so memory holds one entry per destination, not every event."""
+
+    def __init__(self, candidates) -> None:
+        self._candidates = candidates
+        self._batch: list[Event] = []
+        self._found: dict[tuple[bool, str], object] = {}
+
+    def add(self, event: Event) -> None:
+        self._batch.append(event)
+        if len(self._batch) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        for candidate in self._candidates(self._batch):
+            key = (candidate.network, candidate.host)
+            known = self._found.get(key)
+            if known is None:
+                self._found[key] = candidate
+                continue
+            known.protocols |= candidate.protocols  # type: ignore[attr-defined]
+            known.connections += candidate.connections  # type: ignore[attr-defined]
+            known.first_seen = min(known.first_seen, candidate.first_seen)  # type: ignore[attr-defined]
+        self._batch.clear()
+
+    def result(self) -> list:
+        self._fold()
+        return sorted(self._found.values(), key=lambda candidate: candidate.first_seen)  # type: ignore[attr-defined]
+
+
+def _write_policy(out: Path, found: list, files: list[str]) -> None:
+    from harness.allowlist import learned_policy
+    from harness.export.yaml_form import policy_to_yaml
+
+    policy = learned_policy("azure-logs-missing", found)
+    header = "\n".join([
+        f"Generated by: egress import-logs {' '.join(files)} -o {out}",
+        "The rules production was missing: one Allow rule per destination Azure Firewall denied.",
+        "Sources are *: set the App Service integration subnet with egress export DIR"
+        " --format F --source-addresses CIDR".replace("DIR", str(out)),
+    ])  # fmt: skip
+    (out / POLICY_FILE).write_text(policy_to_yaml(policy, header=header), encoding="utf-8")
+
+
+def _write_summary(out: Path, result: ImportResult, filters: Filters) -> None:
+    from harness.recording import write_summary
+
+    write_summary(out, {
+        "scenario": "azure-logs",
+        "origin": ORIGIN,
+        "policy": ", ".join(result.policies) or None,
+        "mode": "enforce",
+        "outcome": "failure" if result.denied_destinations else "success",
+        "first_seen": result.first_seen or None,
+        "last_seen": result.last_seen or None,
+        "events": result.events,
+        "denied_destinations": result.denied_destinations,
+        "filters": filters.as_dict(),
+        "files": [{
+            "path": item.path, "format": item.format, "rows": item.rows,
+            "imported": item.imported, "filtered": item.filtered, "skipped": item.skipped,
+            "unsupported": item.unsupported,
+        } for item in result.files],
+    })  # fmt: skip
