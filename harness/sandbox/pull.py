@@ -30,7 +30,8 @@ from harness.sandbox.engine import local_image
 
 PULL_CHOICES = ("missing", "always", "never")
 OWN_PREFIX = "egress/"
-# Seconds without any progress from the engine before a pull is given up.
+# Seconds without any progress from the engine before a pull is given up (the engine client's
+# read timeout, harness.sandbox.engine.client).
 PULL_TIMEOUT = 120
 
 Progress = Callable[[str], None]
@@ -66,10 +67,9 @@ def pull_image(
     last_line = 0.0
     states: dict[str, str] = {}
     try:
-        api = docker.APIClient(
-            base_url=engine.api.base_url, timeout=PULL_TIMEOUT, version=engine.api.api_version
-        )
-        for chunk in api.pull(repository, tag=tag or None, stream=True, decode=True):
+        # The engine's client times out a read after its own timeout (120 s by default): a
+        # registry that accepts and then stalls ends the pull with an OSError below.
+        for chunk in engine.api.pull(repository, tag=tag or None, stream=True, decode=True):
             if "error" in chunk:
                 raise _failed(image, str(chunk.get("error") or chunk), what)
             layer, status = chunk.get("id"), chunk.get("status", "")
@@ -174,7 +174,9 @@ def image_available(image: str, pull: str = "missing") -> tuple[bool, str]:
         return True, "in the local engine"
     except ImageNotFound:
         pass
-    if pull == "never" or image.startswith(OWN_PREFIX):
+    if image.startswith(OWN_PREFIX):
+        return False, "not in the local engine (the project's images are built, never pulled)"
+    if pull == "never":
         return False, "not in the local engine (pull: never)"
     try:
         pull_image(engine, image, _stderr)
