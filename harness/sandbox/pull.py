@@ -87,7 +87,7 @@ def pull_image(
     except OSError as error:  # the engine's socket timed out: the registry stalled
         raise _failed(image, f"no progress for {PULL_TIMEOUT} s ({error})", what) from None
     try:
-        found = engine.images.get(image)
+        found = engine.images.get(f"{repository}:{tag}" if tag else repository)
     except ImageNotFound:
         raise _failed(image, "the engine reported no error but has no such image", what) from None
     say(f"pulled {image} in {time.monotonic() - started:.1f} s")

@@ -1,0 +1,116 @@
+"""The App Service chain as a scenario (harness.appservice.plan, .app) and the SCM rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.allowlist import Candidate, learned_policy, render_allowlist
+from harness.appservice.app import app_scenario
+from harness.appservice.plan import scm_shape
+from harness.scenario import load_scenario
+
+NO_ORYX = lambda image, pull: (False, "no registry answers")  # noqa: E731
+WITH_ORYX = lambda image, pull: (True, "in the local engine")  # noqa: E731
+
+
+def python_app(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "requirements.txt").write_text("flask\n")
+    (folder / "runtime.txt").write_text("python-3.11\n")
+    return folder
+
+
+def test_a_python_app_is_kudu_then_the_sdk_requests_then_oryxs_pip_install(tmp_path):
+    chain = app_scenario(python_app(tmp_path / "shop"), oryx_probe=NO_ORYX)
+    steps = chain.scenario.steps
+    assert [step.name for step in steps] == ["kudu-deploy", "oryx-sdk", "pip-install"]
+    assert steps[0].client is not None and "--endpoint publish" in steps[0].client.command
+    assert steps[0].client.hosts == ("shop.scm.azurewebsites.net",)
+    assert steps[1].workload.command == 'oryx-sdk fetch --platform python --version "3.11"'
+    pip = steps[2].workload.command
+    assert "python3 -m venv antenv --copies --system-site-packages" in pip
+    assert "python -m pip install --cache-dir /usr/local/share/pip-cache --prefer-binary -r requirements.txt" in pip
+    assert chain.scenario.workload is steps[2].workload  # derived values: asked of pip's image
+    assert {use.name for use in chain.scenario.derived} == {"pip.index_host", "pip.files_host"}
+    assert "cannot be had (no registry answers)" in chain.oryx_path
+    hosts = {upstream.name: upstream.hosts for upstream in chain.scenario.upstreams}
+    assert hosts["oryx-cdn"] == ("oryx-cdn.microsoft.io",)
+
+
+def test_a_functions_app_deploys_with_zipdeploy_and_site_gives_the_exact_scm_rule(tmp_path):
+    app = python_app(tmp_path / "fn")
+    chain = app_scenario(app, target="functions", site="contoso-fn", oryx_probe=NO_ORYX)
+    assert "--endpoint zipdeploy" in chain.scenario.steps[0].client.command
+    assert '"contoso-fn.scm.azurewebsites.net"' in chain.text
+    assert "*.scm.azurewebsites.net" not in chain.text.split("firewall:")[1]
+
+
+@pytest.mark.parametrize(
+    ("files", "command"),
+    [
+        ({"package.json": '{"scripts": {"build": "tsc"}}'}, "npm install && npm run build"),
+        ({"package.json": '{"scripts": {"build": "a", "build:azure": "b"}}'},
+         "npm install && npm run build:azure"),
+        ({"package.json": "{}", "yarn.lock": ""}, "npx --yes yarn@1 install --prefer-offline"),
+        ({"package.json": "{}"}, "npm install"),
+    ],
+)  # fmt: skip
+def test_node_runs_the_install_and_build_oryx_generates(tmp_path, files, command):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    chain = app_scenario(tmp_path, oryx_probe=NO_ORYX)
+    step = chain.scenario.steps[2]
+    assert (step.name, step.workload.image, step.workload.command) == ("npm-install",
+                                                                         "egress/node", command)  # fmt: skip
+    assert {use.name for use in chain.scenario.derived} == {"npm.registry_host"}
+
+
+def test_with_an_oryx_image_the_real_oryx_build_runs_against_the_cdn(tmp_path):
+    chain = app_scenario(python_app(tmp_path), oryx_probe=WITH_ORYX)
+    steps = chain.scenario.steps
+    assert [step.name for step in steps] == ["kudu-deploy", "oryx-build"]
+    oryx = steps[1].workload
+    assert oryx.command.startswith('oryx build /app -o /tmp/output --platform python --platform-version "3.11"')
+    assert "-p virtualenv_name=antenv" in oryx.command
+    assert dict(oryx.env) == {"ENABLE_DYNAMIC_INSTALL": "true",
+                              "ORYX_SDK_STORAGE_BASE_URL": "https://oryx-cdn.microsoft.io"}  # fmt: skip
+
+
+def test_a_dotnet_app_restores_in_microsofts_sdk_image_pulled_or_not_run(tmp_path):
+    (tmp_path / "web.csproj").write_text(
+        "<Project><PropertyGroup><TargetFramework>net8.0</TargetFramework></PropertyGroup></Project>"
+    )
+    step = app_scenario(tmp_path, oryx_probe=NO_ORYX).scenario.steps[2]
+    assert step.workload.image == "mcr.microsoft.com/dotnet/sdk:8.0"
+    assert (step.workload.pull, step.workload.if_image_missing) == ("missing", "skip")
+    assert step.workload.command == "dotnet restore && dotnet publish -c Release -o /tmp/output"
+
+
+def test_init_text_loads_from_where_it_is_written_with_relative_paths(tmp_path):
+    app = python_app(tmp_path / "apps" / "shop")
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    chain = app_scenario(app, scenario_dir=folder, oryx_probe=NO_ORYX, command="egress init x")
+    assert 'workdir: "../apps/shop"' in chain.text
+    assert chain.text.startswith("# Generated by: egress init x\n")
+    path = folder / "shop.scenario.yaml"
+    path.write_text(chain.text)
+    loaded = load_scenario(path)
+    assert loaded.steps[2].workload.workdir == app.resolve()
+
+
+def test_the_scm_host_becomes_microsofts_rule_with_its_step_as_evidence():
+    found = [Candidate("shop.scm.azurewebsites.net", {("Https", 443)}, "t1", 2, 900),
+             Candidate("cdn.example.test", {("Https", 443)}, "t2", 4, 100)]  # fmt: skip
+    found[0].evidence = found[0].evidence_or_own("step kudu-deploy")
+    found[1].evidence = found[1].evidence_or_own("step oryx-sdk")
+    listed = scm_shape(site_given=False)(found)
+    assert [c.host for c in listed] == ["*.scm.azurewebsites.net", "cdn.example.test"]
+    assert listed[0].covers == ("shop.scm.azurewebsites.net",)
+    text = render_allowlist(learned_policy("x", listed), listed, command="egress learn app",
+                            scenario="shop-appservice", verified=True)  # fmt: skip
+    assert "# via shop.scm.azurewebsites.net: step kudu-deploy, first seen t1" in text
+    assert "# via step oryx-sdk, first seen t2" in text
+    assert [c.host for c in scm_shape(site_given=True)(found)] == [c.host for c in found]
