@@ -11,8 +11,8 @@ from harness.appservice.app import app_scenario
 from harness.appservice.plan import scm_shape
 from harness.scenario import load_scenario
 
-NO_ORYX = lambda image, pull: (False, "no registry answers")  # noqa: E731
-WITH_ORYX = lambda image, pull: (True, "in the local engine")  # noqa: E731
+NO_ORYX = lambda image, pull: (False, "no registry answers")
+WITH_ORYX = lambda image, pull: (True, "in the local engine")
 
 
 def python_app(folder: Path) -> Path:

@@ -29,8 +29,7 @@ class FakeEngine:
                 engine.pulled.append((repository, tag))
                 if engine.error:
                     raise engine.error
-                for chunk in engine.answer:
-                    yield chunk
+                yield from engine.answer
                 if not any("error" in chunk for chunk in engine.answer):
                     engine.local.add(f"{repository}:{tag}")
 
