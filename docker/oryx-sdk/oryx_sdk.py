@@ -75,9 +75,11 @@ class Client:
                 reason = str(getattr(error, "reason", error))
             attempt += 1
             wait = 2.0**attempt
-            say(f"oryx-sdk: GET {url}: {reason}; retry {attempt} of {RETRIES} in {wait:g} s")
             if time.monotonic() + wait >= self.deadline:
+                # The overall timeout ends the wait: .NET cancels Task.Delay.
+                say(f"oryx-sdk: GET {url}: {reason}; the next retry would pass the timeout")
                 raise Failed(f"A task was canceled. (timeout of {self.timeout:g} s)")
+            say(f"oryx-sdk: GET {url}: {reason}; retry {attempt} of {RETRIES} in {wait:g} s")
             time.sleep(wait)
 
 
