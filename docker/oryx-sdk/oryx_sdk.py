@@ -2,10 +2,12 @@
 """The SDK-CDN requests Oryx makes before it builds (microsoft/Oryx, BuildScriptGenerator's
 SdkStorageVersionProviderBase, PlatformInstallerBase and its "general" HttpClient):
 
-1. the SDK list of the platform's container, `GET {base}/{platform}?restype=container&comp=list
-   &include=metadata&marker=`, paged until `<NextMarker>` is empty, once to find the versions
-   and once more for the platform's supported versions (so a one-page list is fetched twice);
-2. `GET {base}/{platform}/defaultVersion.{flavor}.txt` when no version was asked for;
+1. the SDK list of the platform's container (ListBlobsHelper.GetAllBlobs): `GET {base}/{platform}
+   ?restype=container&comp=list&include=metadata&marker=`, then a do/while over `<NextMarker>`
+   that asks again before it tests the marker, so a one-page list is fetched twice; a version
+   counts when its blob has `Sdk_version` metadata and `Os_type` equal to the Debian flavor;
+2. `GET {base}/{platform}/defaultVersion.{flavor}.txt`, always (GetAvailableVersionsFromStorage
+   reads it with the list, whether or not a version was asked for);
 3. the tarball `{platform}-{flavor}-{version}.tar.gz` fetched as curl does without `-f` (an error
    page is saved like a tarball), then checked against the blob's `x-ms-meta-checksum` header
    (SHA-512), so a firewall's 470 page fails at the checksum, or at tar.
@@ -83,23 +85,29 @@ class Client:
             time.sleep(wait)
 
 
+def _page(client: Client, base: str, platform: str, marker: str, flavor: str,
+          versions: list[str]) -> str:  # fmt: skip
+    url = f"{base}/{platform}?restype=container&comp=list&include=metadata&marker={marker}"
+    status, _, body = client.get(url)
+    if status != 200:
+        raise Failed(f"GET {url}: HTTP {status}")
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as error:
+        raise Failed(f"GET {url}: not a blob list ({error})") from None
+    for blob in root.iter("Blob"):
+        metadata = blob.find("Metadata")
+        meta = {child.tag.lower(): (child.text or "") for child in list(metadata or [])}
+        if meta.get("sdk_version") and meta.get("os_type", "").lower() == flavor.lower():
+            versions.append(meta["sdk_version"])
+    return (root.findtext("NextMarker") or "").strip()
+
+
 def list_versions(client: Client, base: str, platform: str, flavor: str) -> list[str]:
     versions: list[str] = []
-    marker = ""
-    while True:  # do/while: the list is asked for at least once more after the first page
-        url = f"{base}/{platform}?restype=container&comp=list&include=metadata&marker={marker}"
-        status, _, body = client.get(url)
-        if status != 200:
-            raise Failed(f"GET {url}: HTTP {status}")
-        try:
-            root = ElementTree.fromstring(body)
-        except ElementTree.ParseError as error:
-            raise Failed(f"GET {url}: not a blob list ({error})") from None
-        for blob in root.iter("Blob"):
-            meta = {child.tag.lower(): (child.text or "") for child in blob.find("Metadata") or []}
-            if meta.get("os_type", flavor) == flavor and meta.get("version"):
-                versions.append(meta["version"])
-        marker = (root.findtext("NextMarker") or "").strip()
+    marker = _page(client, base, platform, "", flavor, versions)
+    while True:  # Oryx's do/while: the next page is asked for before the marker is tested
+        marker = _page(client, base, platform, marker, flavor, versions)
         if not marker:
             return sorted(set(versions), key=_key)
 
@@ -137,14 +145,15 @@ def fetch(base: str, platform: str, wanted: str | None, flavor: str, timeout: fl
     client = Client(timeout)
     say(f"oryx-sdk: SDK storage {base}, platform {platform}, flavor {flavor}")
     versions = list_versions(client, base, platform, flavor)
-    list_versions(client, base, platform, flavor)  # Oryx asks again for the supported versions
     say(f"oryx-sdk: {len(versions)} version(s) listed: {', '.join(versions)}")
+    url = f"{base}/{platform}/defaultVersion.{flavor}.txt"
+    status, _, body = client.get(url)
+    if status != 200:
+        raise Failed(f"Http request to retrieve the default version from '{url}' failed: HTTP {status}")
+    default = next((line.strip() for line in body.decode(errors="replace").splitlines()
+                    if line.strip() and not line.startswith(("#", "//"))), "")  # fmt: skip
     if not wanted:
-        url = f"{base}/{platform}/defaultVersion.{flavor}.txt"
-        status, _, body = client.get(url)
-        if status != 200:
-            raise Failed(f"GET {url}: HTTP {status}")
-        version = body.decode(errors="replace").strip()
+        version = default
         say(f"oryx-sdk: default version {version}")
     else:
         version = resolve(wanted, versions)

@@ -142,7 +142,8 @@ def test_the_dotnet_restore_scenario_is_reported_not_run_with_the_pulls_reason(
     ("version", "paths"),
     [("", [LISTING, LISTING, "/python/defaultVersion.bookworm.txt",
            "/python/python-bookworm-3.11.9.tar.gz"]),
-     ("3.10", [LISTING, LISTING, "/python/python-bookworm-3.10.14.tar.gz"])],
+     ("3.10", [LISTING, LISTING, "/python/defaultVersion.bookworm.txt",
+               "/python/python-bookworm-3.10.14.tar.gz"])],
 )  # fmt: skip
 def test_oryx_sdk_makes_oryxs_requests_in_oryxs_order(
     engine, images, run_dir, addon_root, write_policy, version, paths
