@@ -254,7 +254,9 @@ def scm_shape(site_given: bool) -> Callable[[list[Candidate]], list[Candidate]]:
         if site_given:
             return list(found)
         shaped: list[Candidate] = []
-        scm = [c for c in found if not c.network and c.host.endswith(SCM_SUFFIX)]
+        # Exact SCM hosts only: `--wildcards` may already have made Microsoft's rule of them.
+        scm = [c for c in found if not c.network and c.host.endswith(SCM_SUFFIX)
+               and not c.host.startswith("*")]  # fmt: skip
         for candidate in found:
             if candidate not in scm:
                 shaped.append(candidate)
