@@ -435,7 +435,10 @@ def learn_command(
     # Every file and folder checked before any run.
     loaded = [_scenario_or_app(path, app, command) for path in files]
     scenarios = [scenario for scenario, _ in loaded]
-    shape = scm_shape(bool(app.get("site"))) if any(chain for _, chain in loaded) else None
+    # An App Service chain (an app folder, or the file `egress init` wrote): Kudu's call to its
+    # own SCM site is learned as Microsoft's rule, unless --site names the site.
+    chains = any(chain for _, chain in loaded) or any(scenario.steps for scenario in scenarios)
+    shape = scm_shape(bool(app.get("site"))) if chains else None
     sandbox = _sandbox_run()
     with LiveProgress(f"learning {', '.join(s.name for s in scenarios)}") as progress:
         joint = learn_together(
