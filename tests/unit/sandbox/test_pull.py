@@ -83,3 +83,21 @@ def test_a_digest_or_a_registry_port_is_not_taken_for_a_tag():
     engine = FakeEngine()
     ensure_image(engine, "r.example.test:5000/app")
     assert engine.pulled == [("r.example.test:5000/app", "latest")]
+
+
+def test_a_run_asks_for_each_image_once_as_each_ones_pull_says():
+    from types import SimpleNamespace as Spec
+
+    from harness.sandbox.pull import ensure_run_images
+
+    engine = FakeEngine(local={"egress/kudu-sim", "r.example.test/cdn:1"})
+    client = Spec(image="egress/kudu-sim", pull="missing")
+    spec = Spec(
+        image="unused", pull="missing", client=None,
+        upstreams=[Spec(name="cdn", image="r.example.test/cdn:1", pull="always")],
+        steps=[Spec(name="deploy", image="egress/kudu-sim", pull="missing", client=client),
+               Spec(name="build", image="r.example.test/sdk:8.0", pull="missing", client=None),
+               Spec(name="again", image="r.example.test/sdk:8.0", pull="always", client=None)],
+    )  # fmt: skip
+    ensure_run_images(engine, spec, progress=lambda _line: None)
+    assert engine.pulled == [("r.example.test/cdn", "1"), ("r.example.test/sdk", "8.0")]
