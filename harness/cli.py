@@ -382,12 +382,33 @@ def _print_execution(execution) -> None:
         stdout.print(table)
     else:
         stdout.print("No connection left the workload.")
+    _print_steps(execution)
     if execution.diagnosis is not None:
         stdout.print("\n[bold]Diagnosis[/bold]")
         print(execution.diagnosis.render())
     for failure in execution.failures:
         stdout.print(f"[red]✗[/red] {failure}", markup=True)
     stdout.print(f"Recording: {execution.run_dir}")
+
+
+def _print_steps(execution) -> None:
+    """A chain's steps as they ran, and the hosts each reached (harness.steps)."""
+    from harness.steps import events_by_step, read_steps
+
+    steps = read_steps(execution.run_dir)
+    if not steps:
+        return
+    reached = events_by_step(execution.events, steps)
+    table = _table("step", "exit", "destinations")
+    for step in steps:
+        hosts = dict.fromkeys(f"{e.host or e.dst}:{e.port}" for e in reached[step.name]
+                              if e.kind in ("tls", "http", "tcp", "udp"))  # fmt: skip
+        exit_text = "timed out" if step.timed_out else str(step.exit_code)
+        table.add_row(step.name, exit_text, ", ".join(hosts) or "(none)")
+    not_run = [s.name for s in execution.scenario.steps if s.name not in {r.name for r in steps}]
+    stdout.print(table)
+    if not_run:
+        stdout.print(f"Not run (an earlier step failed): {', '.join(not_run)}", markup=False)
 
 
 # --- learn, allowlist -------------------------------------------------------------------

@@ -36,3 +36,26 @@ def test_init_keeps_an_existing_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     target.write_text("name: kept\n")
     assert main(["init", str(tmp_path), "-o", str(target)]) == 2
     assert "exists" in capsys.readouterr().err and target.read_text() == "name: kept\n"
+
+
+def test_a_chain_run_prints_each_step_its_exit_and_what_it_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from harness.cli import _print_steps
+    from harness.events import Event
+
+    (tmp_path / "steps.jsonl").write_text(json.dumps(
+        {"step": "kudu-deploy", "started": "2026-12-01T10:00:01.000Z",
+         "ended": "2026-12-01T10:00:02.000Z", "exit_code": 1}) + "\n")  # fmt: skip
+    event = Event(ts="2026-12-01T10:00:01.500Z", run="r", kind="tls", src="10.0.0.2:5000",
+                  dst="10.9.0.1:443", host="site.scm.azurewebsites.net", port=443,
+                  protocol="HTTPS", action="Deny", would="Deny")  # fmt: skip
+    steps = [SimpleNamespace(name="kudu-deploy"), SimpleNamespace(name="pip-install")]
+    _print_steps(SimpleNamespace(run_dir=tmp_path, events=[event],
+                                 scenario=SimpleNamespace(steps=steps)))  # fmt: skip
+    out = capsys.readouterr().out
+    assert "kudu-deploy" in out and "site.scm.azurewebsites.net:443" in out
+    assert "Not run (an earlier step failed): pip-install" in out
