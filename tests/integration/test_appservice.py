@@ -169,13 +169,14 @@ def test_oryx_sdk_denied_gives_up_within_its_timeout_after_retrying(
     attempt is one deny in the firewall's log, and the retries say so."""
     write_policy(run_dir, [])
     lines: list[str] = []
-    started = time.monotonic()
     result = run(RunSpec(run_dir=run_dir, image=ORYX_SDK_IMAGE, timeout=60, addon_root=addon_root,
                          command=["oryx-sdk", "fetch", "--platform", "python", "--timeout", "8"],
                          upstreams=[Upstream("oryx-cdn", ORYX_CDN_SIM_IMAGE, (CDN,))]),
                  on_output=lines.append)  # fmt: skip
-    assert result.exit_code == 1, lines
-    assert time.monotonic() - started < 40
+    assert result.exit_code == 1 and not result.timed_out, lines
+    # The client gives up by itself, within its 8 s plus one attempt; the rest is the containers'
+    # start and stop, which a loaded machine stretches (measured up to 33 s in all).
+    assert result.duration_s < 30, result.duration_s
     text = "\n".join(lines)
     assert f"Http request to retrieve the SDKs available to download from 'https://{CDN}' failed" in text
     assert "the next retry would pass the timeout" in text
