@@ -468,6 +468,9 @@ def learn_command(
             shape=shape,
         )  # fmt: skip
     notes = _wildcard_notes(joint.listed)
+    # Which Oryx path each app folder took, in the file too: a reader needs to know whether the
+    # real Oryx ran or its requests were made without it.
+    notes += [f"{chain.scenario.name}: Oryx step: {chain.oryx_path}" for _, chain in loaded if chain]
     text = render_allowlist(joint.policy, joint.listed, command=command, scenario=joint.scenarios,
                             verified=joint.verified, notes=notes)  # fmt: skip
     _print_candidates(joint.candidates, several=len(scenarios) > 1)
