@@ -282,9 +282,48 @@ def logs(recording: str, fmt: str) -> None:
 DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
 
 
+def app_options(command):
+    """--target, --platform, --platform-version, --site, --pull: an APP_DIR's chain, and pulls."""
+    for option in reversed([
+        click.option("--target", type=click.Choice(["webapp", "functions"]), default="webapp",
+                     show_default=True, help="APP_DIR: the App Service kind deployed"),
+        click.option("--platform", type=click.Choice(["python", "nodejs", "dotnet"]),
+                     help="APP_DIR: the platform, instead of detecting it as Oryx does"),
+        click.option("--platform-version", help="APP_DIR: the version, instead of detecting it"),
+        click.option("--site", help="APP_DIR: the site's name; its exact SCM host is learned "
+                     "instead of Microsoft's *.scm.azurewebsites.net"),
+        click.option("--pull", type=click.Choice(["missing", "always", "never"]),
+                     help="when to pull the images a run names from their registries "
+                     "(default: each one's `pull:`, else missing); egress/* are never pulled"),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def _scenario_or_app(path: str, app: dict, command: str):
+    """A scenario file, or an app folder as its App Service chain (with a line saying how)."""
+    from harness.execute import with_pull
+    from harness.scenario import load_scenario
+
+    pull = app.get("pull")
+    if not Path(path).is_dir():
+        scenario = load_scenario(path)
+        return (with_pull(scenario, pull) if pull else scenario), None
+    from harness.appservice.app import app_scenario
+
+    chain = app_scenario(path, platform=app.get("platform"), version=app.get("platform_version"),
+                         target=app.get("target") or "webapp", site=app.get("site"),
+                         pull=pull or "missing", command=command)  # fmt: skip
+    stdout.print(f"App {path}: {chain.detected.describe()}; target {app.get('target')}",
+                 markup=False)  # fmt: skip
+    stdout.print(f"Oryx step: {chain.oryx_path}", markup=False)
+    stdout.print(f"Chain: {' -> '.join(step.name for step in chain.scenario.steps)}", markup=False)
+    return chain.scenario, chain
+
+
 @cli.command("run")
-@click.argument("scenario_file", metavar="SCENARIO", default=DEFAULT_SCENARIO,
-                type=click.Path(dir_okay=False))  # fmt: skip
+@click.argument("scenario_file", metavar="SCENARIO|APP_DIR", default=DEFAULT_SCENARIO,
+                type=click.Path())  # fmt: skip
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
               help="run behind this policy instead of the scenario's")  # fmt: skip
 @click.option("--allow", "allow", multiple=True, metavar="HOST",
@@ -297,17 +336,18 @@ DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
 @click.option("--https-deny", type=click.Choice(HTTPS_DENY_STYLES),
               help="how a denied HTTPS connection ends (close is Azure's)")  # fmt: skip
 @policy_source_options
+@app_options
 def run_command(
     scenario_file: str, policy_file: str | None, allow: tuple[str, ...], mode: str | None,
-    https_deny: str | None, policy_options,
+    https_deny: str | None, policy_options, **app: str | None,
 ) -> None:  # fmt: skip
     """Run SCENARIO once behind the firewall: the outcome, a table of destinations and where the
-    recording is. Exit 1 when the scenario's expectations fail."""
+    recording is. APP_DIR (a folder): its App Service chain (Kudu's deploy, Oryx, the build)
+    behind the rules App Service needs. Exit 1 when the scenario's expectations fail."""
     from harness.execute import RunOverrides, execute
     from harness.policy.load import load_policy, merge_allow
-    from harness.scenario import load_scenario
 
-    scenario = load_scenario(scenario_file)
+    scenario, _ = _scenario_or_app(scenario_file, app, f"egress run {scenario_file}")
     if policy_file:
         policy = load_policy(policy_file, policy_options)
         _warn_about(policy)
@@ -418,12 +458,33 @@ def _print_execution(execution) -> None:
         stdout.print(table)
     else:
         stdout.print("No connection left the workload.")
+    _print_steps(execution)
     if execution.diagnosis is not None:
         stdout.print("\n[bold]Diagnosis[/bold]")
         print(execution.diagnosis.render())
     for failure in execution.failures:
         stdout.print(f"[red]✗[/red] {failure}", markup=True)
     stdout.print(f"Recording: {execution.run_dir}")
+
+
+def _print_steps(execution) -> None:
+    """A chain's steps as they ran, and the hosts each reached (harness.steps)."""
+    from harness.steps import events_by_step, read_steps
+
+    steps = read_steps(execution.run_dir)
+    if not steps:
+        return
+    reached = events_by_step(execution.events, steps)
+    table = _table("step", "exit", "destinations")
+    for step in steps:
+        hosts = dict.fromkeys(f"{e.host or e.dst}:{e.port}" for e in reached[step.name]
+                              if e.kind in ("tls", "http", "tcp", "udp"))  # fmt: skip
+        exit_text = "timed out" if step.timed_out else str(step.exit_code)
+        table.add_row(step.name, exit_text, ", ".join(hosts) or "(none)")
+    not_run = [s.name for s in execution.scenario.steps if s.name not in {r.name for r in steps}]
+    stdout.print(table)
+    if not_run:
+        stdout.print(f"Not run (an earlier step failed): {', '.join(not_run)}", markup=False)
 
 
 # --- learn, allowlist -------------------------------------------------------------------
@@ -435,8 +496,8 @@ WILDCARDS_HELP = (
 
 
 @cli.command("learn")
-@click.argument("scenario_files", metavar="[SCENARIO]...", nargs=-1,
-                type=click.Path(dir_okay=False))  # fmt: skip
+@click.argument("scenario_files", metavar="[SCENARIO|APP_DIR]...", nargs=-1,
+                type=click.Path())  # fmt: skip
 @click.option("--classify", is_flag=True,
               help="re-run with each destination denied: required, optional or flaky")  # fmt: skip
 @click.option("--wildcards", is_flag=True, help=WILDCARDS_HELP + "; the verify runs use them")
@@ -445,33 +506,49 @@ WILDCARDS_HELP = (
 )
 @click.option("--report", "with_report", is_flag=True,
               help="write an HTML report of the learn: its runs and each destination's evidence")  # fmt: skip
+@app_options
 def learn_command(
     scenario_files: tuple[str, ...], classify: bool, wildcards: bool, output: str | None,
-    with_report: bool,
+    with_report: bool, **app: str | None,
 ) -> None:  # fmt: skip
     """Learn the minimal allowlist SCENARIO needs: an audit run, then a verify run behind what it
     found (and with --classify, one run per destination denied). Several SCENARIOs: each is
     learned, the results are merged into one allowlist whose `# via` lines say which scenario
     needed each destination, and every scenario is run again behind it. Default SCENARIO:
-    scenarios/python-requirements.scenario.yaml. Exit 1 when it does not verify."""
+    scenarios/python-requirements.scenario.yaml. APP_DIR (a folder): its App Service chain,
+    whose rules say which step needed them (`# via step kudu-deploy`, `oryx-sdk`, `pip-install`,
+    ...), with Microsoft's *.scm.azurewebsites.net for Kudu's call to itself unless --site is
+    given. Exit 1 when it does not verify."""
     import os
 
+    from harness.appservice.plan import scm_shape
     from harness.learn import learn_together, render_allowlist
-    from harness.scenario import load_scenario
 
     files = scenario_files or (DEFAULT_SCENARIO,)
-    scenarios = [load_scenario(path) for path in files]  # every file checked before any run
     command = "egress learn " + " ".join([
         *files, *(["--classify"] if classify else []), *(["--wildcards"] if wildcards else []),
         *(["-o", output] if output else []),
+        *[f"--{key.replace('_', '-')} {value}" for key, value in app.items()
+          if value and not (key == "target" and value == "webapp")],
     ])  # fmt: skip
+    # Every file and folder checked before any run.
+    loaded = [_scenario_or_app(path, app, command) for path in files]
+    scenarios = [scenario for scenario, _ in loaded]
+    # An App Service chain (an app folder, or the file `egress init` wrote): Kudu's call to its
+    # own SCM site is learned as Microsoft's rule, unless --site names the site.
+    chains = any(chain for _, chain in loaded) or any(scenario.steps for scenario in scenarios)
+    shape = scm_shape(bool(app.get("site"))) if chains else None
     sandbox = _sandbox_run()
     with LiveProgress(f"learning {', '.join(s.name for s in scenarios)}") as progress:
         joint = learn_together(
             scenarios, sandbox, classify=classify, wildcards=wildcards,
             parallel=os.cpu_count() or 2, on_step=progress.set_step, on_event=progress.event,
+            shape=shape,
         )  # fmt: skip
     notes = _wildcard_notes(joint.listed)
+    # Which Oryx path each app folder took, in the file too: a reader needs to know whether the
+    # real Oryx ran or its requests were made without it.
+    notes += [f"{chain.scenario.name}: Oryx step: {chain.oryx_path}" for _, chain in loaded if chain]
     text = render_allowlist(joint.policy, joint.listed, command=command, scenario=joint.scenarios,
                             verified=joint.verified, notes=notes)  # fmt: skip
     _print_candidates(joint.candidates, several=len(scenarios) > 1)
@@ -499,6 +576,36 @@ def learn_command(
                 stdout.print(f"Learn report: {page}", markup=False)
     if not joint.verified:
         raise ExpectationFailed("the learned allowlist did not make the workload succeed")
+
+
+@cli.command("init")
+@click.argument("app_dir", metavar="APP_DIR", type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="the scenario file (default: scenarios/<app>-appservice.scenario.yaml)")  # fmt: skip
+@click.option("--force", is_flag=True, help="overwrite an existing file")
+@app_options
+def init_command(app_dir: str, output: str | None, force: bool, **app: str | None) -> None:
+    """Write APP_DIR's App Service chain as a commented scenario file that `pytest scenarios/`
+    collects (and `egress run|learn FILE` runs): Kudu's deploy, Oryx's step, the build."""
+    from harness.appservice.app import app_scenario
+    from harness.appservice.plan import scenario_name
+
+    target = Path(output) if output else Path("scenarios") / f"{scenario_name(Path(app_dir))}.scenario.yaml"
+    if target.exists() and not force:
+        raise InputError(f"{target} exists", fix="give -o FILE, or --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    command = "egress init " + " ".join([app_dir, *(["-o", output] if output else []), *[
+        f"--{key.replace('_', '-')} {value}" for key, value in app.items()
+        if value and not (key == "target" and value == "webapp")]])  # fmt: skip
+    chain = app_scenario(app_dir, platform=app.get("platform"), version=app.get("platform_version"),
+                         target=app.get("target") or "webapp", site=app.get("site"),
+                         pull=app.get("pull") or "missing", scenario_dir=target.parent,
+                         command=command)  # fmt: skip
+    _write(str(target), chain.text)
+    stdout.print(f"App {app_dir}: {chain.detected.describe()}", markup=False)
+    stdout.print(f"Oryx step: {chain.oryx_path}", markup=False)
+    stdout.print(f"Wrote {target}: steps {', '.join(s.name for s in chain.scenario.steps)};"
+                 f" run it with `pytest {target}` or `egress learn {target}`", markup=False)  # fmt: skip
 
 
 @cli.command("allowlist")
@@ -561,15 +668,20 @@ def allowlist_command(recordings: tuple[str, ...], wildcards: bool, output: str 
 
 def _wildcard_notes(listed) -> list[str]:
     return [
-        f"--wildcards: {candidate.host} stands for {', '.join(candidate.covers)}"
+        (f"App Service: {candidate.host} (Microsoft's documented rule for Kudu's calls to its own"
+         f" SCM site) stands for {', '.join(candidate.covers)}; --site NAME keeps the exact name")
+        if candidate.host == "*.scm.azurewebsites.net" and all(
+            host.endswith(".scm.azurewebsites.net") for host in candidate.covers)
+        else f"--wildcards: {candidate.host} stands for {', '.join(candidate.covers)}"
         for candidate in listed
         if candidate.covers
-    ]
+    ]  # fmt: skip
 
 
 def _print_candidates(found, *, several: bool) -> None:
     columns = ["destination", "protocols", "connections", "bytes", "classification"]
-    table = _table(*columns, *(["seen in"] if several else []))
+    by_step = any(source.startswith("step ") for c in found for source in c.sources)
+    table = _table(*columns, *(["seen in"] if several else []), *(["step"] if by_step else []))
     for candidate in found:
         row = [
             candidate.host, ", ".join(candidate.protocol_texts()), str(candidate.connections),
@@ -581,6 +693,9 @@ def _print_candidates(found, *, several: bool) -> None:
                 source.removeprefix("scenario ").split(", run ")[0] for source in candidate.sources
             ]
             row.append(", ".join(dict.fromkeys(seen)))
+        if by_step:  # a chain's destinations: the step that reached each (harness.steps)
+            row.append(", ".join(source.removeprefix("step ") for source in candidate.sources
+                                 if source.startswith("step ")))  # fmt: skip
         table.add_row(*row)
     stdout.print(table)
 

@@ -65,6 +65,9 @@ DERIVED_NAMES: dict[str, str] = {
     "npm.registry_host": "the host of npm.registry_url",
     "apt.mirror_url": "the first `deb` URI of the image's apt sources",
     "apt.mirror_host": "the host of apt.mirror_url",
+    "nuget.index_url": "the first enabled source of `dotnet nuget list source` (NuGet.Config "
+    "files, the app's own in /app)",
+    "nuget.index_host": "the host of nuget.index_url",
 }
 
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -183,6 +186,16 @@ def _npm_values(result: ProbeResult) -> dict[str, str]:
     return {"npm.registry_url": lines[-1], "npm.registry_host": _host(lines[-1])}
 
 
+def _nuget_values(result: ProbeResult) -> dict[str, str]:
+    """`dotnet nuget list source --format short`: one `E URL` line per enabled source (`D` for
+    a disabled one), in NuGet's order."""
+    for line in result.stdout.splitlines():
+        flag, _, url = line.strip().partition(" ")
+        if flag.upper().startswith("E") and urlsplit(url.strip()).hostname:
+            return {"nuget.index_url": url.strip(), "nuget.index_host": _host(url)}
+    raise ProbeFailed("`dotnet nuget list source` listed no enabled source with a host")
+
+
 def apt_mirror_urls(listing: str) -> list[str]:
     """The URIs of enabled `deb` sources, in apt's file order, from the probe's listing (each
     file's text after a mark line naming it). One-line `deb [options] uri suite ...` lines and
@@ -251,6 +264,8 @@ _FAMILIES: dict[str, _Family] = {
     "pip": _Family("pip's option parser (python3)", ("python3", "-c", _PIP_SCRIPT), _pip_values),
     "npm": _Family("`npm config get registry`", ("npm", "config", "get", "registry"), _npm_values),
     "apt": _Family("listing /etc/apt/sources.list*", ("/bin/sh", "-c", _APT_SCRIPT), _apt_values),
+    "nuget": _Family("`dotnet nuget list source`",
+                     ("dotnet", "nuget", "list", "source", "--format", "short"), _nuget_values),
 }
 
 

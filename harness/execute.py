@@ -4,7 +4,7 @@ plugin and `learn`; the sandbox is passed in so tests can swap in a fake runtime
 
 from __future__ import annotations
 
-__all__ = ["Execution", "RunOverrides", "execute", "new_run_dir", "runs_root"]
+__all__ = ["Execution", "RunOverrides", "execute", "new_run_dir", "runs_root", "with_pull"]
 
 import json
 import os
@@ -147,6 +147,11 @@ def execute(
     if scenario.derived:  # `${pip.index_host}` and kin: asked of the workload's image
         from harness.sandbox.probe import docker_prober
 
+        if prober is None:  # the probe needs the image: pull it first when the scenario says so
+            from harness.sandbox.pull import ensure_workload_image
+
+            ensure_workload_image(scenario.workload.image, scenario.workload.pull)
+
         scenario, policy = resolve_derived(scenario, policy, prober or docker_prober())
         firewall = scenario.firewall
     mode = overrides.mode or firewall.mode
@@ -182,6 +187,8 @@ def execute(
         policy_path=folder / "policy.yaml",
         upstreams=scenario.upstreams,
         client=scenario.client,
+        pull=workload.pull,
+        steps=_step_specs(scenario),
     )
     try:
         if on_event is None:
@@ -201,7 +208,7 @@ def execute(
         destinations=tuple((row.host, row.port, row.would) for row in rows),
         azure_lines=tuple(azure_lines),
         output=output,
-        outcome_of="client" if scenario.client is not None else "workload",
+        outcome_of=_outcome_of(scenario, folder),
     )
     failures = check_expectations(scenario.expect, observed)
     execution = Execution(
@@ -224,6 +231,38 @@ def execute(
     return execution
 
 
+def _step_specs(scenario: Scenario) -> tuple:
+    if not scenario.steps:
+        return ()
+    from harness.sandbox.chain import StepSpec  # plain data, as RunSpec
+
+    return tuple(
+        StepSpec(
+            name=step.name,
+            image=step.workload.image,
+            command=step.workload.command,
+            workdir=step.workload.workdir,
+            env=dict(step.workload.env),
+            trust=step.workload.trust,
+            timeout=step.workload.timeout,
+            client=step.client,
+            pull=step.workload.pull,
+        )
+        for step in scenario.steps
+    )
+
+
+def _outcome_of(scenario: Scenario, folder: Path) -> str:
+    """Whose exit status the outcome is: the client's, the workload's, or the chain step's that
+    ended it (the first that failed, or the last)."""
+    if not scenario.steps:
+        return "client" if scenario.client is not None else "workload"
+    from harness.steps import read_steps
+
+    ran = read_steps(folder)
+    return f"step {ran[-1].name}" if ran else "chain"
+
+
 def write_summary(execution: Execution) -> None:
     summary = {
         "scenario": execution.scenario.name,
@@ -243,3 +282,21 @@ def write_summary(execution: Execution) -> None:
 
 def with_policy(scenario: Scenario, policy: Policy) -> Scenario:
     return replace(scenario, firewall=replace(scenario.firewall, policy=policy))
+
+
+def with_pull(scenario: Scenario, pull: str) -> Scenario:
+    """Every image of the scenario pulled as `pull` says (`--pull`), whatever its own `pull:`."""
+
+    def pulled(item):
+        return replace(item, pull=pull) if item is not None else None
+
+    return replace(
+        scenario,
+        workload=pulled(scenario.workload),
+        client=pulled(scenario.client),
+        upstreams=tuple(pulled(upstream) for upstream in scenario.upstreams),
+        steps=tuple(
+            replace(step, workload=pulled(step.workload), client=pulled(step.client))
+            for step in scenario.steps
+        ),
+    )

@@ -54,6 +54,7 @@ from harness.events import Event
 from harness.execute import Execution, RunOverrides, SandboxRun, execute, new_run_dir
 from harness.policy.model import Policy
 from harness.scenario import Scenario
+from harness.steps import step_candidates
 
 
 @dataclass
@@ -77,8 +78,12 @@ class LearnResult:
         return final is not None and final.succeeded
 
 
-def _shaped(found: Sequence[Candidate], wildcards: bool) -> list[Candidate]:
-    return wildcard_candidates(found) if wildcards else list(found)
+Shape = Callable[[list[Candidate]], list[Candidate]]
+
+
+def _shaped(found: Sequence[Candidate], wildcards: bool, shape: Shape | None = None) -> list[Candidate]:
+    listed = wildcard_candidates(found) if wildcards else list(found)
+    return shape(listed) if shape is not None else listed
 
 
 def learn(
@@ -90,7 +95,10 @@ def learn(
     parallel: int = 2,
     on_step: Callable[[str], None] = lambda _: None,
     on_event: Callable[[Event], None] | None = None,
+    shape: Shape | None = None,
 ) -> LearnResult:
+    """`shape` rewrites what the policy lists (App Service's `*.scm.azurewebsites.net` for the
+    SCM host Kudu called); the verify runs are behind the shaped policy."""
     on_step(f"audit run of {scenario.name}: everything allowed, every destination recorded")
     audit = execute(
         scenario,
@@ -99,8 +107,9 @@ def learn(
         run_suffix="audit",
         on_event=on_event,
     )
-    found = candidates(audit.events)
-    listed = _shaped(found, wildcards)
+    # A chain's destinations carry the step that reached them (`# via step pip-install: ...`).
+    found = step_candidates(audit.events, audit.run_dir) or candidates(audit.events)
+    listed = _shaped(found, wildcards, shape)
     policy = learned_policy(f"{scenario.name}-learned", listed)
     on_step(f"verify run: enforce, behind the {len(listed)} learned destination(s)")
     verify = execute(
@@ -141,7 +150,7 @@ def learn(
         else:
             candidate.classification = "flaky"
     required = [c for c in found if c.classification in ("required", "flaky")]
-    result.listed = _shaped(required, wildcards)
+    result.listed = _shaped(required, wildcards, shape)
     result.policy = learned_policy(f"{scenario.name}-learned", result.listed)
     on_step(f"verify run: enforce, behind the {len(result.listed)} required destination(s)")
     result.required_verify = execute(scenario, sandbox_run, RunOverrides(policy=result.policy, mode="enforce"),
@@ -189,12 +198,13 @@ def learn_together(
     parallel: int = 2,
     on_step: Callable[[str], None] = lambda _: None,
     on_event: Callable[[Event], None] | None = None,
+    shape: Shape | None = None,
 ) -> JointResult:
     """`learn` each scenario, merge what each kept into one policy, and run every scenario
     behind it (module docstring). One scenario gives `learn`'s result unchanged."""
     results = [
         learn(scenario, sandbox_run, classify=classify, wildcards=wildcards, parallel=parallel,
-              on_step=on_step, on_event=on_event)
+              on_step=on_step, on_event=on_event, shape=shape)
         for scenario in scenarios
     ]  # fmt: skip
     if len(results) == 1:
@@ -204,7 +214,7 @@ def learn_together(
     sources = [(f"scenario {result.scenario.name}", result.candidates) for result in results]
     merged = merge_candidates(sources)
     kept = [candidate for candidate in merged if candidate.classification != "optional"]
-    listed = _shaped(kept, wildcards)
+    listed = _shaped(kept, wildcards, shape)
     policy = learned_policy(allowlist_name([r.scenario.name for r in results]), listed)
     joint = JointResult(results, merged, listed, policy)
     for result in results:

@@ -15,6 +15,7 @@ __all__ = [
     "Firewall",
     "LearnedExpectation",
     "Scenario",
+    "Step",
     "Upstream",
     "Workload",
     "load_scenario",
@@ -35,6 +36,9 @@ from harness.policy.load import YAML, fields_of, required, string_of
 from harness.policy.model import Policy
 from harness.yamlio import Node, load_yaml
 
+Pull = Literal["missing", "always", "never"]
+PULL_CHOICES = ("missing", "always", "never")
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -47,6 +51,9 @@ class Workload:
     # An image the user must provide (no registry is pulled from): `skip` reports the scenario
     # as not run, with the reason, instead of failing it.
     if_image_missing: Literal["fail", "skip"] = "fail"
+    # When to ask a registry for the image (harness.sandbox.pull); the project's own
+    # `egress/*` images are built, never pulled.
+    pull: Pull = "missing"
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class Upstream:
     hosts: tuple[str, ...]
     command: str | tuple[str, ...] | None = None  # None: the image's own CMD
     env: tuple[tuple[str, str], ...] = ()
+    pull: Pull = "missing"
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,19 @@ class Client:
     workdir: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
     hosts: tuple[str, ...] = ()
+    pull: Pull = "missing"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a chain (`steps:`): a workload, and the client outside that drives it, run
+    one after the other behind the same firewall (the App Service chain of
+    harness.appservice: Kudu's deploy, Oryx's SDK download, the build commands). The run
+    stops at the first step that fails; events are told apart by when each step ran."""
+
+    name: str
+    workload: Workload
+    client: Client | None = None
 
 
 @dataclass(frozen=True)
@@ -121,18 +142,22 @@ class Scenario:
     client: Client | None = None
     # Where the scenario starts in its file (its `name:` key, else the top), for test reports.
     location: Location | None = None
+    # A chain instead of one workload; `workload` is then the last step's (derived values are
+    # asked of its image).
+    steps: tuple[Step, ...] = ()
 
 
 # --- loading -------------------------------------------------------------------------------
 
-_TOP = ("name", "description", "workload", "firewall", "expect", "upstreams", "client")
-_WORKLOAD = ("image", "workdir", "command", "env", "trust", "timeout", "if_image_missing")
+_TOP = ("name", "description", "workload", "firewall", "expect", "upstreams", "client", "steps")
+_WORKLOAD = ("image", "workdir", "command", "env", "trust", "timeout", "if_image_missing", "pull")
+_STEP = ("name", "client", *_WORKLOAD)
 IMAGE_MISSING_CHOICES = ("fail", "skip")
 _FIREWALL = ("policy", "mode", "https_deny", "hosts")
 _EXPECT = ("outcome", "denied", "allowed", "log_contains", "output_contains", "learned")
 _LEARNED = ("count", "verified")
-_UPSTREAM = ("name", "image", "hosts", "command", "env")
-_CLIENT = ("image", "command", "workdir", "env", "port", "hosts")
+_UPSTREAM = ("name", "image", "hosts", "command", "env", "pull")
+_CLIENT = ("image", "command", "workdir", "env", "port", "hosts", "pull")
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -151,15 +176,26 @@ def scenario_from_node(root: Node, source: Path) -> Scenario:
             "it names folders and containers; e.g. python-requirements",
         )
     description = string_of(found["description"], "a description") if "description" in found else ""
-    workload_node = required(
-        root, found, "workload", YAML, "workload: {image: egress/python, command: ...}"
-    )
+    steps = _steps(found["steps"], source) if "steps" in found else ()
+    if steps:
+        if "workload" in found or "client" in found:
+            key = "workload" if "workload" in found else "client"
+            raise found[key].error(
+                f"a scenario with steps has no top-level {key}",
+                "give each step its own image and command (and client)",
+            )
+        workload = steps[-1].workload
+    else:
+        workload_node = required(
+            root, found, "workload", YAML, "workload: {image: egress/python, command: ...}"
+        )
+        workload = _workload(workload_node, source)
     uses: list[DerivedUse] = []
     firewall = _firewall(found.get("firewall"), source, name, uses)
     return Scenario(
         name=name,
         path=source,
-        workload=_workload(workload_node, source),
+        workload=workload,
         firewall=firewall,
         expect=_expect(found.get("expect"), uses),
         description=description,
@@ -167,7 +203,33 @@ def scenario_from_node(root: Node, source: Path) -> Scenario:
         upstreams=_upstreams(found.get("upstreams"), firewall),
         client=_client(found["client"], source) if "client" in found else None,
         location=found.get("name", root).location,
+        steps=steps,
     )
+
+
+def _steps(node: Node, source: Path) -> tuple[Step, ...]:
+    """`steps:`: a non-empty list of named workloads, each with an optional client."""
+    if not isinstance(node.value, list) or not node.value:
+        raise node.error(
+            "steps must be a non-empty list of steps",
+            "e.g. steps: [{name: pip-install, image: egress/python, command: ...}]",
+        )
+    steps: list[Step] = []
+    for item in node.elements():
+        found = fields_of(item, YAML, _STEP, what="a step")
+        name_node = required(item, found, "name", YAML, "name: pip-install")
+        name = string_of(name_node, "a step name")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name):
+            raise name_node.error(
+                f"step name {name!r} is not lower-case letters, digits and '-' (40 at most)",
+                "it names the step's containers and its `# via` evidence; e.g. pip-install",
+            )
+        if any(step.name == name for step in steps):
+            raise name_node.error(f"step name {name!r} is used twice", "give each its own")
+        workload = _workload(item, source, allowed=_STEP)
+        client = _client(found["client"], source) if "client" in found else None
+        steps.append(Step(name, workload, client))
+    return tuple(steps)
 
 
 def _derived_names(node: Node, uses: list[DerivedUse]) -> list[str]:
@@ -200,8 +262,8 @@ def _stand_ins(node: Node, uses: list[DerivedUse]) -> None:
             _stand_ins(child, uses)
 
 
-def _workload(node: Node, source: Path) -> Workload:
-    found = fields_of(node, YAML, _WORKLOAD, what="workload")
+def _workload(node: Node, source: Path, allowed: tuple[str, ...] = _WORKLOAD) -> Workload:
+    found = fields_of(node, YAML, allowed, what="workload" if allowed is _WORKLOAD else "a step")
     image = string_of(required(node, found, "image", YAML, "image: egress/python"), "an image name")
     command_node = required(
         node, found, "command", YAML, "command: pip install -r requirements.txt"
@@ -240,7 +302,12 @@ def _workload(node: Node, source: Path) -> Workload:
         if "if_image_missing" in found
         else "fail"
     )
-    return Workload(image, command, workdir, env, tuple(trust), timeout, if_image_missing)  # type: ignore[arg-type]
+    pull = _pull(found)
+    return Workload(image, command, workdir, env, tuple(trust), timeout, if_image_missing, pull)  # type: ignore[arg-type]
+
+
+def _pull(found: dict[str, Node]) -> str:
+    return _choice(found["pull"], PULL_CHOICES, "pull") if "pull" in found else "missing"
 
 
 def _workdir(node: Node, source: Path) -> Path:
@@ -283,7 +350,7 @@ def _client(node: Node, source: Path) -> Client:
             if host in hosts:
                 raise host_node.error(f"{host} is listed twice", "name each host once")
             hosts.append(host)
-    return Client(image, command, port, workdir, env, tuple(hosts))
+    return Client(image, command, port, workdir, env, tuple(hosts), _pull(found))  # type: ignore[arg-type]
 
 
 def _exact_hosts(node: Node, who: str) -> Iterator[tuple[Node, str]]:
@@ -376,7 +443,7 @@ def _upstreams(node: Node | None, firewall: Firewall) -> tuple[Upstream, ...]:
             else None
         )
         env = _env(found["env"]) if "env" in found else ()
-        upstreams.append(Upstream(name, image, tuple(hosts), command, env))
+        upstreams.append(Upstream(name, image, tuple(hosts), command, env, _pull(found)))  # type: ignore[arg-type]
     return tuple(upstreams)
 
 
@@ -529,7 +596,7 @@ class Observed:
     azure_lines: tuple[str, ...]
     output: str
     # Whose exit status is the outcome: the workload's, or the client's when the scenario has one.
-    outcome_of: Literal["workload", "client"] = "workload"
+    outcome_of: str = "workload"  # "workload", "client" or "step NAME"
 
     @property
     def succeeded(self) -> bool:

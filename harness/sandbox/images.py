@@ -22,6 +22,7 @@ __all__ = [
     "KUDU_SIM_IMAGE",
     "NODE_IMAGE",
     "ORYX_CDN_SIM_IMAGE",
+    "ORYX_SDK_IMAGE",
     "PYTHON_IMAGE",
     "SIMULATOR_IMAGES",
     "UPSTREAMS_IMAGE",
@@ -69,7 +70,13 @@ WORKLOAD_IMAGES = {
 UPSTREAMS_IMAGE = "egress/upstreams"
 KUDU_SIM_IMAGE = "egress/kudu-sim"
 ORYX_CDN_SIM_IMAGE = "egress/oryx-cdn-sim"
-SIMULATOR_IMAGES = {KUDU_SIM_IMAGE: "kudu-sim", ORYX_CDN_SIM_IMAGE: "oryx-cdn-sim"}
+# Oryx's SDK-CDN requests (`oryx-sdk fetch`): the App Service chain's Oryx step without Oryx.
+ORYX_SDK_IMAGE = "egress/oryx-sdk"
+SIMULATOR_IMAGES = {
+    KUDU_SIM_IMAGE: "kudu-sim",
+    ORYX_CDN_SIM_IMAGE: "oryx-cdn-sim",
+    ORYX_SDK_IMAGE: "oryx-sdk",
+}
 ALL_IMAGES = (
     BASE_IMAGE,
     GATEWAY_IMAGE,

@@ -20,6 +20,7 @@ from harness.sandbox.engine import client as engine_client
 from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import HttpsDeny, Mode, start_gateway
 from harness.sandbox.labels import new_run_id
+from harness.sandbox.pull import ensure_run_images
 from harness.sandbox.upstreams import Upstream, start_upstreams
 from harness.sandbox.workload import run_workload
 
@@ -51,6 +52,10 @@ class RunSpec:
     # A command outside the firewall that connects to the workload (harness.sandbox.client):
     # the workload then serves until the client is done, and the result is the client's.
     client: Client | None = None
+    # When to pull `image` from its registry (harness.sandbox.pull).
+    pull: str = "missing"
+    # A chain (harness.sandbox.chain.StepSpec) run behind one gateway instead of `image`.
+    steps: Sequence = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,11 @@ def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunRes
     run_dir = Path(spec.run_dir).resolve()
     run_id = spec.run_id or new_run_id(run_dir.name)
     # Every image before anything starts: a missing one costs no gateway start-up.
+    ensure_run_images(engine, spec)
+    if spec.steps:
+        from harness.sandbox.chain import run_chain
+
+        return run_chain(spec, engine=engine, run_dir=run_dir, run_id=run_id, on_output=on_output)
     local_image(engine, spec.image)
     if spec.client is not None:
         require_client_image(engine, spec.client)

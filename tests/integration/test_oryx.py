@@ -207,8 +207,9 @@ def test_mono_alone_does_not_trust_the_system_store_so_httpget_syncs_it(
 def test_oryx_build_scenario_runs_where_its_image_exists_or_says_plainly_why_not(
     engine, images, tmp_path
 ):
-    """No registry is reachable here, so the real image is usually absent: then the run must
-    stop with a message naming the image and the reason, never pass as if Oryx had run."""
+    """No registry is reachable here, so the real image is usually absent and cannot be pulled:
+    then the run must stop with a message naming the image and the pull's answer, never pass as
+    if Oryx had run."""
     from harness.sandbox import run as sandbox_run
 
     scenario = load_scenario(SCENARIOS / "oryx-sdk-cdn-denied.scenario.yaml")
@@ -220,8 +221,10 @@ def test_oryx_build_scenario_runs_where_its_image_exists_or_says_plainly_why_not
         with pytest.raises(EnvironmentProblem) as caught:
             execute(scenario, sandbox_run, run_dir=tmp_path)
         message = str(caught.value)
-        assert f"the workload image {image} is missing" in message
-        assert "no registry is pulled from" in message
+        # The scenario pulls a missing image (pull: missing): the pull's own answer, and the
+        # offline route, are the reason.
+        assert f"the workload image {image} is missing; pulling it failed: " in message
+        assert "docker load -i image.tar" in message
         # pytest scenarios/ reports the scenario itself as not run, with this reason.
         assert scenario.workload.if_image_missing == "skip"
         return

@@ -1,0 +1,5 @@
+using Humanizer;
+
+var app = WebApplication.CreateBuilder(args).Build();
+app.MapGet("/", () => $"deployed {TimeSpan.FromMinutes(90).Humanize()} ago");
+app.Run();
