@@ -17,6 +17,7 @@ from typing import Self
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import EnvironmentProblem, ExpectationFailed, HarnessError, InputError
@@ -523,6 +524,7 @@ def learn_command(
 
     from harness.appservice.plan import scm_shape
     from harness.learn import learn_together, render_allowlist
+    from harness.scenario import check_learned
 
     files = scenario_files or (DEFAULT_SCENARIO,)
     command = "egress learn " + " ".join([
@@ -574,8 +576,19 @@ def learn_command(
             if result.folder is not None:
                 page, _ = write_learn_report(result.folder)
                 stdout.print(f"Learn report: {page}", markup=False)
+    # A scenario's own `expect.learned` block holds here as it does under pytest.
+    unmet = [
+        failure
+        for result in joint.results
+        for failure in check_learned(result.scenario.expect,
+                                     tuple(c.host for c in result.candidates), result.verified)
+    ]  # fmt: skip
+    for failure in unmet:
+        stdout.print(f"[red]✗[/red] {escape(str(failure))}")
     if not joint.verified:
         raise ExpectationFailed("the learned allowlist did not make the workload succeed")
+    if unmet:
+        raise ExpectationFailed(f"{len(unmet)} expect.learned expectation(s) failed")
 
 
 @cli.command("init")

@@ -497,6 +497,27 @@ def test_learn_exits_1_when_the_merged_allowlist_does_not_verify(
     assert "the learned allowlist did not make the workload succeed" in captured.err
 
 
+@pytest.mark.parametrize(("count", "code"), [(2, 0), (3, 1)])
+def test_learn_checks_the_scenarios_expect_learned_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    count: int, code: int,
+) -> None:
+    import harness.cli
+
+    monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(harness.cli, "_sandbox_run", NeedsRuntime)
+    path = _scenario_file(tmp_path, "pip", "index.example.test", "files.example.test")
+    path.write_text(path.read_text() + f"expect:\n  outcome: failure\n  learned: {{count: {count}}}\n")
+    assert main(["learn", str(path)]) == code
+    captured = capsys.readouterr()
+    if code:
+        assert (f"{path}:9:3: expect.learned.count: expected 3 destination(s), learned 2"
+                in captured.out.replace("\n", " "))  # fmt: skip
+        assert "1 expect.learned expectation(s) failed" in captured.err
+    else:
+        assert "expect.learned" not in captured.out
+
+
 def test_learn_with_a_bad_scenario_stops_before_any_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
