@@ -121,15 +121,46 @@ def parse_source(text: str) -> tuple[str, int]:
     return address.strip("[]"), port
 
 
+# --- policy sources ----------------------------------------------------------------------
+
+
+def policy_source_options(command):
+    """The options every command that reads a policy takes for the policy's own inputs
+    (Terraform's variables); the command receives them as `var_files` and `tf_vars`."""
+    command = click.option(
+        "--var", "tf_vars", multiple=True, metavar="NAME=VALUE",
+        help="Terraform policy: set a variable (as terraform -var); repeatable, later wins",
+    )(command)  # fmt: skip
+    return click.option(
+        "--var-file", "var_files", multiple=True, metavar="FILE", type=click.Path(dir_okay=False),
+        help="Terraform policy: a .tfvars or .tfvars.json file; repeatable, later wins",
+    )(command)  # fmt: skip
+
+
+def policy_inputs(var_files: tuple[str, ...], tf_vars: tuple[str, ...]):
+    """What `policy_source_options` gave, for `load_policy(path, inputs)`."""
+    from harness.policy.terraform import TerraformInputs
+
+    return TerraformInputs(var_files=tuple(var_files), assignments=tuple(tf_vars))
+
+
+def print_policy_notes(policy) -> None:
+    """What the policy holds that the harness does not simulate (DNAT), said once."""
+    for note in policy.notes:
+        stderr.print(f"egress: note: {note}", markup=False)
+
+
 @cli.command()
-@click.argument("policy_file", metavar="POLICY", type=click.Path(dir_okay=False))
+@click.argument("policy_file", metavar="POLICY", type=click.Path())
 @click.argument("destinations", metavar="DESTINATION...", nargs=-1, required=True)
 @click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES), default="https", show_default=True)
 @click.option("--src", "source", default="10.0.2.4:50000", show_default=True, help="IP:PORT")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per destination and line")
+@policy_source_options
 def check(
-    policy_file: str, destinations: tuple[str, ...], protocol: str, source: str, as_json: bool
-) -> None:
+    policy_file: str, destinations: tuple[str, ...], protocol: str, source: str, as_json: bool,
+    var_files: tuple[str, ...], tf_vars: tuple[str, ...],
+) -> None:  # fmt: skip
     """The firewall's decision for each DESTINATION (host, host:port or ip:port) without
     running anything."""
     from harness.events import event_for_decision
@@ -137,7 +168,8 @@ def check(
     from harness.policy.load import load_policy
     from harness.policy.model import Request
 
-    policy = load_policy(policy_file)
+    policy = load_policy(policy_file, policy_inputs(var_files, tf_vars))
+    print_policy_notes(policy)
     decider = Decider(policy)
     src_ip, src_port = parse_source(source)
     table = _table("destination", "protocol", "action", "rule or reason")
@@ -221,7 +253,7 @@ DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
 @cli.command("run")
 @click.argument("scenario_file", metavar="SCENARIO", default=DEFAULT_SCENARIO,
                 type=click.Path(dir_okay=False))  # fmt: skip
-@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
+@click.option("--policy", "policy_file", type=click.Path(),
               help="run behind this policy instead of the scenario's")  # fmt: skip
 @click.option("--allow", "allow", multiple=True, metavar="HOST",
               help="also allow HOST (Http:80, Https:443); repeatable; wildcards as Azure reads them")  # fmt: skip
@@ -232,9 +264,10 @@ DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
 )
 @click.option("--https-deny", type=click.Choice(["close", "alert", "drop"]),
               help="how a denied HTTPS connection ends (close is Azure's)")  # fmt: skip
+@policy_source_options
 def run_command(
     scenario_file: str, policy_file: str | None, allow: tuple[str, ...], mode: str | None,
-    https_deny: str | None,
+    https_deny: str | None, var_files: tuple[str, ...], tf_vars: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Run SCENARIO once behind the firewall: the outcome, a table of destinations and where the
     recording is. Exit 1 when the scenario's expectations fail."""
@@ -243,7 +276,9 @@ def run_command(
     from harness.scenario import load_scenario
 
     scenario = load_scenario(scenario_file)
-    policy = load_policy(policy_file) if policy_file else scenario.firewall.policy
+    policy = (load_policy(policy_file, policy_inputs(var_files, tf_vars)) if policy_file
+              else scenario.firewall.policy)  # fmt: skip
+    print_policy_notes(policy)
     if allow:
         policy = merge_allow(policy, allow)
     overrides = RunOverrides(policy=policy, mode=mode, https_deny=https_deny)
@@ -527,9 +562,11 @@ EXPORT_FORMATS = ("yaml", "arm", "bicep", "terraform", "azcli", "classic-arm")
 @click.option("--collection-priority", type=int, metavar="N",
               help="renumber each group's collections from N in steps of 100")  # fmt: skip
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here, not to stdout")
+@policy_source_options
 def export_command(
     source: str, fmt: str, sources: tuple[str, ...], group_name: str | None,
     group_priority: int | None, collection_priority: int | None, output: str | None,
+    var_files: tuple[str, ...], tf_vars: tuple[str, ...],
 ) -> None:  # fmt: skip
     """POLICY (any form `egress import` reads), or the effective policy of RECORDING (its
     policy.yaml), written as Azure's rules as code. FQDN tags the policy defines become target
@@ -541,31 +578,40 @@ def export_command(
         addresses = tuple(
             part.strip() for text in sources for part in text.split(",") if part.strip()
         )
+    policy = policy_of(source, policy_inputs(var_files, tf_vars))
+    print_policy_notes(policy)
     text = export_policy(
-        policy_of(source), fmt, source_addresses=addresses, group_name=group_name,
+        policy, fmt, source_addresses=addresses, group_name=group_name,
         group_priority=group_priority, collection_priority=collection_priority,
     )  # fmt: skip
     _emit(text, output, "Policy")
 
 
 @cli.command("import")
-@click.argument("file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", metavar="FILE", type=click.Path(exists=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here, not to stdout")
-def import_command(file: str, output: str | None) -> None:
+@policy_source_options
+def import_command(
+    file: str, output: str | None, var_files: tuple[str, ...], tf_vars: tuple[str, ...]
+) -> None:
     """FILE in this tool's YAML policy form: an ARM template (or Bicep compiled to JSON with `az
     bicep build`), `az network firewall policy rule-collection-group show|list` output, classic
-    azureFirewalls rule collections, or a Terraform .tf file of
-    azurerm_firewall_policy_rule_collection_group resources."""
+    azureFirewalls rule collections, a Terraform configuration (.tf, .tf.json or a folder;
+    --var-file/--var set its variables) or `terraform show -json` output."""
     from harness.export import import_to_yaml
 
-    _emit(import_to_yaml(file), output, "Policy")
+    _emit(import_to_yaml(file, policy_inputs(var_files, tf_vars)), output, "Policy")
 
 
 @cli.command("diff")
 @click.argument("policy_file", metavar="POLICY", type=click.Path(exists=True))
 @click.argument("recording", metavar="RECORDING", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="the report as one JSON object")
-def diff_command(policy_file: str, recording: str, as_json: bool) -> None:
+@policy_source_options
+def diff_command(
+    policy_file: str, recording: str, as_json: bool, var_files: tuple[str, ...],
+    tf_vars: tuple[str, ...],
+) -> None:  # fmt: skip
     """How POLICY fits what RECORDING saw, every recorded connection decided again against
     POLICY: rules missing (with the smallest rule that allows each), rules unused, rules
     shadowed by an earlier one, application rules a network rule makes unreachable.
@@ -575,7 +621,9 @@ def diff_command(policy_file: str, recording: str, as_json: bool) -> None:
     from harness.export import policy_of
     from harness.recording import read_events
 
-    report = diff_policy(policy_of(policy_file), read_events(recording))
+    policy = policy_of(policy_file, policy_inputs(var_files, tf_vars))
+    print_policy_notes(policy)
+    report = diff_policy(policy, read_events(recording))
     if as_json:
         print(report.to_json())
     else:

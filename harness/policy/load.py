@@ -61,7 +61,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import InputError
 from harness.policy.fqdn import exact_name_problem, pattern_problem
@@ -80,6 +80,9 @@ from harness.policy.model import (
     RuleCollectionGroup,
 )
 from harness.yamlio import Document, MarkedDict, MarkedList, Node, load_document
+
+if TYPE_CHECKING:
+    from harness.policy.terraform import TerraformInputs
 
 PRIORITY_MIN, PRIORITY_MAX = 100, 65000
 APPLICATION_PORT_MAX = 64000
@@ -745,6 +748,10 @@ def policy_from_node(root: Node, default_name: str) -> Policy:
             " collection groups)",
             'write e.g. allow: ["host.example"], or rule_collection_groups: [...]',
         )
+    from harness.policy import terraform  # show -json output is JSON like an ARM template
+
+    if terraform.looks_like_show_json(value):
+        return terraform.policy_from_show_json(root, default_name)
     if isinstance(value, list) or (isinstance(value, dict) and arm.looks_like_arm(value)):
         return arm.policy_from_arm(root, default_name)
     if not isinstance(value, dict):
@@ -754,9 +761,14 @@ def policy_from_node(root: Node, default_name: str) -> Policy:
     return _yaml_policy(root, default_name)
 
 
-def load_policy(path: str | Path) -> Policy:
+def load_policy(path: str | Path, inputs: TerraformInputs | None = None) -> Policy:
     """A policy file in any accepted form; named by its `name:` (ARM: the firewallPolicies
-    resource) or else the file's stem."""
+    resource) or else the file's stem. A `.tf` / `.tf.json` file or a folder of them is a
+    Terraform configuration, evaluated with `inputs` (`--var-file`, `--var`)."""
+    from harness.policy import terraform
+
+    if terraform.is_terraform_source(path):
+        return terraform.load_terraform(path, inputs)
     document = load_document(path)
     return policy_from_document(document, Path(path).stem)
 

@@ -100,6 +100,9 @@ class Policy:
     rule_collection_groups: tuple[RuleCollectionGroup, ...] = ()
     # The policy's own FQDN tags: (tag name, fqdn patterns). Azure's own tags are unpublished.
     fqdn_tags: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # What the loader read but does not simulate (DNAT collections: inbound), one line each, so
+    # the commands say so rather than drop it silently. Not part of equality.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def fqdn_tag(self, name: str) -> tuple[str, ...] | None:
         for tag, fqdns in self.fqdn_tags:
