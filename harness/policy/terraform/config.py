@@ -408,6 +408,8 @@ class _Module:
             value = self.assigned[name]
             if isinstance(value, _Raw):
                 value = value.parse(constraint)
+            elif isinstance(value, _Deferred):
+                value = value.compute()
             where = Where(self.assigned_from.get(name, block.path), f"var.{name}")
         elif "default" in block.body.attributes:
             default = block.body.attributes["default"]
@@ -638,14 +640,21 @@ class _Module:
                              fix="check the module's source path")  # fmt: skip
         files, _ = _files_of(directory)
         blocks = [b for file in files for b in _read(file)]
-        inputs = {}
+        inputs: dict[str, Any] = {}
         for argument, attribute in attributes.items():
             if argument in ("source", "version", "providers", "depends_on"):
                 continue
             at = Where(attribute.path, f"{where.key_path}.{argument}")
-            inputs[argument] = self.evaluator.evaluate(attribute.expression, {},
-                                                       where_with(at, attribute))  # fmt: skip
-        module = _Module(directory, blocks, f"{self.prefix}module.{name}.", self.evaluator,
+            # Evaluated when the module uses it: an input only naming things (a policy id from
+            # a module the harness cannot read) must not stop the rules from loading.
+            inputs[argument] = _Deferred(
+                lambda attribute=attribute, at=at: self.evaluator.evaluate(
+                    attribute.expression, {}, where_with(at, attribute)
+                )
+            )
+        holder: list[_Module] = []
+        evaluator = Evaluator(lambda n, fail: holder[0].roots(n, fail), self.evaluator.budget)
+        module = _Module(directory, blocks, f"{self.prefix}module.{name}.", evaluator,
                          inputs, {k: block.path for k in inputs}, self.depth + 1,
                          self.root_directory or self.directory)  # fmt: skip
         for argument in inputs:
@@ -655,6 +664,7 @@ class _Module:
                                  location=Location(attribute.path, *attribute.mark),
                                  key_path=f"{where.key_path}.{argument}",
                                  fix="check the module's variables")  # fmt: skip
+        holder.append(module)
         self.children[name] = module
         return module
 
@@ -695,6 +705,11 @@ class _Module:
         for name in self.modules:
             found.extend(self.child(name).instances(wanted))
         return found
+
+
+class _Deferred:
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self.compute = compute
 
 
 class _Raw:

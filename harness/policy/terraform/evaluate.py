@@ -39,7 +39,7 @@ from typing import Any
 from harness.errors import InputError, Location
 from harness.policy.terraform.hcl import _Relocated, mark_of, parse_template
 
-MAX_DEPTH = 100
+MAX_DEPTH = 160
 MAX_STEPS = 2_000_000
 MAX_STRING = 1_000_000
 
