@@ -169,6 +169,8 @@ def _json_file(path: Path) -> list[Block]:
     name = str(path)
     for kind, value in root.items():
         mark = root.key_marks.get(kind, (1, 1)) if isinstance(root, MarkedDict) else (1, 1)
+        if kind == "//":  # the JSON syntax's comment
+            continue
         if kind not in _TOP_LEVEL:
             raise InputError(f"unknown top-level key {kind!r}", location=Location(name, *mark),
                              key_path=kind, fix="Terraform's JSON syntax takes resource,"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = ["looks_like_show_json", "policy_from_show_json"]
 
+import re
 from typing import Any
 
 from harness.policy.model import Policy
@@ -63,32 +64,52 @@ def _unknown_paths(value: Any, prefix: str = "") -> list[str]:
     return paths
 
 
+def _without_index(address: str) -> str:
+    return re.sub(r"\[[^\]]*\]$", "", address)
+
+
 def _policy_references(root: Node) -> dict[str, str]:
-    """Group address -> the address of the azurerm_firewall_policy its firewall_policy_id
-    refers to, from the plan's `configuration` section."""
+    """Group address (without instance key) -> the address of the azurerm_firewall_policy its
+    firewall_policy_id refers to, from the plan's `configuration` section, following module
+    variables up to the module call that sets them."""
     found: dict[str, str] = {}
 
-    def walk(module: Node, prefix: str, depth: int) -> None:
+    def references(expression: Any) -> list[str]:
+        if not isinstance(expression, dict):
+            return []
+        return [r for r in expression.get("references", []) if isinstance(r, str)]
+
+    def resolve(refs: list[str], prefix: str, calls: list[tuple[str, Any]]) -> str | None:
+        for reference in refs:
+            parts = reference.split(".")
+            if reference.startswith(POLICY_TYPE + ".") and len(parts) >= 2:
+                return f"{prefix}{parts[0]}.{parts[1]}"
+            if parts[0] == "var" and len(parts) >= 2 and calls:
+                (parent_prefix, call_expressions), above = calls[-1], calls[:-1]
+                argument = call_expressions.get(parts[1]) if isinstance(call_expressions, dict) else None
+                target = resolve(references(argument), parent_prefix, above)
+                if target:
+                    return target
+        return None
+
+    def walk(module: Node, prefix: str, calls: list[tuple[str, Any]], depth: int) -> None:
         if depth > MAX_MODULE_DEPTH or not isinstance(module.value, dict):
             return
         for resource in module.child("resources").elements():
             if resource.child("type").value != GROUP_TYPE:
                 continue
             expression = resource.child("expressions").child("firewall_policy_id").value
-            references = expression.get("references", []) if isinstance(expression, dict) else []
-            for reference in references:
-                if isinstance(reference, str) and reference.startswith(POLICY_TYPE + "."):
-                    parts = reference.split(".")
-                    found[f"{prefix}{resource.child('address').value}"] = (
-                        f"{prefix}{parts[0]}.{parts[1]}"
-                    )
-                    break
-        calls = module.child("module_calls")
-        if isinstance(calls.value, dict):
-            for name, call in calls.items():
-                walk(call.child("module"), f"{prefix}module.{name}.", depth + 1)
+            target = resolve(references(expression), prefix, calls)
+            if target:
+                found[f"{prefix}{resource.child('address').value}"] = target
+        module_calls = module.child("module_calls")
+        if isinstance(module_calls.value, dict):
+            for name, call in module_calls.items():
+                expressions = call.child("expressions").value
+                walk(call.child("module"), f"{prefix}module.{name}.",
+                     [*calls, (prefix, expressions)], depth + 1)  # fmt: skip
 
-    walk(root.child("configuration").child("root_module"), "", 0)
+    walk(root.child("configuration").child("root_module"), "", [], 0)
     return found
 
 
@@ -131,7 +152,7 @@ def policy_from_show_json(root: Node, default_name: str) -> Policy:
     references = _policy_references(root) if plan else {}
     for resource in resources:
         if resource.type == GROUP_TYPE and not resource.node.child("firewall_policy_id").value:
-            policy = policies.get(references.get(resource.address, ""))
+            policy = policies.get(references.get(_without_index(resource.address), ""))
             name = policy.node.child("name").value if policy else None
             if isinstance(name, str) and name:
                 hints.setdefault("firewall_policy_name", name)
