@@ -140,8 +140,8 @@ def test_nat_rule_collections_are_checked_and_noted_not_dropped(tmp_path: Path) 
     policy = import_policy(_write(tmp_path, GROUP.format(body=APPLICATION + nat)))
     assert [c.name for c in policy.rule_collection_groups[0].rule_collections] == ["allow-cdn"]
     assert policy.notes == (
-        "azurerm_firewall_policy_rule_collection_group.apps: DNAT collection 'inbound'"
-        " (group 'Apps', 1 rule(s)) is inbound and not simulated",
+        ("azurerm_firewall_policy_rule_collection_group.apps: DNAT collection 'inbound'"
+        " (group 'Apps', 1 rule(s)) is inbound and not simulated"),
     )
     assert "# Note: azurerm_firewall_policy_rule_collection_group.apps: DNAT collection" in (
         import_to_yaml(tmp_path / "fw.tf")
