@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.errors import InputError, Location
-from harness.policy.terraform.hcl import _Relocated, mark_of, parse_template
+from harness.policy.terraform.hcl import _Relocated, mark_of, parse_template, unescape
 
 MAX_DEPTH = 160
 MAX_STEPS = 2_000_000
@@ -133,19 +133,7 @@ class Where:
 
 Roots = Callable[[str, Callable[[str, str], InputError]], Any]
 
-_ESCAPES = re.compile(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.DOTALL)
-_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 _OPERATOR = re.compile(r"(==|!=|<=|>=|&&|\|\||[<>+\-*/%])\s*$")
-
-
-def _unescape(text: str) -> str:
-    def one(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code[0] in "uU" and len(code) > 1:
-            return chr(int(code[1:], 16))
-        return _SIMPLE_ESCAPES.get(code, "\\" + code)
-
-    return _ESCAPES.sub(one, text)
 
 
 def _number(text: str) -> int | float:
@@ -258,7 +246,7 @@ class Evaluator:
                 if kind == "ESCAPED_INTERPOLATION" or kind == "ESCAPED_DIRECTIVE":
                     pieces.append(text[1:])
                 else:
-                    pieces.append(_unescape(text))
+                    pieces.append(unescape(text))
             elif piece.data == "interpolation":
                 (inner,) = _kids(piece)
                 pieces.append(_Hole(self.evaluate(inner, scope, where), piece))

@@ -24,9 +24,11 @@ __all__ = [
     "parse_hcl",
     "parse_template",
     "read_source",
+    "unescape",
 ]
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,23 @@ class Block:
 class Body:
     attributes: dict[str, Attribute] = field(default_factory=dict)
     blocks: list[Block] = field(default_factory=list)
+
+
+_ESCAPES = re.compile(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.DOTALL)
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code[0] in "uU" and len(code) > 1:
+            point = int(code[1:], 16)
+            if point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
+                return "\\" + code  # not a character: kept as written
+            return chr(point)
+        return _SIMPLE_ESCAPES.get(code, "\\" + code)
+
+    return _ESCAPES.sub(one, text)
 
 
 def mark_of(tree: Any, default: Mark = (1, 1)) -> Mark:
@@ -153,7 +172,7 @@ def _label(tree: Any, path: str) -> str:
                                      location=Location(path, *mark_of(tree)),
                                      fix='write the label as a plain string, e.g. "main"')  # fmt: skip
                 parts.append(piece.value)
-        return json.loads('"' + "".join(parts) + '"')
+        return unescape("".join(parts))
     if isinstance(tree, Tree):
         return "".join(str(child) for child in tree.children)
     return str(tree)
