@@ -194,3 +194,18 @@ def test_an_undeclared_var_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None
     assert "--var: --var enviroment: the configuration declares no variable" in (
         capsys.readouterr().err
     )
+
+
+def test_a_scenario_firewall_policy_may_be_a_terraform_file(tmp_path: Path) -> None:
+    from harness.scenario import load_scenario
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "policy.tf.json").write_text((DATA / "json-syntax.tf.json").read_text())
+    path = tmp_path / "build.scenario.yaml"
+    path.write_text(
+        "name: tf-policy\nworkload:\n  image: egress/python\n  workdir: app\n"
+        "  command: [pip, --version]\nfirewall:\n  policy: policy.tf.json\n"
+    )
+    scenario = load_scenario(path)
+    assert scenario.firewall.policy.name == "fw-json"
+    assert scenario.firewall.policy_source == (tmp_path / "policy.tf.json").resolve()
