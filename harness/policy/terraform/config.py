@@ -20,9 +20,10 @@ from __future__ import annotations
 
 __all__ = ["Instance", "TerraformInputs", "evaluate_configuration", "is_configuration"]
 
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -550,7 +551,7 @@ class _Module:
         for name, attribute in body.attributes.items():
             if name in _META_ARGUMENTS:
                 continue
-            at = Where(attribute.path, format_key_path((*parts, name), where.key_path))
+            at = Where(attribute.path, where.key_path, None, (*parts, name))
             try:
                 result[name] = self.evaluator.evaluate(attribute.expression, scope,
                                                        where_with(at, attribute))  # fmt: skip
@@ -729,7 +730,7 @@ class _Raw:
 
 
 def where_with(where: Where, attribute: Attribute | Block) -> Where:
-    return Where(attribute.path, where.key_path, where.mark)
+    return replace(where, path=attribute.path)
 
 
 def _failer(where: Where, at: Attribute | Block | None) -> Callable[..., InputError]:
@@ -737,7 +738,7 @@ def _failer(where: Where, at: Attribute | Block | None) -> Callable[..., InputEr
 
     def fail(problem: str, fix: str = "") -> InputError:
         return InputError(problem, location=Location(where.path, *(mark or (None, None))),
-                          key_path=where.key_path, fix=fix)  # fmt: skip
+                          key_path=where.shown_key_path, fix=fix)  # fmt: skip
 
     return fail
 
@@ -846,11 +847,21 @@ def _tfvars(path: Path, evaluator: Evaluator) -> dict[str, tuple[Any, str]]:
         raise InputError(f"{path} does not exist", key_path="--var-file",
                          fix="give a .tfvars or .tfvars.json file")  # fmt: skip
     if name.lower().endswith(".json"):
-        document = load_json_text(read_source(path), path, expect_mapping=True)
-        if not isinstance(document.data, dict):
+        # Plain json: values from here carry no marks (errors point where they are used).
+        text = read_source(path)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"JSON syntax error: {error.msg}",
+                             location=Location(name, error.lineno, error.colno),
+                             fix="fix the JSON syntax") from None  # fmt: skip
+        except RecursionError:
+            raise InputError("the JSON nests too deeply", location=Location(name),
+                             fix="flatten the values") from None  # fmt: skip
+        if not isinstance(data, dict):
             raise InputError("a .tfvars.json file must hold a JSON object",
                              location=Location(name, 1, 1), fix='e.g. {"NAME": "value"}')  # fmt: skip
-        return {key: (value, name) for key, value in document.data.items()}
+        return {key: (value, name) for key, value in data.items()}
     body = parse_file(read_source(path), name)
     if body.blocks:
         block = body.blocks[0]

@@ -38,6 +38,7 @@ from typing import Any
 
 from harness.errors import InputError, Location
 from harness.policy.terraform.hcl import _Relocated, mark_of, parse_template, unescape
+from harness.yamlio import format_key_path
 
 MAX_DEPTH = 160
 MAX_STEPS = 2_000_000
@@ -124,15 +125,21 @@ class Where:
     path: str
     key_path: str = ""
     mark: tuple[int, int] | None = None
+    parts: tuple[str | int, ...] = ()  # appended to key_path when shown (built only on error)
+
+    @property
+    def shown_key_path(self) -> str:
+        return format_key_path(self.parts, self.key_path) if self.parts else self.key_path
 
     def error(self, tree: Any, problem: str, fix: str = "") -> InputError:
         line, column = self.mark or mark_of(tree)
         return InputError(problem, location=Location(self.path, line, column),
-                          key_path=self.key_path, fix=fix)  # fmt: skip
+                          key_path=self.shown_key_path, fix=fix)  # fmt: skip
 
 
 Roots = Callable[[str, Callable[[str, str], InputError]], Any]
 
+_METHOD_NAMES: dict[str, str] = {}
 _OPERATOR = re.compile(r"(==|!=|<=|>=|&&|\|\||[<>+\-*/%])\s*$")
 
 
@@ -193,7 +200,7 @@ class Evaluator:
 
     def _eval(self, tree: Any, scope: dict[str, Any], where: Where) -> Any:
         kind = tree.data
-        method = getattr(self, f"_e_{kind}", None)
+        method = getattr(self, _METHOD_NAMES.get(kind) or f"_e_{kind}", None)
         if method is None:
             raise where.error(tree, f"the expression form {kind!r} is not evaluated",
                               SHOW_JSON_FIX)  # fmt: skip
@@ -613,13 +620,31 @@ class _Hole:
     tree: Any
 
 
+try:
+    from lark import Tree as _Tree
+except ImportError:  # python-hcl2 missing: hcl.parse_hcl says so before any tree exists
+    _Tree = type("_Tree", (), {})
+
+
 def _is_tree(value: Any) -> bool:
-    return hasattr(value, "data") and hasattr(value, "children")
+    return isinstance(value, _Tree)
+
+
+_KIDS: dict[int, tuple[Any, list[Any]]] = {}
 
 
 def _kids(tree: Any) -> list[Any]:
-    """A tree's child trees, without layout (newlines, comments) and punctuation tokens."""
-    return [c for c in tree.children if _is_tree(c) and c.data != "new_line_or_comment"]
+    """A tree's child trees, without layout (newlines, comments) and punctuation tokens;
+    remembered per tree (keyed by id, the tree kept alive with it), as dynamic blocks evaluate
+    the same trees once per element."""
+    found = _KIDS.get(id(tree))
+    if found is not None and found[0] is tree:
+        return found[1]
+    kids = [c for c in tree.children if isinstance(c, _Tree) and c.data != "new_line_or_comment"]
+    if len(_KIDS) > 500_000:
+        _KIDS.clear()
+    _KIDS[id(tree)] = (tree, kids)
+    return kids
 
 
 def iterate(collection: Any, fail: Callable[[str, str], InputError]) -> list[tuple[Any, Any]]:
