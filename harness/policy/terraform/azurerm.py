@@ -46,7 +46,7 @@ from harness.policy.model import (
     RuleCollection,
     RuleCollectionGroup,
 )
-from harness.yamlio import MarkedDict, MarkedList, Node
+from harness.yamlio import Node
 
 GROUP_TYPE = "azurerm_firewall_policy_rule_collection_group"
 POLICY_TYPE = "azurerm_firewall_policy"
@@ -324,7 +324,3 @@ def policy_from_resources(resources: Sequence[TerraformResource], default_name: 
     name = _policy_name(resources, [n for n, _, _ in entries], firewalls, hints or {})
     return Policy(name or default_name, tuple(group for _, _, group in entries),
                   notes=tuple(notes))  # fmt: skip
-
-
-def marked(value: Any) -> bool:
-    return isinstance(value, MarkedDict | MarkedList)

@@ -297,3 +297,27 @@ def test_a_folder_without_tf_files_is_not_terraform(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError):
         load_policy(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"locals {\n  a = local.a\n}\n" + GROUP.format(fqdns="local.a").encode(),
+         ":2:12: local.a: local.a refers to itself"),
+        (b"locals = [1]\n", ":1:1: locals: 'locals' is an argument at the top level"),
+        (b'locals {\n  a = "\xff"\n}\n', ":2:8: byte 0xff is not UTF-8"),
+    ],
+    ids=["self-referring-local", "top-level-locals-argument", "non-utf8"],
+)
+@pytest.mark.parametrize("command", ["check", "import", "export"])
+def test_hardening_reproducers_exit_2_with_file_line_and_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, expected: str,
+    command: str,
+) -> None:  # fmt: skip
+    path = tmp_path / "main.tf"
+    path.write_bytes(content)
+    arguments = {"check": ["a.test"], "import": [], "export": ["--format", "arm"]}[command]
+    assert main([command, str(path), *arguments]) == 2
+    err = capsys.readouterr().err
+    assert f"egress: {path}{expected}" in err
+    assert "Traceback" not in err
