@@ -462,7 +462,9 @@ class _Module:
             attributes = resource.block.body.attributes
             where = Where(resource.block.path, resource.address())
             if "count" in attributes and "for_each" in attributes:
-                raise where.error(None, "count and for_each cannot both be set", "keep one")
+                raise InputError("count and for_each cannot both be set",
+                                 location=Location(resource.block.path, *resource.block.mark),
+                                 key_path=where.key_path, fix="keep one")  # fmt: skip
             if "count" in attributes:
                 attribute = attributes["count"]
                 count = self.evaluator.evaluate(attribute.expression, {},
