@@ -132,7 +132,7 @@ def _json_body(value: Any, path: str, mark: tuple[int, int], key_path: str) -> B
             continue
         if key == "dynamic" and isinstance(child, dict):
             for label, inner in child.items():
-                for index, item in enumerate(inner if isinstance(inner, list) else [inner]):
+                for item in inner if isinstance(inner, list) else [inner]:
                     inner_body = _json_body(item, path, key_mark, f"{key_path}.dynamic.{label}")
                     content = inner_body.attributes.pop("content", None)
                     if content is not None:
@@ -141,7 +141,6 @@ def _json_body(value: Any, path: str, mark: tuple[int, int], key_path: str) -> B
                                                       f"{key_path}.dynamic.{label}.content"),
                             path, key_mark))  # fmt: skip
                     body.blocks.append(Block("dynamic", (label,), inner_body, path, key_mark))
-                    del index
             continue
         items = child if isinstance(child, list) else [child]
         if key in JSON_BLOCKS and items and all(isinstance(i, dict) for i in items):
