@@ -302,7 +302,7 @@ def policy_from_resources(resources: Sequence[TerraformResource], default_name: 
     ip_groups = _IpGroups(resources)
 
     def context_for(dialect: Dialect, classic: bool = False) -> Context:
-        return Context(dialect, None, ip_groups, classic=classic)
+        return Context(dialect, fqdn_tags=None, ip_groups=ip_groups, classic=classic)
 
     notes: list[str] = []
     entries = [_group(r, context_for, notes) for r in resources if r.type == GROUP_TYPE]
