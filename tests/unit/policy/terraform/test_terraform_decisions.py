@@ -209,3 +209,17 @@ def test_a_scenario_firewall_policy_may_be_a_terraform_file(tmp_path: Path) -> N
     scenario = load_scenario(path)
     assert scenario.firewall.policy.name == "fw-json"
     assert scenario.firewall.policy_source == (tmp_path / "policy.tf.json").resolve()
+
+
+def test_a_terraform_policy_exported_as_terraform_reads_back_to_the_same_model(
+    tmp_path: Path,
+) -> None:
+    from harness.export import export_policy
+    from harness.policy.load import load_policy
+    from harness.policy.terraform import TerraformInputs
+
+    inputs = TerraformInputs(var_files=(str(MODULE / "ci.tfvars.json"),), environ={})
+    policy = load_policy(MODULE, inputs)
+    exported = tmp_path / "exported.tf"
+    exported.write_text(export_policy(policy, "terraform"))
+    assert load_policy(exported, TerraformInputs(environ={})) == policy
