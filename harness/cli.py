@@ -97,6 +97,12 @@ def policy_source_options(command):  # type: ignore[no-untyped-def]
                      type=click.Path(dir_okay=False),
                      help="Microsoft's Service Tags JSON (ServiceTags_Public_<date>.json), so"
                           " AzureCloud, Storage.WestEurope, ... match as in Azure"),
+        click.option("--var-file", "var_files", multiple=True, metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="Terraform policy: a .tfvars or .tfvars.json file; repeatable, later wins"),
+        click.option("--var", "tf_vars", multiple=True, metavar="NAME=VALUE",
+                     help="Terraform policy: set a variable (as terraform -var); repeatable,"
+                          " later wins"),
     ]  # fmt: skip
 
     @functools.wraps(command)
@@ -110,6 +116,8 @@ def policy_source_options(command):  # type: ignore[no-untyped-def]
             subscription=kwargs.pop("subscription"),
             fqdn_tags_file=kwargs.pop("fqdn_tags_file"),
             service_tags_file=kwargs.pop("service_tags_file"),
+            var_files=tuple(kwargs.pop("var_files")),
+            var_assignments=tuple(kwargs.pop("tf_vars")),
         )
         return command(*args, **kwargs)
 
@@ -119,7 +127,8 @@ def policy_source_options(command):  # type: ignore[no-untyped-def]
 
 
 def _warn_about(policy) -> None:  # type: ignore[no-untyped-def]
-    """What loading the policy noticed (managed FQDN tags, service tags, DNAT), once each."""
+    """What loading the policy noticed (managed FQDN tags, service tags, DNAT collections,
+    which are inbound and not simulated), once each."""
     for warning in policy.warnings:
         _warn_line(warning)
 
@@ -183,7 +192,7 @@ def parse_source(text: str) -> tuple[str, int]:
 
 
 @cli.command()
-@click.argument("policy_file", metavar="POLICY", type=click.Path(dir_okay=False))
+@click.argument("policy_file", metavar="POLICY", type=click.Path())
 @click.argument("destinations", metavar="DESTINATION...", nargs=-1, required=True)
 @click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES), default="https", show_default=True)
 @click.option("--src", "source", default="10.0.2.4:50000", show_default=True, help="IP:PORT")
@@ -325,8 +334,8 @@ def _scenario_or_app(path: str, app: dict, command: str):
 @cli.command("run")
 @click.argument("scenario_file", metavar="SCENARIO|APP_DIR", default=DEFAULT_SCENARIO,
                 type=click.Path())  # fmt: skip
-@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
-              help="run behind this policy instead of the scenario's")  # fmt: skip
+@click.option("--policy", "policy_file", type=click.Path(),
+              help="run behind this policy (a file, or a Terraform folder) instead of the scenario's")  # fmt: skip
 @click.option("--allow", "allow", multiple=True, metavar="HOST",
               help="also allow HOST (Http:80, Https:443); repeatable; wildcards as Azure reads them")  # fmt: skip
 @click.option(
@@ -770,14 +779,14 @@ def export_command(
 
 
 @cli.command("import")
-@click.argument("file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", metavar="FILE", type=click.Path(exists=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here, not to stdout")
 @policy_source_options
 def import_command(file: str, output: str | None, policy_options) -> None:  # type: ignore[no-untyped-def]
     """FILE in this tool's YAML policy form: an ARM template (or Bicep compiled to JSON with `az
     bicep build`), `az network firewall policy rule-collection-group show|list` output, classic
-    azureFirewalls rule collections, or a Terraform .tf file of
-    azurerm_firewall_policy_rule_collection_group resources."""
+    azureFirewalls rule collections, a Terraform configuration (.tf, .tf.json or a folder;
+    --var-file/--var set its variables) or `terraform show -json` output."""
     from harness.export import import_to_yaml
 
     _emit(import_to_yaml(file, policy_options, on_warning=_warn_line), output, "Policy")

@@ -477,9 +477,12 @@ def _firewall(
                     "give a policy file relative to the scenario, or an inline mapping",
                 )
             # As load_policy does, with derived values in the file replaced by stand-ins.
-            document = load_document(policy_source)
-            _stand_ins(document.root, uses)
-            policy = policy_from_document(document, policy_source.stem)
+            document = None if _is_terraform(policy_source) else load_document(policy_source)
+            if document is not None:
+                _stand_ins(document.root, uses)
+                policy = policy_from_document(document, policy_source.stem)
+            else:  # a .tf / .tf.json file, evaluated with its variables' defaults
+                policy = _terraform_policy(policy_source)
         elif isinstance(policy_node.value, dict):
             _stand_ins(policy_node, uses)
             policy = policy_from_mapping(policy_node.value, source, default_name=scenario_name)
@@ -677,3 +680,13 @@ def check_learned(
         failures.append(Failure("learned.verified",
                                 f"expected {wanted.verified}, the verify run {run}", location))  # fmt: skip
     return failures
+
+
+def _is_terraform(path: Path) -> bool:
+    return path.name.lower().endswith((".tf", ".tf.json"))
+
+
+def _terraform_policy(path: Path) -> Policy:
+    from harness.policy.terraform import load_terraform
+
+    return load_terraform(path)

@@ -269,6 +269,10 @@ def policy_from_node(root: Node, default_name: str, options: PolicyOptions | Non
             " collection groups)",
             'write e.g. allow: ["host.example"], or rule_collection_groups: [...]',
         )
+    from harness.policy import terraform  # show -json output is JSON like an ARM template
+
+    if terraform.looks_like_show_json(value):
+        return terraform.policy_from_show_json(root, default_name)
     warnings: list[str] = []
     user_tags = fqdn_tags_from_file(options.fqdn_tags_file) if options.fqdn_tags_file else {}
     own_service_tags: dict[str, tuple[str, ...]] = {}
@@ -309,7 +313,12 @@ def policy_from_node(root: Node, default_name: str, options: PolicyOptions | Non
 
 def load_policy(path: str | Path, options: PolicyOptions | None = None) -> Policy:
     """A policy file in any accepted form; named by its `name:` (ARM: the firewallPolicies
-    resource) or else the file's stem."""
+    resource) or else the file's stem. A `.tf` / `.tf.json` file or a folder of them is a
+    Terraform configuration, evaluated with the options' `--var-file` and `--var` values."""
+    from harness.policy import terraform
+
+    if terraform.is_terraform_source(path):
+        return terraform.load_terraform(path, options.terraform_inputs() if options else None)
     document = load_document(path)
     return policy_from_document(document, Path(path).stem, options)
 

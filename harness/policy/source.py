@@ -16,6 +16,7 @@ __all__ = [
 ]
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ class PolicyOptions:
     `resource_group`, `location`, `subscription`: the deployment context ARM's
     `resourceGroup()`, `subscription()` and `deployment()` answer (None: the stated defaults).
     `fqdn_tags_file`: FQDNs for FQDN tags (Microsoft's are unpublished). `service_tags_file`:
-    Microsoft's published Service Tags JSON."""
+    Microsoft's published Service Tags JSON. `var_files`, `var_assignments`: Terraform's
+    variables (`terraform_inputs()`)."""
 
     parameters: tuple[str, ...] = ()
     resource_group: str | None = None
@@ -42,6 +44,16 @@ class PolicyOptions:
     subscription: str | None = None
     fqdn_tags_file: str | None = None
     service_tags_file: str | None = None
+    # Terraform: `--var-file` and `--var NAME=VALUE`, in command-line order; later ones win.
+    var_files: tuple[str, ...] = ()
+    var_assignments: tuple[str, ...] = ()
+    environ: Mapping[str, str] | None = None  # for `TF_VAR_*`; None: the process environment
+
+    def terraform_inputs(self):  # type: ignore[no-untyped-def]
+        from harness.policy.terraform import TerraformInputs
+
+        return TerraformInputs(var_files=self.var_files, assignments=self.var_assignments,
+                               environ=self.environ)  # fmt: skip
 
     def deployment_context(self) -> DeploymentContext:
         default = DeploymentContext()

@@ -120,16 +120,32 @@ def test_policy_name_falls_back_to_the_file_stem(tmp_path: Path) -> None:
     assert import_policy(_write(tmp_path, text, "edge-policy.tf")).name == "edge-policy"
 
 
-def test_nat_rule_collections_are_skipped(tmp_path: Path) -> None:
+def test_nat_rule_collections_are_checked_and_noted_not_dropped(tmp_path: Path) -> None:
     nat = """
   nat_rule_collection {
     name     = "inbound"
-    priority = 50
+    priority = 400
     action   = "Dnat"
+    rule {
+      name                = "rdp"
+      protocols           = ["TCP"]
+      source_addresses    = ["*"]
+      destination_address = "192.0.2.10"
+      destination_ports   = ["3389"]
+      translated_address  = "10.0.0.4"
+      translated_port     = "3389"
+    }
   }
 """
     policy = import_policy(_write(tmp_path, GROUP.format(body=APPLICATION + nat)))
     assert [c.name for c in policy.rule_collection_groups[0].rule_collections] == ["allow-cdn"]
+    assert policy.warnings == (
+        ("azurerm_firewall_policy_rule_collection_group.apps: DNAT collection 'inbound'"
+        " (group 'Apps', 1 rule(s)) is inbound and not simulated"),
+    )
+    assert "# warning: azurerm_firewall_policy_rule_collection_group.apps: DNAT collection" in (
+        import_to_yaml(tmp_path / "fw.tf")
+    )
 
 
 def _error(tmp_path: Path, text: str) -> str:
@@ -147,9 +163,9 @@ def test_a_bad_fqdn_names_file_line_and_terraform_key_path(tmp_path: Path) -> No
     text = GROUP.format(body=NETWORK + APPLICATION.replace("*.cdn.test", "www.cdn.*"))
     message = _error(tmp_path, text)
 
-    line = _line_of(text, "application_rule_collection {")
+    line = _line_of(text, "www.cdn.*")
     prefix = (
-        f"{tmp_path / 'fw.tf'}:{line}:3: azurerm_firewall_policy_rule_collection_group.apps"
+        f"{tmp_path / 'fw.tf'}:{line}:7: azurerm_firewall_policy_rule_collection_group.apps"
         ".application_rule_collection[0].rule[0].destination_fqdns[0]: 'www.cdn.*' has '*'"
     )
     assert message.startswith(prefix)
@@ -178,7 +194,7 @@ def test_an_unresolvable_expression_names_the_block(tmp_path: Path) -> None:
     text = GROUP.format(body=APPLICATION.replace('["10.0.0.0/24"]', "var.missing"))
     message = _error(tmp_path, text)
     assert "application_rule_collection[0].rule[0].source_addresses" in message
-    assert "cannot resolve var.missing" in message
+    assert "var.missing is not declared" in message
 
 
 def test_duplicate_collection_priority_is_refused(tmp_path: Path) -> None:
@@ -188,11 +204,15 @@ def test_duplicate_collection_priority_is_refused(tmp_path: Path) -> None:
     )
 
 
-def test_count_is_not_evaluated(tmp_path: Path) -> None:
-    text = GROUP.format(body="  count = 2\n" + APPLICATION)
-    assert "azurerm_firewall_policy_rule_collection_group.apps.count: `count` is not evaluated" in (
-        _error(tmp_path, text)
-    )
+def test_count_makes_one_group_per_index(tmp_path: Path) -> None:
+    text = GROUP.format(body="  count = 2\n" + APPLICATION).replace(
+        'name               = "Apps"', 'name               = "Apps-${count.index}"'
+    ).replace("priority           = 300", "priority           = 300 + count.index * 10")
+    policy = import_policy(_write(tmp_path, text))
+    assert [(g.name, g.priority) for g in policy.rule_collection_groups] == [
+        ("Apps-0", 300),
+        ("Apps-1", 310),
+    ]
 
 
 def test_syntax_errors_point_at_line_and_column(tmp_path: Path) -> None:
@@ -202,7 +222,7 @@ def test_syntax_errors_point_at_line_and_column(tmp_path: Path) -> None:
 
 
 def test_a_file_without_groups_says_so(tmp_path: Path) -> None:
-    assert "holds no azurerm_firewall_policy_rule_collection_group" in _error(
+    assert "no azurerm_firewall_policy_rule_collection_group or classic" in _error(
         tmp_path, 'variable "x" {\n  default = 1\n}\n'
     )
 

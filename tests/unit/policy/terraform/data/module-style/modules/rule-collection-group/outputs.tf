@@ -1,0 +1,3 @@
+output "id" {
+  value = azurerm_firewall_policy_rule_collection_group.this.id
+}
