@@ -25,8 +25,8 @@ from harness.interrupt import Terminated, unwind_on_sigterm
 # Piped output (CI logs) has no width; rich would assume 80 columns and fold every table row
 # with a long host name. COLUMNS still wins when set.
 PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-stdout = Console(highlight=False, soft_wrap=True, width=PIPED_WIDTH)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=PIPED_WIDTH)
+stdout = Console(highlight=False, soft_wrap=True, width=PIPED_WIDTH, emoji=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=PIPED_WIDTH, emoji=False)
 
 PROTOCOL_CHOICES = ("https", "http", "tcp", "udp")
 DEFAULT_PORTS = {"https": 443, "http": 80}
