@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 import ipaddress
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -61,7 +60,6 @@ from typing import Literal
 import yaml
 from publicsuffixlist import PublicSuffixList
 
-from harness.errors import InputError, Location
 from harness.events import Event
 from harness.export.yaml_form import policy_to_yaml
 from harness.policy.fqdn import normalize
@@ -74,11 +72,11 @@ from harness.policy.model import (
     RuleCollection,
     RuleCollectionGroup,
 )
-from harness.recording import read_events
+from harness.runfolder import SUMMARY, read_run
 
 LEARNED_GROUP = "EgressHarnessLearned"
 LEARNED_GROUP_PRIORITY = 300
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = SUMMARY
 Classification = Literal["required", "optional", "flaky"]
 
 
@@ -388,6 +386,7 @@ class RecordedRun:
     scenario: str | None  # from summary.json; None without one (an interrupted run)
     mode: str | None
     candidates: list[Candidate]
+    warning: str | None = None  # what the lenient reader skipped, to be said once
 
     @property
     def source(self) -> str:
@@ -395,34 +394,14 @@ class RecordedRun:
         return f"scenario {self.scenario}, {run}" if self.scenario else run
 
 
-def _summary(folder: Path) -> dict[str, object]:
-    path = folder / SUMMARY_FILE
-    if not path.is_file():
-        return {}
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"not JSON: {error.msg}",
-                         location=Location(str(path), error.lineno, error.colno),
-                         fix="the recording is damaged; record the run again") from None  # fmt: skip
-    if not isinstance(summary, dict):
-        raise InputError("expected a JSON object", location=Location(str(path), 1),
-                         fix="the recording is damaged; record the run again")  # fmt: skip
-    return summary
-
-
 def read_recording(path: str | Path) -> RecordedRun:
     """A recording folder (or its events.jsonl): its candidates, with each candidate's evidence
     named after the run, and the scenario and mode its summary.json gives."""
-    source = Path(path)
-    folder = source if source.is_dir() else source.parent
-    events = read_events(source)
-    summary = _summary(folder)
-    scenario = summary.get("scenario")
-    mode = summary.get("mode")
-    run = RecordedRun(folder, scenario if isinstance(scenario, str) else None,
-                      mode if isinstance(mode, str) else None, [])  # fmt: skip
-    found = candidates(events)
+    recording = read_run(path)
+    summary = recording.summary
+    run = RecordedRun(recording.folder, summary.get("scenario"), summary.get("mode"), [],
+                      warning=recording.warning())  # fmt: skip
+    found = candidates(recording.events)
     for candidate in found:
         candidate.evidence = candidate.evidence_or_own(run.source)
     run.candidates.extend(found)

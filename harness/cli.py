@@ -1,7 +1,8 @@
 """The `egress` command: composition root 1. Parses arguments, calls the library, prints
 results as tables, and turns harness errors into a message and an exit code at one place
 (`main`): 0 success, 1 the scenario's expectations failed (learn: the allowlist did not
-verify; diff: rules are missing), 2 bad input or environment.
+verify; diff: rules are missing), 2 bad input or environment, 70 an internal error (a bug: one
+line on stderr, the traceback saved to the file it names), 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -55,7 +56,33 @@ def main(argv: list[str] | None = None) -> int:
         return _interrupted(abort.__cause__)
     except KeyboardInterrupt as interrupt:
         return _interrupted(interrupt)
+    except Exception as error:  # noqa: BLE001 -- a bug of ours, never "expectations failed"
+        return _internal_error(error)
     return 0
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE of sysexits.h: distinct from 1 (expectations) and 2 (input)
+
+
+def _internal_error(error: Exception) -> int:
+    """One line on stderr, the traceback in a file the line names, exit 70."""
+    import tempfile
+    import traceback
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    details = Path(tempfile.gettempdir()) / f"egress-internal-error-{stamp}-{os.getpid()}.txt"
+    summary = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    try:
+        details.write_text(
+            f"egress {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(error)),
+            encoding="utf-8",
+        )
+        where = str(details)
+    except OSError:
+        where = "(could not be saved)"
+    stderr.print(f"egress: internal error: {summary}; details in {where}", markup=False)
+    return INTERNAL_ERROR
 
 
 def _interrupted(cause: BaseException | None) -> int:
@@ -186,9 +213,8 @@ def check(
 def logs(recording: str, fmt: str) -> None:
     """A recording's log lines: Azure's legacy msg lines, the AZFW* tables as JSON, or a table."""
     from harness.events import azfw_record
-    from harness.recording import read_events
 
-    events = read_events(Path(recording))
+    events = _read_run(recording).events
     if fmt == "azure":
         for event in events:
             if event.azure:
@@ -206,11 +232,29 @@ def logs(recording: str, fmt: str) -> None:
             rule = event.rule
             table.add_row(
                 event.ts, event.kind, event.src or "",
-                f"{event.host or event.dst}:{event.port}" if event.port else (event.host or ""),
+                _destination_text(event),
                 _action(event.action) if event.action else "",
                 f"{rule['collection']} / {rule['rule']}" if rule else (event.reason or ""),
             )  # fmt: skip
         stdout.print(table)
+
+
+def _destination_text(event) -> str:
+    """`host:port` of an application event, the recorded `ip:port` of a network one."""
+    if event.host:
+        return f"{event.host}:{event.port}" if event.port is not None else event.host
+    return event.dst or ""
+
+
+def _read_run(recording: str, *, require_events: bool = True):
+    """A recording read leniently, with one warning on stderr when parts were damaged."""
+    from harness.runfolder import read_run
+
+    run = read_run(recording, require_events=require_events)
+    warning = run.warning()
+    if warning:
+        stderr.print(f"egress: {warning}", markup=False)
+    return run
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -438,6 +482,8 @@ def allowlist_command(recordings: tuple[str, ...], wildcards: bool, output: str 
 
     runs = [read_recording(path) for path in recordings]
     for run in runs:
+        if run.warning:
+            stderr.print(f"egress: {run.warning}", markup=False)
         if run.mode not in (None, "audit"):
             stderr.print(
                 f"egress: note: {run.folder} was recorded in {run.mode} mode: a denied destination"
@@ -573,9 +619,8 @@ def diff_command(policy_file: str, recording: str, as_json: bool) -> None:
     Exit codes: 0 no rule is missing, 1 rules are missing, 2 bad input."""
     from harness.diff import diff_policy, render_diff
     from harness.export import policy_of
-    from harness.recording import read_events
 
-    report = diff_policy(policy_of(policy_file), read_events(recording))
+    report = diff_policy(policy_of(policy_file), _read_run(recording).events)
     if as_json:
         print(report.to_json())
     else:
@@ -656,22 +701,11 @@ def report_command(recording: str, output: str | None) -> None:
     """One self-contained HTML page for a recording: outcome, diagnosis, destinations, rule
     hits, and a timeline of the workload's output interleaved with the firewall's events."""
     from harness.diagnose import diagnose
-    from harness.recording import read_events
     from harness.report import render_html
 
     folder = Path(recording)
-    events = read_events(folder)
-    summary_file = folder / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    timed = folder / "workload.jsonl"
-    output_lines: list[tuple[str, str]] = []
-    if timed.is_file():
-        for line in timed.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            output_lines.append((entry["ts"], entry["line"]))
+    run = _read_run(folder)
+    events, summary, output_lines = run.events, run.summary, run.output
     diagnosis_text = None
     if summary.get("outcome") == "failure":
         diagnosis_text = diagnose(events, "\n".join(line for _, line in output_lines)).render()
@@ -680,7 +714,7 @@ def report_command(recording: str, output: str | None) -> None:
         events=events, output=output_lines, diagnosis_text=diagnosis_text,
     )  # fmt: skip
     target = Path(output) if output else folder / "report.html"
-    target.write_text(page, encoding="utf-8")
+    _write(str(target), page)
     stdout.print(f"Report: {target}")
 
 

@@ -42,12 +42,13 @@ from harness.policy.model import (
     RuleCollection,
     RuleCollectionGroup,
 )
+from harness.runfolder import POLICY
 from harness.yamlio import Node
 
 RESOURCE_TYPE = "azurerm_firewall_policy_rule_collection_group"
 POLICY_RESOURCE_TYPE = "azurerm_firewall_policy"
 POLICY_NAME_LOCAL = "firewall_policy_name"
-RECORDED_POLICY = "policy.yaml"
+RECORDED_POLICY = POLICY
 
 _BLOCK_MARKER = "__is_block__"
 _COLLECTION_RENAMES = {"rules": "rule"}

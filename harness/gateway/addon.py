@@ -67,7 +67,7 @@ from harness.gateway.local import IpAddress, is_own_address, own_addresses
 from harness.gateway.options import GatewayConfig, parse_options
 from harness.policy.decide import Decider
 from harness.policy.model import DENY, Decision, Reason, Request
-from harness.recording import Recorder, RecorderError
+from harness.runfolder import Recorder, RecorderError
 
 logger = logging.getLogger(__name__)
 

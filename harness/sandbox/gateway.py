@@ -28,6 +28,7 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 
 from harness.errors import EnvironmentProblem, InputError
+from harness.runfolder import EVENTS, POLICY
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.images import GATEWAY_IMAGE, TAG
 from harness.sandbox.labels import labels, safe_name
@@ -35,7 +36,7 @@ from harness.sandbox.labels import labels, safe_name
 GATEWAY_UID = 64666
 TRANSPARENT_PORT = 15001
 DNS_PORT = 15053
-EVENTS_FILE = "events.jsonl"
+EVENTS_FILE = EVENTS  # the old name, kept for importers
 READY_BANNER = "egress-harness gateway ready"
 
 Mode = Literal["enforce", "audit"]
@@ -108,7 +109,7 @@ def start_gateway(
         )
     engine = engine or engine_client()
     run_dir = Path(run_dir).resolve()
-    policy_path = Path(policy_path or run_dir / "policy.yaml").resolve()
+    policy_path = Path(policy_path or run_dir / POLICY).resolve()
     if not policy_path.is_file():
         raise EnvironmentProblem(f"{policy_path}: no policy file for the gateway; write it first")
     root = Path(addon_root or source_root()).resolve()

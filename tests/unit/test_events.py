@@ -27,6 +27,7 @@ NETWORK_RULE = RuleRef("net-policy", "DefaultNetworkRuleCollectionGroup", "allow
 FORMATS_KEY_ORDER = [
     "v", "ts", "run", "kind", "src", "dst", "host", "port", "protocol", "action", "would",
     "rule", "reason", "bytes_up", "bytes_down", "duration_ms", "url", "status", "azure",
+    "upstream",
 ]  # fmt: skip
 
 
