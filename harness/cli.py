@@ -260,6 +260,10 @@ def _read_run(recording: str, *, require_events: bool = True):
 # --- run ---------------------------------------------------------------------------------
 
 DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
+ALLOW_OUTSIDE_HELP = (
+    "let the scenario name files outside its own folder tree (workdir, trust, policy): only for"
+    " a scenario you trust"
+)
 
 
 @cli.command("run")
@@ -276,9 +280,10 @@ DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
 )
 @click.option("--https-deny", type=click.Choice(["close", "alert", "drop"]),
               help="how a denied HTTPS connection ends (close is Azure's)")  # fmt: skip
+@click.option("--allow-outside-paths", is_flag=True, help=ALLOW_OUTSIDE_HELP)
 def run_command(
     scenario_file: str, policy_file: str | None, allow: tuple[str, ...], mode: str | None,
-    https_deny: str | None,
+    https_deny: str | None, allow_outside_paths: bool,
 ) -> None:  # fmt: skip
     """Run SCENARIO once behind the firewall: the outcome, a table of destinations and where the
     recording is. Exit 1 when the scenario's expectations fail."""
@@ -286,7 +291,7 @@ def run_command(
     from harness.policy.load import load_policy, merge_allow
     from harness.scenario import load_scenario
 
-    scenario = load_scenario(scenario_file)
+    scenario = load_scenario(scenario_file, allow_outside_paths=allow_outside_paths)
     policy = load_policy(policy_file) if policy_file else scenario.firewall.policy
     if allow:
         policy = merge_allow(policy, allow)
@@ -411,9 +416,11 @@ WILDCARDS_HELP = (
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="write the allowlist policy here"
 )
+@click.option("--allow-outside-paths", is_flag=True, help=ALLOW_OUTSIDE_HELP)
 def learn_command(
-    scenario_files: tuple[str, ...], classify: bool, wildcards: bool, output: str | None
-) -> None:
+    scenario_files: tuple[str, ...], classify: bool, wildcards: bool, output: str | None,
+    allow_outside_paths: bool,
+) -> None:  # fmt: skip
     """Learn the minimal allowlist SCENARIO needs: an audit run, then a verify run behind what it
     found (and with --classify, one run per destination denied). Several SCENARIOs: each is
     learned, the results are merged into one allowlist whose `# via` lines say which scenario
@@ -425,7 +432,8 @@ def learn_command(
     from harness.scenario import load_scenario
 
     files = scenario_files or (DEFAULT_SCENARIO,)
-    scenarios = [load_scenario(path) for path in files]  # every file checked before any run
+    # every file checked before any run
+    scenarios = [load_scenario(path, allow_outside_paths=allow_outside_paths) for path in files]
     command = "egress learn " + " ".join([
         *files, *(["--classify"] if classify else []), *(["--wildcards"] if wildcards else []),
         *(["-o", output] if output else []),

@@ -40,6 +40,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_PATTERNS,
         help="glob patterns of scenario file names collected by the egress plugin",
     )
+    parser.addoption(
+        "--allow-outside-paths",
+        action="store_true",
+        help="egress: let scenarios name files outside their own folder tree (trusted ones only)",
+    )
 
 
 def sandbox_run(config: pytest.Config) -> SandboxRun:
@@ -64,7 +69,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            scenario = load_scenario(self.path)
+            scenario = load_scenario(
+                self.path, allow_outside_paths=self.config.getoption("allow_outside_paths")
+            )
         except HarnessError as error:
             raise self.CollectError(str(error)) from None
         yield ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
