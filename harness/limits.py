@@ -5,7 +5,7 @@ An input over a limit is an InputError (exit 2) that names the limit and its val
 
     MAX_FILE_BYTES        a policy, scenario, template or Terraform file read whole
     MAX_DEPTH             nesting of mappings and sequences (YAML, JSON), and of an event line
-    MAX_EXPANDED_NODES    YAML nodes once every alias is expanded ("billion laughs")
+    MAX_EXPANDED_NODES    YAML nodes that aliases add once expanded ("billion laughs")
     MAX_RULES             rules in one policy (more than Azure lets one firewall policy hold)
     MAX_EVENT_LINE_BYTES  one line of a recording's events.jsonl or workload.jsonl
     MAX_EXCERPT_CHARS     how much of a user's value an error message quotes

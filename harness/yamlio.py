@@ -274,8 +274,8 @@ _MarkingLoader.yaml_implicit_resolvers = {
 }
 
 
-def _expanded_size(root: yaml.Node) -> int:
-    """How many nodes the document has with every alias expanded, stopping past the limit.
+def _alias_expansion(root: yaml.Node) -> int:
+    """How many nodes aliases add to the document once expanded, stopping past the limit.
     Each distinct node is sized once, so this is linear in the file, not in the expansion."""
     sizes: dict[int, int] = {}
     order: list[yaml.Node] = []
@@ -297,8 +297,8 @@ def _expanded_size(root: yaml.Node) -> int:
             size += sum(sizes[id(child)] for child in node.value)
         elif isinstance(node, yaml.MappingNode):
             size += sum(sizes[id(key)] + sizes[id(value)] for key, value in node.value)
-        sizes[id(node)] = min(size, MAX_EXPANDED_NODES + 1)
-    return sizes[id(root)]
+        sizes[id(node)] = min(size, len(order) + MAX_EXPANDED_NODES + 1)
+    return sizes[id(root)] - len(order)
 
 
 def _construct_mapping(loader: _MarkingLoader, node: yaml.MappingNode) -> Iterator[MarkedDict]:
@@ -391,9 +391,9 @@ def load_yaml_text(text: str, path: str | Path, *, expect_mapping: bool = True) 
     try:
         loader = _MarkingLoader(text)  # a SafeLoader subclass: no arbitrary objects
         root = loader.get_single_node()
-        if root is not None and _expanded_size(root) > MAX_EXPANDED_NODES:
+        if root is not None and _alias_expansion(root) > MAX_EXPANDED_NODES:
             raise InputError(
-                f"aliases expand to more than {MAX_EXPANDED_NODES:,} values (the limit"
+                f"aliases expand to more than {MAX_EXPANDED_NODES:,} further values (the limit"
                 " MAX_EXPANDED_NODES)",
                 location=Location(name, *_mark(root.start_mark)),
                 fix="write the repeated parts out, or use fewer nested aliases",

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError, excerpt
+from harness.limits import MAX_RULES
 from harness.policy.fqdn import exact_name_problem, pattern_problem
 from harness.policy.model import (
     ALLOW,
@@ -746,12 +747,26 @@ def policy_from_node(root: Node, default_name: str) -> Policy:
             'write e.g. allow: ["host.example"], or rule_collection_groups: [...]',
         )
     if isinstance(value, list) or (isinstance(value, dict) and arm.looks_like_arm(value)):
-        return arm.policy_from_arm(root, default_name)
+        return within_rule_limit(arm.policy_from_arm(root, default_name), root)
     if not isinstance(value, dict):
         raise root.error(
             f"a policy must be a mapping, not {_kind(value)}", 'write e.g. allow: ["host.example"]'
         )
-    return _yaml_policy(root, default_name)
+    return within_rule_limit(_yaml_policy(root, default_name), root)
+
+
+def within_rule_limit(policy: Policy, root: Node) -> Policy:
+    count = sum(
+        len(collection.rules)
+        for group in policy.rule_collection_groups
+        for collection in group.rule_collections
+    )
+    if count > MAX_RULES:
+        raise root.error(
+            f"the policy has {count:,} rules, over the limit of {MAX_RULES:,} (MAX_RULES)",
+            "split it into several policies",
+        )
+    return policy
 
 
 def load_policy(path: str | Path) -> Policy:
