@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,8 @@ class Event:
 
 
 KINDS = ("tls", "http", "tcp", "udp", "dns", "lifecycle")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
 _RULE_KEYS = ("policy", "group", "collection", "rule")
 
 
@@ -117,6 +120,10 @@ def _field_problem(name: str, value: Any) -> str | None:
     )
     if not ok:
         return f"expected {' or '.join(sorted(allowed - {'None'}))}, got {type(value).__name__}"
+    if isinstance(value, str) and _CONTROL.search(value):
+        return "has a control character"
+    if name == "ts" and not _TIMESTAMP.match(value):
+        return f"{value[:30]!r} is not an ISO 8601 time"
     if name == "kind" and value not in KINDS:
         return f"{value[:20]!r} is not one of {', '.join(KINDS)}"
     if name == "port" and not 0 <= value <= 65535:

@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.errors import EnvironmentProblem, InputError, Location
 from harness.export.yaml_form import policy_to_yaml
+from harness.limits import MAX_DEPTH
 from harness.policy.load import (
     Context,
     Dialect,
@@ -43,7 +44,7 @@ from harness.policy.model import (
     RuleCollectionGroup,
 )
 from harness.runfolder import POLICY
-from harness.yamlio import Node
+from harness.yamlio import Node, read_text
 
 RESOURCE_TYPE = "azurerm_firewall_policy_rule_collection_group"
 POLICY_RESOURCE_TYPE = "azurerm_firewall_policy"
@@ -95,12 +96,18 @@ def _hcl2() -> Any:
     return hcl2
 
 
+def _blocks(value: Any) -> list[dict[str, Any]]:
+    """The blocks of one kind python-hcl2 gives (a list of mappings); anything else, such as
+    `locals = [1]` written as an attribute, has none."""
+    return [block for block in value if isinstance(block, dict)] if isinstance(value, list) else []
+
+
 class _Terraform:
     """One parsed .tf file: its variables, locals, resources, and where blocks start."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.text = path.read_text(encoding="utf-8")
+        self.text = read_text(path)  # not UTF-8, missing, over the size limit: an InputError
         hcl2 = _hcl2()
         from hcl2.utils import SerializationOptions
         from lark.exceptions import LarkError, UnexpectedInput
@@ -118,17 +125,17 @@ class _Terraform:
             raise InputError(f"not valid Terraform: {error}", location=Location(str(path)),
                              fix="check the syntax (terraform fmt shows the same problem)") from None  # fmt: skip
         self.variables: dict[str, Any] = {}
-        for block in self.data.get("variable", []):
+        for block in _blocks(self.data.get("variable")):
             for name, body in block.items():
                 if isinstance(body, dict) and "default" in body:
                     self.variables[name] = body["default"]
         self.locals: dict[str, Any] = {}
-        for block in self.data.get("locals", []):
+        for block in _blocks(self.data.get("locals")):
             self.locals.update({k: v for k, v in block.items() if k != _BLOCK_MARKER})
 
     def resources(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
         found = []
-        for block in self.data.get("resource", []):
+        for block in _blocks(self.data.get("resource")):
             for resource_type, labelled in block.items():
                 if resource_type == kind and isinstance(labelled, dict):
                     found.extend(labelled.items())
@@ -143,12 +150,16 @@ class _Terraform:
                 return number, len(line) - len(line.lstrip()) + 1
         return None
 
-    def resolve(self, value: Any, where: Node) -> Any:
-        """`value` with `var.X` / `local.X` references replaced by what the file defines."""
+    def resolve(self, value: Any, where: Node, resolving: tuple[str, ...] = ()) -> Any:
+        """`value` with `var.X` / `local.X` references replaced by what the file defines;
+        `resolving` holds the references being followed, so a cycle is an error."""
+        if len(resolving) > MAX_DEPTH:
+            raise where.error(f"references nest deeper than {MAX_DEPTH} (the limit MAX_DEPTH)",
+                              "write the value into the block")  # fmt: skip
         if isinstance(value, dict):
-            return {k: self.resolve(v, where.child(k)) for k, v in value.items()}
+            return {k: self.resolve(v, where.child(k), resolving) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.resolve(v, where.child(i)) for i, v in enumerate(value)]
+            return [self.resolve(v, where.child(i), resolving) for i, v in enumerate(value)]
         if not isinstance(value, str):
             return value
         match = _REFERENCE.match(value)
@@ -161,7 +172,13 @@ class _Terraform:
                     f"cannot resolve {kind}.{name}: the {what} in this file",
                     "give it a default, or write the value into the block",
                 )
-            return self.resolve(table[name], where)
+            reference = f"{kind}.{name}"
+            if reference in resolving:
+                raise where.error(
+                    f"{' -> '.join((*resolving, reference))} refers to itself",
+                    "give the value directly",
+                )
+            return self.resolve(table[name], where, (*resolving, reference))
         if _INTERPOLATION.search(value):
             raise where.error(
                 f"cannot evaluate the expression {value!r}",
