@@ -138,17 +138,22 @@ def candidates(events: Iterable[Event]) -> list[Candidate]:
         if event.kind in ("tls", "http") and event.host:
             key = event.host.lower().rstrip(".")
             kind = "Https" if event.kind == "tls" else "Http"
+            port = event.port or (443 if event.kind == "tls" else 80)
         elif event.kind in ("tcp", "udp") and event.dst:
-            key = event.dst.rsplit(":", 1)[0]
+            key, _, dst_port = event.dst.rpartition(":")
+            key = key.strip("[]")
             kind = event.kind.upper()
+            port = int(dst_port)  # Event.from_json checked it is IP:PORT
         else:
             continue
+        if not 1 <= port <= 65535:
+            continue  # no rule can name it
         candidate = found.get(key)
         if candidate is None:
             candidate = found[key] = Candidate(
                 key, first_seen=event.ts, network=kind in ("TCP", "UDP")
             )
-        candidate.protocols.add((kind, event.port or 0))
+        candidate.protocols.add((kind, port))
         candidate.connections += 1
         candidate.bytes_total += (event.bytes_up or 0) + (event.bytes_down or 0)
         candidate.first_seen = min(candidate.first_seen, event.ts)

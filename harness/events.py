@@ -126,8 +126,8 @@ def _field_problem(name: str, value: Any) -> str | None:
         return f"{value[:30]!r} is not an ISO 8601 time"
     if name == "kind" and value not in KINDS:
         return f"{value[:20]!r} is not one of {', '.join(KINDS)}"
-    if name == "port" and not 0 <= value <= 65535:
-        return f"{value} is outside 0..65535"
+    if name == "port" and not 1 <= value <= 65535:
+        return f"{value} is outside 1..65535"
     if name in ("bytes_up", "bytes_down", "duration_ms") and value < 0:
         return f"{value} is negative"
     if name in ("src", "dst") and not _is_address(value):
@@ -142,7 +142,7 @@ def _field_problem(name: str, value: Any) -> str | None:
 
 def _is_address(text: str) -> bool:
     host, _, port = text.rpartition(":")
-    return bool(host) and port.isdigit() and int(port) <= 65535 and " " not in host
+    return bool(host) and port.isdigit() and 0 < int(port) <= 65535 and " " not in host
 
 
 def _split(address: str | None) -> tuple[str, str]:

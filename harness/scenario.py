@@ -174,8 +174,13 @@ _ALLOW_OUTSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 def _scenario_path(node: Node, source: Path, what: str) -> Path:
     """`node`'s relative path resolved from the scenario's folder, confined to its tree."""
     text = string_of(node, what)
-    resolved = (source.parent / text).resolve()
-    root = source.parent.resolve()
+    try:
+        resolved = (source.parent / text).resolve()
+        root = source.parent.resolve()
+        resolved.exists()  # probes the name: too long for the file system raises here
+    except (OSError, ValueError) as error:  # a name too long, a NUL byte
+        reason = getattr(error, "strerror", None) or excerpt(str(error))
+        raise node.error(f"{excerpt(text)} is not a usable path ({reason})", "fix the path") from None
     if not _ALLOW_OUTSIDE.get() and not resolved.is_relative_to(root):
         raise node.error(
             f"{excerpt(text)} is outside the scenario's folder {root}",
