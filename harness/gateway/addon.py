@@ -586,13 +586,11 @@ class Firewall:
         """An approved upstream that could not be reached: say why in the event."""
         try:
             verdict = self.verdicts.get(data.client.id)
-            address = data.server.address
-            target = (address[0], address[1]) if address else None
             if verdict is None or data.server.error is None or verdict.refused:
                 return
             if str(data.server.error).startswith((REFUSED, "cannot resolve")):
                 return  # our own refusal, or DNS: already recorded as such
-            if target in verdict.approved or data.server.timestamp_start is not None:
+            if verdict.approved:  # server_connect let it dial: the upstream itself failed
                 verdict.upstream_failure = upstream_failure(data.server.error)
         except Exception:  # the connection has failed anyway; the record is best effort
             logger.exception("egress: internal error while recording an upstream failure")
