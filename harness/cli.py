@@ -233,7 +233,8 @@ def logs(recording: str, fmt: str) -> None:
             table.add_row(
                 event.ts, event.kind, event.src or "",
                 _destination_text(event),
-                _action(event.action) if event.action else "",
+                _action(event.action) + (f" (upstream {event.upstream})" if event.upstream else "")
+                if event.action else "",
                 f"{rule['collection']} / {rule['rule']}" if rule else (event.reason or ""),
             )  # fmt: skip
         stdout.print(table)
@@ -383,6 +384,9 @@ def _print_execution(execution) -> None:
     table = _table("host", "port", "protocol", "action", "rule", "connections", "bytes up/down")
     for row in execution.destinations:
         action = _action(row.action) + (f" (would {row.would})" if row.would != row.action else "")
+        if row.upstream_failures:  # an Allow that carried nothing must not read as a plain Allow
+            failed = ", ".join(f"{count} {word}" for word, count in row.upstream_failures.items())
+            action += f" [red](upstream: {failed})[/red]"
         table.add_row(
             row.host, str(row.port), row.protocol, action, row.rule or "(default)",
             str(row.connections), f"{row.bytes_up}/{row.bytes_down}",

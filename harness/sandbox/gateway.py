@@ -191,6 +191,12 @@ def _mitmdump_arguments(mode: str, https_deny: str, run_id: str) -> list[str]:
         f"dns@127.0.0.1:{DNS_PORT}",
         "--set",
         "connection_strategy=lazy",
+        # mitmproxy logs several lines per connection at info: at concurrency 256 the gateway
+        # managed 27 new connections/s with them and 42/s without (benchmarks/bench_load.py,
+        # one run each), and the slower rate timed clients out. The Azure lines are in azure.log;
+        # the addon's own problems are warnings and errors, still logged.
+        "--set",
+        "termlog_verbosity=warn",
         "-s",
         "/opt/egress/addons/firewall.py",
         "--set",
