@@ -725,7 +725,9 @@ def report_command(recording: str, output: str | None) -> None:
         title=f"Egress report: {summary.get('scenario', folder.name)}", summary=summary,
         events=events, output=output_lines, diagnosis_text=diagnosis_text,
     )  # fmt: skip
-    target = Path(output) if output else folder / "report.html"
+    from harness.runfolder import REPORT
+
+    target = Path(output) if output else folder / REPORT
     _write(str(target), page)
     stdout.print(f"Report: {target}")
 

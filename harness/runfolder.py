@@ -7,6 +7,10 @@
       workload.jsonl   TIMED_OUTPUT  the same lines as {"ts", "line"} (TimedOutput)
       policy.yaml      POLICY        the effective policy (write_policy)
       summary.json     SUMMARY       outcome, destinations, diagnosis (write_summary)
+      gateway.log      GATEWAY_LOG   the gateway's own output, its last lines (the sandbox)
+      client.log       CLIENT_LOG    a scenario client's output (the sandbox)
+      upstreams/       UPSTREAMS     the test CA, each upstream's certificate and log
+      report.html      REPORT        `egress report`'s page
 
 Writers here are the only code that names these files; the gateway container and the sandbox
 take the paths from here too.
@@ -23,10 +27,14 @@ from __future__ import annotations
 
 __all__ = [
     "AZURE_LOG",
+    "CLIENT_LOG",
     "EVENTS",
+    "GATEWAY_LOG",
     "POLICY",
+    "REPORT",
     "SUMMARY",
     "TIMED_OUTPUT",
+    "UPSTREAMS",
     "WORKLOAD_LOG",
     "Recorder",
     "RecorderError",
@@ -55,6 +63,10 @@ WORKLOAD_LOG = "workload.log"
 TIMED_OUTPUT = "workload.jsonl"
 POLICY = "policy.yaml"
 SUMMARY = "summary.json"
+GATEWAY_LOG = "gateway.log"
+CLIENT_LOG = "client.log"
+UPSTREAMS = "upstreams"
+REPORT = "report.html"
 
 
 # --- writers -------------------------------------------------------------------------------
