@@ -441,6 +441,7 @@ def learn_command(
     command = "egress learn " + " ".join([
         *files, *(["--classify"] if classify else []), *(["--wildcards"] if wildcards else []),
         *(["-o", output] if output else []),
+        *(["--allow-outside-paths"] if allow_outside_paths else []),
     ])  # fmt: skip
     sandbox = _sandbox_run()
     with LiveProgress(f"learning {', '.join(s.name for s in scenarios)}") as progress:
