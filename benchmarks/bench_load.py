@@ -22,6 +22,7 @@ import json
 import tarfile
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import trustme
@@ -148,6 +149,7 @@ def _through(folder, run_id, ca_file, server_ip, total, concurrency, options):
         if event.kind == "tls" and event.host == ALLOWED and event.action == "Allow"
         and event.bytes_down == 0 and not event.upstream
     )  # fmt: skip
+    figures["upstream"] = dict(Counter(event.upstream for event in events if event.upstream))
     return figures, unexplained
 
 
@@ -186,8 +188,9 @@ def _print_row(concurrency, total, direct, through, unexplained) -> None:
         f" direct {direct['rate']:7.1f}/s ({direct['failed']} failed {direct['errors'] or ''});"
         f" gateway {through['rate']:7.1f}/s ({through['failed']} of"
         f" {through['ok'] + through['failed']} allowed failed {through['errors'] or ''},"
-        f" {through['denied_ok']} denied got through, {unexplained} failures recorded as a plain"
-        f" Allow); ratio {ratio:.2f}",
+        f" {through['denied_ok']} denied got through, events' upstream field"
+        f" {through['upstream'] or '{}'}, {unexplained} failures recorded as a plain Allow);"
+        f" ratio {ratio:.2f}",
         flush=True,
     )
 
