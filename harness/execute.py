@@ -4,7 +4,14 @@ plugin and `learn`; the sandbox is passed in so tests can swap in a fake runtime
 
 from __future__ import annotations
 
-__all__ = ["Execution", "RunOverrides", "execute", "new_run_dir", "runs_root"]
+__all__ = [
+    "TIMED_OUTPUT",  # re-exported: the run folder's names live in harness.runfolder now
+    "Execution",
+    "RunOverrides",
+    "execute",
+    "new_run_dir",
+    "runs_root",
+]
 
 import os
 import threading
@@ -20,7 +27,7 @@ from harness.events import Event
 from harness.export.yaml_form import policy_to_yaml
 from harness.policy.model import Policy
 from harness.report import Destination, destinations
-from harness.runfolder import EVENTS, TimedOutput, read_run, write_policy
+from harness.runfolder import EVENTS, TIMED_OUTPUT, TimedOutput, read_run, write_policy
 from harness.runfolder import write_summary as write_summary_file
 from harness.scenario import Failure, Observed, Scenario, check_expectations
 
