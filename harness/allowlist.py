@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 import ipaddress
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -61,7 +60,6 @@ from typing import Literal
 import yaml
 from publicsuffixlist import PublicSuffixList
 
-from harness.errors import InputError, Location
 from harness.events import Event
 from harness.export.yaml_form import policy_to_yaml
 from harness.policy.fqdn import normalize
@@ -74,11 +72,11 @@ from harness.policy.model import (
     RuleCollection,
     RuleCollectionGroup,
 )
-from harness.recording import read_events
+from harness.runfolder import SUMMARY, read_run
 
 LEARNED_GROUP = "EgressHarnessLearned"
 LEARNED_GROUP_PRIORITY = 300
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = SUMMARY
 Classification = Literal["required", "optional", "flaky"]
 
 
@@ -140,17 +138,22 @@ def candidates(events: Iterable[Event]) -> list[Candidate]:
         if event.kind in ("tls", "http") and event.host:
             key = event.host.lower().rstrip(".")
             kind = "Https" if event.kind == "tls" else "Http"
+            port = event.port or (443 if event.kind == "tls" else 80)
         elif event.kind in ("tcp", "udp") and event.dst:
-            key = event.dst.rsplit(":", 1)[0]
+            key, _, dst_port = event.dst.rpartition(":")
+            key = key.strip("[]")
             kind = event.kind.upper()
+            port = int(dst_port)  # Event.from_json checked it is IP:PORT
         else:
             continue
+        if not 1 <= port <= 65535:
+            continue  # no rule can name it
         candidate = found.get(key)
         if candidate is None:
             candidate = found[key] = Candidate(
                 key, first_seen=event.ts, network=kind in ("TCP", "UDP")
             )
-        candidate.protocols.add((kind, event.port or 0))
+        candidate.protocols.add((kind, port))
         candidate.connections += 1
         candidate.bytes_total += (event.bytes_up or 0) + (event.bytes_down or 0)
         candidate.first_seen = min(candidate.first_seen, event.ts)
@@ -391,6 +394,7 @@ class RecordedRun:
     # `egress import-logs`: production's firewall logs, whose allowed destinations have rules
     # already; its candidates are the denied destinations only (the rules to add).
     imported: bool = False
+    warning: str | None = None  # what the lenient reader skipped, to be said once
 
     @property
     def source(self) -> str:
@@ -398,34 +402,18 @@ class RecordedRun:
         return f"scenario {self.scenario}, {run}" if self.scenario else run
 
 
-def _summary(folder: Path) -> dict[str, object]:
-    path = folder / SUMMARY_FILE
-    if not path.is_file():
-        return {}
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"not JSON: {error.msg}",
-                         location=Location(str(path), error.lineno, error.colno),
-                         fix="the recording is damaged; record the run again") from None  # fmt: skip
-    if not isinstance(summary, dict):
-        raise InputError("expected a JSON object", location=Location(str(path), 1),
-                         fix="the recording is damaged; record the run again")  # fmt: skip
-    return summary
-
-
 def read_recording(path: str | Path) -> RecordedRun:
     """A recording folder (or its events.jsonl): its candidates, with each candidate's evidence
     named after the run, and the scenario and mode its summary.json gives."""
-    source = Path(path)
-    folder = source if source.is_dir() else source.parent
-    events = read_events(source)
-    summary = _summary(folder)
+    recording = read_run(path)
+    summary = recording.summary
     scenario = summary.get("scenario")
     mode = summary.get("mode")
     imported = summary.get("origin") == "import-logs"
-    run = RecordedRun(folder, scenario if isinstance(scenario, str) else None,
-                      mode if isinstance(mode, str) else None, [], imported)  # fmt: skip
+    run = RecordedRun(recording.folder, scenario if isinstance(scenario, str) else None,
+                      mode if isinstance(mode, str) else None, [], imported,
+                      warning=recording.warning())  # fmt: skip
+    events = recording.events
     if imported:
         events = [event for event in events if (event.would or event.action) == "Deny"]
     found = candidates(events)

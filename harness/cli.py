@@ -1,7 +1,8 @@
 """The `egress` command: composition root 1. Parses arguments, calls the library, prints
 results as tables, and turns harness errors into a message and an exit code at one place
 (`main`): 0 success, 1 the scenario's expectations failed (learn: the allowlist did not
-verify; diff: rules are missing), 2 bad input or environment.
+verify; diff: rules are missing), 2 bad input or environment, 70 an internal error (a bug: one
+line on stderr, the traceback saved to the file it names), 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from harness.interrupt import Terminated, unwind_on_sigterm
 # Piped output (CI logs) has no width; rich would assume 80 columns and fold every table row
 # with a long host name. COLUMNS still wins when set.
 PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-stdout = Console(highlight=False, soft_wrap=True, width=PIPED_WIDTH)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=PIPED_WIDTH)
+stdout = Console(highlight=False, soft_wrap=True, width=PIPED_WIDTH, emoji=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=PIPED_WIDTH, emoji=False)
 
 PROTOCOL_CHOICES = ("https", "http", "tcp", "udp")
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -57,7 +58,33 @@ def main(argv: list[str] | None = None) -> int:
         return _interrupted(abort.__cause__)
     except KeyboardInterrupt as interrupt:
         return _interrupted(interrupt)
+    except Exception as error:  # noqa: BLE001 -- a bug of ours, never "expectations failed"
+        return _internal_error(error)
     return 0
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE of sysexits.h: distinct from 1 (expectations) and 2 (input)
+
+
+def _internal_error(error: Exception) -> int:
+    """One line on stderr, the traceback in a file the line names, exit 70."""
+    import tempfile
+    import traceback
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    details = Path(tempfile.gettempdir()) / f"egress-internal-error-{stamp}-{os.getpid()}.txt"
+    summary = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    try:
+        details.write_text(
+            f"egress {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(error)),
+            encoding="utf-8",
+        )
+        where = str(details)
+    except OSError:
+        where = "(could not be saved)"
+    stderr.print(f"egress: internal error: {summary}; details in {where}", markup=False)
+    return INTERNAL_ERROR
 
 
 def _interrupted(cause: BaseException | None) -> int:
@@ -259,9 +286,8 @@ def check(
 def logs(recording: str, fmt: str) -> None:
     """A recording's log lines: Azure's legacy msg lines, the AZFW* tables as JSON, or a table."""
     from harness.events import azfw_record
-    from harness.recording import read_events
 
-    events = read_events(Path(recording))
+    events = _read_run(recording).events
     if fmt == "azure":
         for event in events:
             if event.azure:
@@ -279,17 +305,39 @@ def logs(recording: str, fmt: str) -> None:
             rule = event.rule
             table.add_row(
                 event.ts, event.kind, event.src or "",
-                f"{event.host}:{event.port}" if event.host and event.port
-                else (event.dst or event.host or ""),
-                _action(event.action) if event.action else "",
+                _destination_text(event),
+                _action(event.action) + (f" (upstream {event.upstream})" if event.upstream else "")
+                if event.action else "",
                 f"{rule['collection']} / {rule['rule']}" if rule else (event.reason or ""),
             )  # fmt: skip
         stdout.print(table)
 
 
+def _destination_text(event) -> str:
+    """`host:port` of an application event, the recorded `ip:port` of a network one."""
+    if event.host:
+        return f"{event.host}:{event.port}" if event.port is not None else event.host
+    return event.dst or ""
+
+
+def _read_run(recording: str, *, require_events: bool = True):
+    """A recording read leniently, with one warning on stderr when parts were damaged."""
+    from harness.runfolder import read_run
+
+    run = read_run(recording, require_events=require_events)
+    warning = run.warning()
+    if warning:
+        stderr.print(f"egress: {warning}", markup=False)
+    return run
+
+
 # --- run ---------------------------------------------------------------------------------
 
 DEFAULT_SCENARIO = "scenarios/python-requirements.scenario.yaml"
+ALLOW_OUTSIDE_HELP = (
+    "let the scenario name files outside its own folder tree (workdir, trust, policy): only for"
+    " a scenario you trust"
+)
 
 
 def app_options(command):
@@ -310,14 +358,14 @@ def app_options(command):
     return command
 
 
-def _scenario_or_app(path: str, app: dict, command: str):
+def _scenario_or_app(path: str, app: dict, command: str, *, allow_outside_paths: bool = False):
     """A scenario file, or an app folder as its App Service chain (with a line saying how)."""
     from harness.execute import with_pull
     from harness.scenario import load_scenario
 
     pull = app.get("pull")
     if not Path(path).is_dir():
-        scenario = load_scenario(path)
+        scenario = load_scenario(path, allow_outside_paths=allow_outside_paths)
         return (with_pull(scenario, pull) if pull else scenario), None
     from harness.appservice.app import app_scenario
 
@@ -347,9 +395,10 @@ def _scenario_or_app(path: str, app: dict, command: str):
               help="how a denied HTTPS connection ends (close is Azure's)")  # fmt: skip
 @policy_source_options
 @app_options
+@click.option("--allow-outside-paths", is_flag=True, help=ALLOW_OUTSIDE_HELP)
 def run_command(
     scenario_file: str, policy_file: str | None, allow: tuple[str, ...], mode: str | None,
-    https_deny: str | None, policy_options, **app: str | None,
+    https_deny: str | None, policy_options, allow_outside_paths: bool, **app: str | None,
 ) -> None:  # fmt: skip
     """Run SCENARIO once behind the firewall: the outcome, a table of destinations and where the
     recording is. APP_DIR (a folder): its App Service chain (Kudu's deploy, Oryx, the build)
@@ -357,7 +406,8 @@ def run_command(
     from harness.execute import RunOverrides, execute
     from harness.policy.load import load_policy, merge_allow
 
-    scenario, _ = _scenario_or_app(scenario_file, app, f"egress run {scenario_file}")
+    scenario, _ = _scenario_or_app(scenario_file, app, f"egress run {scenario_file}",
+                                   allow_outside_paths=allow_outside_paths)
     if policy_file:
         policy = load_policy(policy_file, policy_options)
         _warn_about(policy)
@@ -460,6 +510,9 @@ def _print_execution(execution) -> None:
             action = "[dark_orange]would be denied[/dark_orange] (audit mode: allowed)"
         elif row.would != row.action:
             action += f" (would {row.would})"
+        if row.upstream_failures:  # an Allow that carried nothing must not read as a plain Allow
+            failed = ", ".join(f"{count} {word}" for word, count in row.upstream_failures.items())
+            action += f" [red](upstream: {failed})[/red]"
         table.add_row(
             row.host, str(row.port), row.protocol, action, row.rule or "(default)",
             str(row.connections), f"{row.bytes_up}/{row.bytes_down}",
@@ -517,9 +570,10 @@ WILDCARDS_HELP = (
 @click.option("--report", "with_report", is_flag=True,
               help="write an HTML report of the learn: its runs and each destination's evidence")  # fmt: skip
 @app_options
+@click.option("--allow-outside-paths", is_flag=True, help=ALLOW_OUTSIDE_HELP)
 def learn_command(
     scenario_files: tuple[str, ...], classify: bool, wildcards: bool, output: str | None,
-    with_report: bool, **app: str | None,
+    with_report: bool, allow_outside_paths: bool, **app: str | None,
 ) -> None:  # fmt: skip
     """Learn the minimal allowlist SCENARIO needs: an audit run, then a verify run behind what it
     found (and with --classify, one run per destination denied). Several SCENARIOs: each is
@@ -539,11 +593,13 @@ def learn_command(
     command = "egress learn " + " ".join([
         *files, *(["--classify"] if classify else []), *(["--wildcards"] if wildcards else []),
         *(["-o", output] if output else []),
+        *(["--allow-outside-paths"] if allow_outside_paths else []),
         *[f"--{key.replace('_', '-')} {value}" for key, value in app.items()
           if value and not (key == "target" and value == "webapp")],
     ])  # fmt: skip
     # Every file and folder checked before any run.
-    loaded = [_scenario_or_app(path, app, command) for path in files]
+    loaded = [_scenario_or_app(path, app, command, allow_outside_paths=allow_outside_paths)
+              for path in files]  # fmt: skip
     scenarios = [scenario for scenario, _ in loaded]
     # An App Service chain (an app folder, or the file `egress init` wrote): Kudu's call to its
     # own SCM site is learned as Microsoft's rule, unless --site names the site.
@@ -653,6 +709,8 @@ def allowlist_command(recordings: tuple[str, ...], wildcards: bool, output: str 
 
     runs = [read_recording(path) for path in recordings]
     for run in runs:
+        if run.warning:
+            stderr.print(f"egress: {run.warning}", markup=False)
         if run.imported:
             stderr.print(f"egress: note: {run.folder} holds imported firewall logs: the rules"
                          " are for its denied destinations", markup=False)  # fmt: skip
@@ -805,11 +863,10 @@ def diff_command(policy_file: str, recording: str, as_json: bool, policy_options
     Exit codes: 0 no rule is missing, 1 rules are missing, 2 bad input."""
     from harness.diff import diff_policy, render_diff
     from harness.export import policy_of
-    from harness.recording import read_events
 
     policy = policy_of(policy_file, policy_options)
     _warn_about(policy)
-    report = diff_policy(policy, read_events(recording))
+    report = diff_policy(policy, _read_run(recording).events)
     if as_json:
         print(report.to_json())
     else:

@@ -16,9 +16,22 @@ __all__ = [
     "ImageMissing",
     "InputError",
     "Location",
+    "excerpt",
 ]
 
 from dataclasses import dataclass
+from typing import Any
+
+from harness.limits import MAX_EXCERPT_CHARS
+
+
+def excerpt(value: Any, limit: int = MAX_EXCERPT_CHARS) -> str:
+    """`repr(value)` cut to `limit` characters: an error quotes what it is about, never a whole
+    file that was named where a path or a small value belonged."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,8 @@ class InputError(HarnessError):
         key_path: str = "",
         fix: str = "",
     ) -> None:
-        self.problem = problem
+        # The last guard against echoing a file: a problem is a sentence, not a document.
+        self.problem = problem if len(problem) <= 500 else problem[:499] + "…"
         self.location = location
         self.key_path = key_path
         self.fix = fix

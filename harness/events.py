@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 import json
+import re
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +43,7 @@ def now_iso() -> str:
 
 @dataclass
 class Event:
-    ts: str
+    ts: str  # "" only in an import of pasted log lines that carry no time
     run: str
     kind: str  # tls | http | tcp | udp | dns | lifecycle
     src: str | None = None
@@ -76,11 +77,76 @@ class Event:
 
     @classmethod
     def from_json(cls, line: str) -> Event:
-        data = json.loads(line)
+        """An event from one line of events.jsonl; ValueError (or its JSONDecodeError) when the
+        line is not an event. Every field's type is checked here, once, so readers trust them."""
+        return cls.from_data(json.loads(line))
+
+    @classmethod
+    def from_data(cls, data: Any) -> Event:
         if not isinstance(data, dict):
             raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-        known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        values = {key: value for key, value in data.items() if key in _FIELD_TYPES}
+        for name in ("ts", "run", "kind"):
+            if name not in values:
+                raise ValueError(f"the field {name!r} is missing")
+        for name, value in values.items():
+            problem = _field_problem(name, value)
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+        return cls(**values)
+
+
+KINDS = ("tls", "http", "tcp", "udp", "dns", "lifecycle", "dnat")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
+_RULE_KEYS = ("policy", "group", "collection", "rule")
+
+
+def _type_names(annotation: str) -> set[str]:
+    """`"dict[str, str] | None"` -> {"dict", "None"}: the JSON shapes a field may hold."""
+    return {part.strip().split("[")[0] for part in annotation.split("|")}
+
+
+_FIELD_TYPES = {field.name: _type_names(str(field.type)) for field in fields(Event)}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "int": int, "float": (int, float), "dict": dict, "list": list, "bool": bool,
+}  # fmt: skip
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    allowed = _FIELD_TYPES[name]
+    if value is None:
+        return None if "None" in allowed else "must not be null"
+    ok = any(
+        isinstance(value, _JSON_TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
+        for kind in allowed
+        if kind in _JSON_TYPES
+    )
+    if not ok:
+        return f"expected {' or '.join(sorted(allowed - {'None'}))}, got {type(value).__name__}"
+    if isinstance(value, str) and _CONTROL.search(value):
+        return "has a control character"
+    if name == "ts" and value and not _TIMESTAMP.match(value):
+        return f"{value[:30]!r} is not an ISO 8601 time"
+    if name == "kind" and value not in KINDS:
+        return f"{value[:20]!r} is not one of {', '.join(KINDS)}"
+    if name == "port" and not 1 <= value <= 65535:
+        return f"{value} is outside 1..65535"
+    if name in ("bytes_up", "bytes_down", "duration_ms") and value < 0:
+        return f"{value} is negative"
+    if name in ("src", "dst") and not _is_address(value):
+        return f"{value[:40]!r} is not IP:PORT"
+    if name == "rule" and (
+        any(not isinstance(value.get(key, ""), str) for key in _RULE_KEYS)
+        or not all(value.get(key) for key in ("collection", "rule"))
+    ):
+        return "expected {policy, group, collection, rule} with text values"
+    return None
+
+
+def _is_address(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) <= 65535 and " " not in host
 
 
 def _split(address: str | None) -> tuple[str, str]:

@@ -4,9 +4,16 @@ plugin and `learn`; the sandbox is passed in so tests can swap in a fake runtime
 
 from __future__ import annotations
 
-__all__ = ["Execution", "RunOverrides", "execute", "new_run_dir", "runs_root", "with_pull"]
+__all__ = [
+    "TIMED_OUTPUT",  # re-exported: the run folder's names live in harness.runfolder now
+    "Execution",
+    "RunOverrides",
+    "execute",
+    "new_run_dir",
+    "runs_root",
+    "with_pull",
+]
 
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -17,11 +24,12 @@ from typing import Any, Protocol, Self
 
 from harness.derive import Prober, resolve_derived
 from harness.diagnose import Diagnosis, diagnose
-from harness.events import Event, now_iso
+from harness.events import Event
 from harness.export.yaml_form import policy_to_yaml
 from harness.policy.model import Policy
-from harness.recording import read_events
 from harness.report import Destination, destinations
+from harness.runfolder import EVENTS, TIMED_OUTPUT, TimedOutput, read_run, write_policy
+from harness.runfolder import write_summary as write_summary_file
 from harness.scenario import Failure, Observed, Scenario, check_expectations
 
 
@@ -67,7 +75,6 @@ class Execution:
         return [row for row in self.destinations if "Allow" in row.would.split("+")]
 
 
-TIMED_OUTPUT = "workload.jsonl"
 
 
 def runs_root() -> Path:
@@ -157,18 +164,16 @@ def execute(
     mode = overrides.mode or firewall.mode
     https_deny = overrides.https_deny or firewall.https_deny
     folder = run_dir or new_run_dir(scenario.name, suffix=run_suffix)
-    (folder / "policy.yaml").write_text(
-        policy_to_yaml(policy, header=f"Effective policy of scenario {scenario.name} ({mode})")
+    policy_path = write_policy(
+        folder,
+        policy_to_yaml(policy, header=f"Effective policy of scenario {scenario.name} ({mode})"),
     )
     output_lines: list[str] = []
-    # The output's lines with the time each arrived, so a report can interleave them with the
-    # firewall's events (workload.log keeps the bare text).
-    timed_output = open(folder / TIMED_OUTPUT, "a", encoding="utf-8")  # noqa: SIM115
+    timed_output = TimedOutput(folder)
 
     def collect(line: str) -> None:
         output_lines.append(line)
-        timed_output.write(json.dumps({"ts": now_iso(), "line": line}) + "\n")
-        timed_output.flush()
+        timed_output.write(line)
         if on_output is not None:
             on_output(line)
 
@@ -184,7 +189,7 @@ def execute(
         mode=mode,  # type: ignore[arg-type]
         https_deny=https_deny,  # type: ignore[arg-type]
         hosts=dict(firewall.hosts),
-        policy_path=folder / "policy.yaml",
+        policy_path=policy_path,
         upstreams=scenario.upstreams,
         client=scenario.client,
         pull=workload.pull,
@@ -194,11 +199,11 @@ def execute(
         if on_event is None:
             result = sandbox_run(spec, on_output=collect)
         else:
-            with _EventTail(folder / "events.jsonl", on_event):
+            with _EventTail(folder / EVENTS, on_event):
                 result = sandbox_run(spec, on_output=collect)
     finally:
         timed_output.close()
-    events = read_events(folder) if (folder / "events.jsonl").exists() else []
+    events = read_run(folder, require_events=False).events
     rows = destinations(events)
     azure_lines = [event.azure for event in events if event.azure]
     output = "\n".join(output_lines)
@@ -277,7 +282,7 @@ def write_summary(execution: Execution) -> None:
         "expectations_failed": [str(failure) for failure in execution.failures],
         "diagnosis": execution.diagnosis.as_dict() if execution.diagnosis else None,
     }
-    (execution.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary_file(execution.run_dir, summary)
 
 
 def with_policy(scenario: Scenario, policy: Policy) -> Scenario:

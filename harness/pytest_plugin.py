@@ -40,6 +40,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_PATTERNS,
         help="glob patterns of scenario file names collected by the egress plugin",
     )
+    parser.addoption(
+        "--allow-outside-paths",
+        action="store_true",
+        help="egress: let scenarios name files outside their own folder tree (trusted ones only)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,7 +75,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            scenario = load_scenario(self.path)
+            scenario = load_scenario(
+                self.path, allow_outside_paths=self.config.getoption("allow_outside_paths")
+            )
         except HarnessError as error:
             raise self.CollectError(str(error)) from None
         # Every scenario runs real containers, wherever its file is kept: `-m "not docker"`

@@ -6,7 +6,7 @@ from __future__ import annotations
 __all__ = ["Destination", "destination_host", "destinations"]
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.events import Event
 
@@ -26,6 +26,8 @@ class Destination:
     bytes_up: int = 0
     bytes_down: int = 0
     first_seen: str = ""
+    # Allowed connections whose upstream refused, reset or timed out: {"reset": 3, ...}
+    upstream_failures: dict[str, int] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -44,6 +46,7 @@ class Destination:
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
             "first_seen": self.first_seen,
+            "upstream_failures": self.upstream_failures,
         }
 
 
@@ -76,6 +79,8 @@ def destinations(events: Iterable[Event]) -> list[Destination]:
         row.connections += 1
         row.bytes_up += event.bytes_up or 0
         row.bytes_down += event.bytes_down or 0
+        if event.upstream:
+            row.upstream_failures[event.upstream] = row.upstream_failures.get(event.upstream, 0) + 1
         if event.action:
             row.action = "+".join(sorted({*row.action.split("+"), event.action} - {""}))
         if event.would:

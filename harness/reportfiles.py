@@ -17,16 +17,15 @@ __all__ = [
 ]
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import InputError
 from harness.events import Event
-from harness.recording import EVENTS_FILE, read_events
+from harness.runfolder import CLIENT_LOG, EVENTS, read_run
 
 LEARN_FILE = "learn.json"
-TIMED_OUTPUT = "workload.jsonl"
-CLIENT_LOG = "client.log"
 
 
 @dataclass
@@ -76,7 +75,7 @@ class LearnView:
 
 
 def is_recording(folder: Path) -> bool:
-    return (folder / EVENTS_FILE).is_file() or (folder / "summary.json").is_file()
+    return (folder / EVENTS).is_file() or (folder / "summary.json").is_file()
 
 
 def is_learn(folder: Path) -> bool:
@@ -94,28 +93,22 @@ def _json_file(path: Path) -> dict[str, object]:
 
 
 def load_run(folder: Path) -> RunView:
-    events = read_events(folder) if (folder / EVENTS_FILE).is_file() else []
-    summary = _json_file(folder / "summary.json")
+    """A recording read leniently (harness.runfolder): what is damaged is skipped and said
+    once on stderr; each output line is told apart as the client's or the workload's."""
+    recording = read_run(folder, require_events=False)
+    warning = recording.warning()
+    if warning:
+        print(f"egress: {warning}", file=sys.stderr)
     client_lines = set()
     if (folder / CLIENT_LOG).is_file():
         client_lines = set(
             (folder / CLIENT_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
         )
-    output: list[tuple[str, str, str]] = []
-    timed = folder / TIMED_OUTPUT
-    if timed.is_file():
-        for line in timed.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(entry, dict) or "ts" not in entry or "line" not in entry:
-                continue
-            text = str(entry["line"])
-            output.append(
-                (str(entry["ts"]), text, "client" if text in client_lines else "workload")
-            )
-    return RunView(folder, summary, events, output)
+    output = [
+        (ts, text, "client" if text in client_lines else "workload")
+        for ts, text in recording.output
+    ]
+    return RunView(folder, recording.summary, recording.events, output)
 
 
 def load_learn(folder: Path) -> LearnView:

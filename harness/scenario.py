@@ -2,6 +2,14 @@
 expected of the run. Loaded with the same error quality as policies; paths are resolved from
 the scenario file's folder.
 
+Paths (`workload.workdir`, `workload.trust`, `firewall.policy`, `client.workdir`) must stay inside
+the scenario's own tree, symlinks resolved: the git checkout that holds the scenario file (so
+`scenarios/app.scenario.yaml` may name `../apps/app`, as `egress init` writes it), or the file's
+folder outside a checkout. A scenario from someone else's repository cannot copy `/etc` into a
+workload or read a host file into its CA bundle. The user lifts this
+for a scenario they trust with `--allow-outside-paths` (`egress run|learn`, pytest) or
+EGRESS_ALLOW_OUTSIDE_PATHS=1; the scenario itself cannot.
+
 Derived values (`${pip.index_host}`, see `harness.derive`) may be written in the firewall policy
 and in expectation strings; an unknown name stops loading at its line. A loaded scenario lists
 them in `derived`, and `harness.execute` fills them in from the workload image when it runs.
@@ -21,7 +29,10 @@ __all__ = [
     "load_scenario",
 ]
 
+import contextvars
 import ipaddress
+import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +40,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness.derive import DerivedUse, references, stand_in, substitute, unknown_reference_problem
-from harness.errors import Location
+from harness.errors import Location, excerpt
 from harness.firewall_settings import HTTPS_DENY_STYLES, MODES, HttpsDeny, Mode
 from harness.policy.fqdn import exact_name_problem, normalize
 from harness.policy.load import YAML, fields_of, required, string_of
@@ -160,11 +171,57 @@ _UPSTREAM = ("name", "image", "hosts", "command", "env", "pull")
 _CLIENT = ("image", "command", "workdir", "env", "port", "hosts", "pull")
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """A scenario file; every problem is an InputError pointing at its line and key."""
+ALLOW_OUTSIDE_PATHS_ENV = "EGRESS_ALLOW_OUTSIDE_PATHS"
+
+
+def load_scenario(path: str | Path, *, allow_outside_paths: bool = False) -> Scenario:
+    """A scenario file; every problem is an InputError pointing at its line and key. Paths
+    outside the file's folder tree are refused unless `allow_outside_paths` (or the
+    EGRESS_ALLOW_OUTSIDE_PATHS=1 environment variable) says the user trusts it."""
     source = Path(path)
     document = load_yaml(source)
-    return scenario_from_node(document.root, source)
+    allow = allow_outside_paths or os.environ.get(ALLOW_OUTSIDE_PATHS_ENV, "") == "1"
+    token = _ALLOW_OUTSIDE.set(allow)
+    try:
+        return scenario_from_node(document.root, source)
+    finally:
+        _ALLOW_OUTSIDE.reset(token)
+
+
+# Set for one load_scenario call; a context variable rather than a parameter threaded through
+# every helper that resolves a path.
+_ALLOW_OUTSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "allow_outside_paths", default=False
+)
+
+
+def _own_tree(source: Path) -> Path:
+    """The folder a scenario's paths must stay in: the top of the git checkout holding it, else
+    its own folder."""
+    folder = source.parent.resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def _scenario_path(node: Node, source: Path, what: str) -> Path:
+    """`node`'s relative path resolved from the scenario's folder, confined to its tree."""
+    text = string_of(node, what)
+    try:
+        resolved = (source.parent / text).resolve()
+        root = _own_tree(source)
+        resolved.exists()  # probes the name: too long for the file system raises here
+    except (OSError, ValueError) as error:  # a name too long, a NUL byte
+        reason = getattr(error, "strerror", None) or excerpt(str(error))
+        raise node.error(f"{excerpt(text)} is not a usable path ({reason})", "fix the path") from None
+    if not _ALLOW_OUTSIDE.get() and not resolved.is_relative_to(root):
+        raise node.error(
+            f"{excerpt(text)} is outside the scenario's own tree {root}",
+            "keep the files in the scenario's checkout or folder, or pass --allow-outside-paths"
+            " (EGRESS_ALLOW_OUTSIDE_PATHS=1) if you trust this scenario",
+        )
+    return resolved
 
 
 def scenario_from_node(root: Node, source: Path) -> Scenario:
@@ -283,7 +340,7 @@ def _workload(node: Node, source: Path, allowed: tuple[str, ...] = _WORKLOAD) ->
             if value == "host":
                 trust.append(value)
                 continue
-            pem = (source.parent / value).resolve()
+            pem = _scenario_path(item, source, "'host' or a PEM file path")
             if not pem.is_file():
                 raise item.error(
                     f"{pem} is not a file", "give 'host' or a PEM file relative to the scenario"
@@ -292,9 +349,15 @@ def _workload(node: Node, source: Path, allowed: tuple[str, ...] = _WORKLOAD) ->
     timeout = 600.0
     if "timeout" in found:
         value = found["timeout"].value
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not 0 < value <= MAX_TIMEOUT_S
+        ):
             raise found["timeout"].error(
-                f"timeout must be a positive number of seconds, not {value!r}", "e.g. timeout: 600"
+                f"timeout must be a positive number of seconds up to {MAX_TIMEOUT_S}, not {excerpt(value)}",
+                "e.g. timeout: 600",
             )
         timeout = float(value)
     if_image_missing = (
@@ -310,8 +373,11 @@ def _pull(found: dict[str, Node]) -> str:
     return _choice(found["pull"], PULL_CHOICES, "pull") if "pull" in found else "missing"
 
 
+MAX_TIMEOUT_S = 24 * 3600
+
+
 def _workdir(node: Node, source: Path) -> Path:
-    workdir = (source.parent / string_of(node, "a folder path")).resolve()
+    workdir = _scenario_path(node, source, "a folder path")
     if not workdir.is_dir():
         raise node.error(
             f"{workdir} is not a folder", "give a folder relative to the scenario file"
@@ -470,7 +536,7 @@ def _firewall(
     if "policy" in found:
         policy_node = found["policy"]
         if isinstance(policy_node.value, str):
-            policy_source = (source.parent / policy_node.value).resolve()
+            policy_source = _scenario_path(policy_node, source, "a policy file path")
             if not policy_source.is_file():
                 raise policy_node.error(
                     f"{policy_source} is not a file",
@@ -503,13 +569,21 @@ def _firewall(
                 "hosts must be a mapping of name: IP", "e.g. hosts: {files.example.test: 10.9.0.5}"
             )
         for name, child in found["hosts"].items():
+            if not isinstance(name, str):
+                raise child.error(f"{excerpt(name)} is not a host name", "write name: IP")
+            host = normalize(name)
+            problem = exact_name_problem(host)
+            if "*" in host:
+                problem = f"{excerpt(name)} is a pattern; the firewall's DNS overrides exact names"
+            if problem:
+                raise child.error(problem, "write an exact host name: IP")
             try:
                 address = str(ipaddress.ip_address(str(child.value)))
             except ValueError:
                 raise child.error(
-                    f"{child.value!r} is not an IP address", "write name: IP"
+                    f"{excerpt(child.value)} is not an IP address", "write name: IP"
                 ) from None
-            hosts.append((str(name), address))
+            hosts.append((host, address))
     return Firewall(policy, policy_source, mode, https_deny, tuple(hosts))  # type: ignore[arg-type]
 
 

@@ -16,6 +16,14 @@ at the nearest marked ancestor.
 
 JSON goes through a small position-tracking parser (after `json.loads` has validated it and
 reported any syntax error with its line), so ARM templates get line numbers too.
+
+Every way PyYAML or `json` can fail on a user's bytes ends as an InputError at a line: a scalar
+its constructors reject (`!!bool maybe`, a 5,000-digit integer), a NUL byte, a key that is not a
+string (shown in key paths as `[1.5]`, `[null]`). The limits of `harness.limits` are checked
+before any value is built: file size, nesting depth (`MAX_DEPTH`) and the node count with every
+alias expanded (`MAX_EXPANDED_NODES`, so 300 bytes of nested aliases cannot cost gigabytes in
+the first loader that walks the tree). Dates stay strings: no key of ours takes a date, and
+`name: 2024-13-01` is a name, not a bad month.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ from typing import Any
 
 import yaml
 
-from harness.errors import InputError, Location
+from harness.errors import InputError, Location, excerpt
+from harness.limits import MAX_DEPTH, MAX_EXPANDED_NODES, MAX_FILE_BYTES
 
 KeyPath = tuple[str | int, ...]
 Mark = tuple[int, int]  # 1-based line and column
@@ -87,8 +96,12 @@ def format_key_path(parts: KeyPath, prefix: str = "") -> str:
     """`("a", 0, "b")` -> `a[0].b`; keys that are not plain words are written `["x.y"]`."""
     text = prefix
     for part in parts:
-        if isinstance(part, int):
+        if isinstance(part, bool) or part is None:
+            text += f"[{json.dumps(part)}]"  # YAML's spelling: [true], [null]
+        elif isinstance(part, int):
             text += f"[{part}]"
+        elif not isinstance(part, str):
+            text += f"[{part}]"  # a YAML key that is a number or a date: [1.5], [2024-01-01]
         elif _PLAIN_KEY.match(part):
             text += f".{part}" if text else part
         else:
@@ -212,7 +225,80 @@ def _mark(mark: yaml.Mark) -> Mark:
 
 
 class _MarkingLoader(yaml.SafeLoader):
-    """SafeLoader building MarkedDict / MarkedList and refusing duplicate keys."""
+    """SafeLoader building MarkedDict / MarkedList, refusing duplicate keys, nesting past
+    MAX_DEPTH, and scalars its constructors cannot read (as errors at their mark)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # The composer recurses once per level: stop at the limit, not at Python's stack.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH and not self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels (the limit)",
+                    self.peek_event().start_mark,
+                )  # fmt: skip
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as error:
+            # PyYAML's constructors raise these for `!!bool maybe`, `!!float abc`, `0x_`,
+            # `!!timestamp 2024-13-01` or an integer over Python's 4,300-digit conversion limit.
+            tag = node.tag.rsplit(":", 1)[-1]
+            value = node.value if isinstance(node, yaml.ScalarNode) else tag
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{excerpt(value)} cannot be read as a YAML {tag}{_reason(error)}",
+                node.start_mark,
+            ) from None  # fmt: skip
+
+
+def _reason(error: Exception) -> str:
+    if not isinstance(error, ValueError) or not str(error):
+        return ""
+    return f" ({excerpt(str(error).split(';')[0], 80)[1:-1]})"
+
+
+# Dates and times stay strings (see the module docstring).
+_MarkingLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _alias_expansion(root: yaml.Node) -> int:
+    """How many nodes aliases add to the document once expanded, stopping past the limit.
+    Each distinct node is sized once, so this is linear in the file, not in the expansion."""
+    sizes: dict[int, int] = {}
+    order: list[yaml.Node] = []
+    stack = [root]
+    while stack:  # children before parents, without recursion
+        node = stack.pop()
+        if id(node) in sizes:
+            continue
+        sizes[id(node)] = -1
+        order.append(node)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+    for node in reversed(order):
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(sizes[id(child)] for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(sizes[id(key)] + sizes[id(value)] for key, value in node.value)
+        sizes[id(node)] = min(size, len(order) + MAX_EXPANDED_NODES + 1)
+    return sizes[id(root)] - len(order)
 
 
 def _construct_mapping(loader: _MarkingLoader, node: yaml.MappingNode) -> Iterator[MarkedDict]:
@@ -250,9 +336,15 @@ _MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
 def read_text(path: str | Path) -> str:
-    """A user's file as text; a missing or unreadable file is an InputError."""
+    """A user's file as text; a missing, unreadable or over-limit file is an InputError."""
     file = Path(path)
     try:
+        if file.is_file() and file.stat().st_size > MAX_FILE_BYTES:
+            raise InputError(
+                f"the file is {file.stat().st_size:,} bytes, over the limit of "
+                f"{MAX_FILE_BYTES:,} bytes (MAX_FILE_BYTES)",
+                location=Location(str(path)), fix="split it, or check that this is the right file",
+            )  # fmt: skip
         return file.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError(
@@ -295,16 +387,41 @@ def load_yaml_text(text: str, path: str | Path, *, expect_mapping: bool = True) 
     mapping are InputErrors pointing into the file.
     """
     name = str(path)
+    loader: _MarkingLoader | None = None
     try:
-        data = yaml.load(text, Loader=_MarkingLoader)  # a SafeLoader subclass: no arbitrary objects
+        loader = _MarkingLoader(text)  # a SafeLoader subclass: no arbitrary objects
+        root = loader.get_single_node()
+        if root is not None and _alias_expansion(root) > MAX_EXPANDED_NODES:
+            raise InputError(
+                f"aliases expand to more than {MAX_EXPANDED_NODES:,} further values (the limit"
+                " MAX_EXPANDED_NODES)",
+                location=Location(name, *_mark(root.start_mark)),
+                fix="write the repeated parts out, or use fewer nested aliases",
+            )
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.reader.ReaderError as error:
+        # A NUL or other control character: PyYAML gives a character offset, not a line.
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        raise InputError(
+            f"character #x{error.character:04x} is not allowed in YAML",
+            location=Location(name, line, column),
+            fix="remove it (is this a binary file?)",
+        ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         location = Location(name, *_mark(mark)) if mark is not None else Location(name)
-        problem = error.problem or error.context or "invalid YAML"
+        problem = " ".join((error.problem or error.context or "invalid YAML").split())
         if problem.startswith("duplicate key"):
             raise InputError(
                 problem, location=location, fix="keep one of them (YAML keeps only the last)"
             ) from None
+        if "(the limit)" in problem:
+            raise InputError(problem.replace("(the limit)", "(the limit MAX_DEPTH)"),
+                             location=location, fix="flatten the file") from None  # fmt: skip
+        if "cannot be read as a YAML" in problem:
+            raise InputError(problem, location=location,
+                             fix="quote the value to make it a string, or correct it") from None  # fmt: skip
         raise InputError(
             f"YAML syntax error: {problem}",
             location=location,
@@ -312,8 +429,12 @@ def load_yaml_text(text: str, path: str | Path, *, expect_mapping: bool = True) 
         ) from None
     except yaml.YAMLError as error:
         raise InputError(
-            f"YAML syntax error: {error}", location=Location(name), fix="fix the YAML syntax"
-        ) from None
+            f"YAML syntax error: {' '.join(str(error).split())}", location=Location(name),
+            fix="fix the YAML syntax",
+        ) from None  # fmt: skip
+    finally:
+        if loader is not None:
+            loader.dispose()
     _check_top(data, name, expect_mapping)
     return Document(name, data)
 
@@ -394,6 +515,7 @@ def load_json_text(text: str, path: str | Path, *, expect_mapping: bool = False)
     NaN / Infinity literals, which `json.loads` accepts, are refused as not JSON.
     """
     name = str(path)
+    _check_json_depth(text, name)
     try:
         json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
@@ -418,6 +540,28 @@ def load_json_text(text: str, path: str | Path, *, expect_mapping: bool = False)
     data, _ = parser.value(parser.skip(0))
     _check_top(data, name, expect_mapping)
     return Document(name, data)
+
+
+_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _check_json_depth(text: str, name: str) -> None:
+    """Nesting past MAX_DEPTH is refused before `json` or our parser recurse into it."""
+    depth = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                offset = match.start()
+                line = text.count("\n", 0, offset) + 1
+                column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+                raise InputError(
+                    f"nested deeper than {MAX_DEPTH} levels (the limit MAX_DEPTH)",
+                    location=Location(name, line, column), fix="flatten the file",
+                )  # fmt: skip
+        elif token in "]}":
+            depth = max(depth - 1, 0)
 
 
 def _refuse_constant(name: str) -> Any:

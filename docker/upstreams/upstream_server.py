@@ -76,10 +76,16 @@ class TlsSiteHandler(SiteHandler):
     scheme = "https"
 
 
+# socketserver listens with a backlog of 5: a burst of new connections overflows the accept
+# queue and the kernel drops or resets them (measured: benchmarks/bench_load.py, issue 16).
+LISTEN_BACKLOG = 1024
+
+
 class TlsServer(ThreadingHTTPServer):
     """Handshakes in the request's own thread, so one stalled client cannot block accept()."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address, handler, context: ssl.SSLContext) -> None:
         super().__init__(address, handler)
@@ -96,6 +102,7 @@ class TlsServer(ThreadingHTTPServer):
 
 class PlainServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
 
 def main() -> int:

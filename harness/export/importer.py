@@ -19,8 +19,9 @@ from harness.policy.load import load_policy
 from harness.policy.model import Policy
 from harness.policy.source import PolicyOptions
 from harness.policy.terraform import is_terraform_source
+from harness.runfolder import POLICY
 
-RECORDED_POLICY = "policy.yaml"
+RECORDED_POLICY = POLICY
 
 
 def import_policy(path: str | Path, options: PolicyOptions | None = None) -> Policy:

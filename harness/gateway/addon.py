@@ -21,6 +21,10 @@ Hooks translate traffic into `Request`s for the pure `Decider` and decisions int
 - Recording: one event per connection, written when the client disconnects (with the bytes
   relayed each way and the duration); one per plain HTTP request, written with its response
   or error; one per DNS query, written with its answer.
+- Upstream failures: an allowed connection whose upstream refused it, did not answer in time,
+  was unreachable, or hung up (closed or reset) before sending a byte back keeps its Allow
+  decision and carries `upstream: refused | timeout | unreachable | reset` in its event
+  (`upstream_failure`), so no report shows a failed connection as a plain Allow.
 - DNS queries are answered normally (Azure DNS answers everything) and recorded; the answers
   map addresses to names for network rules with destination FQDNs.
 
@@ -68,7 +72,7 @@ from harness.gateway.local import IpAddress, is_own_address, own_addresses
 from harness.gateway.options import GatewayConfig, parse_options
 from harness.policy.decide import Decider
 from harness.policy.model import DENY, Decision, Reason, Request
-from harness.recording import Recorder, RecorderError
+from harness.runfolder import Recorder, RecorderError
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,19 @@ class Verdict:
     bytes_up: int = 0
     bytes_down: int = 0
     written: bool = False
+    upstream_failure: str | None = None  # refused | timeout | unreachable | reset
+
+
+def upstream_failure(error: str | None) -> str:
+    """mitmproxy's text for a failed upstream connect (an OSError's str) as the event's word."""
+    text = (error or "").lower()
+    if "refused" in text or "errno 111" in text:
+        return "refused"
+    if "timed out" in text or "timeout" in text or "errno 110" in text:
+        return "timeout"
+    if "unreachable" in text or "no route" in text or "errno 113" in text or "errno 101" in text:
+        return "unreachable"
+    return "reset"
 
 
 class CountingPassthrough(tcp.TCPLayer):
@@ -112,6 +129,16 @@ class CountingPassthrough(tcp.TCPLayer):
                 self.verdict.bytes_up += len(event.data)
             else:
                 self.verdict.bytes_down += len(event.data)
+        elif (
+            isinstance(event, events.ConnectionClosed)
+            and event.connection == self.context.server
+            and self.verdict.bytes_down == 0
+            and self.verdict.upstream_failure is None
+            and self.context.client.state & ConnectionState.CAN_READ
+        ):
+            # The upstream hung up before a single byte came back (a reset, or a full accept
+            # queue's close) while the client still waited: its Allow carried nothing.
+            self.verdict.upstream_failure = "reset"
         yield from super().relay_messages(event)
 
     @expect(events.DataReceived, events.ConnectionClosed, tcp.TcpMessageInjected)
@@ -283,6 +310,8 @@ class Firewall:
         verdict.written = True
         verdict.event.bytes_up = verdict.bytes_up
         verdict.event.bytes_down = verdict.bytes_down
+        if verdict.upstream_failure and verdict.event.action != DENY:
+            verdict.event.upstream = verdict.upstream_failure
         verdict.event.duration_ms = int((time.monotonic() - verdict.started) * 1000)
         self._write(verdict.event)
 
@@ -492,6 +521,11 @@ class Firewall:
             )
             if refusal is not None and flow.response is None:
                 deny_event(event, refusal)
+            if (
+                flow.response is None and flow.error is not None and event.action != DENY
+                and refusal is None and flow.server_conn.timestamp_start is not None
+            ):  # fmt: skip
+                event.upstream = upstream_failure(flow.error.msg)
             event.status = flow.response.status_code if flow.response else None
             event.bytes_up = len(flow.request.raw_content or b"")
             event.bytes_down = len(flow.response.raw_content or b"") if flow.response else 0
@@ -550,6 +584,19 @@ class Firewall:
         # Dial the address just checked, not the name again: a second lookup could answer
         # differently (DNS rebinding).
         data.server.address = (addresses[0], port)
+
+    def server_connect_error(self, data: ServerConnectionHookData) -> None:
+        """An approved upstream that could not be reached: say why in the event."""
+        try:
+            verdict = self.verdicts.get(data.client.id)
+            if verdict is None or data.server.error is None or verdict.refused:
+                return
+            if str(data.server.error).startswith((REFUSED, "cannot resolve")):
+                return  # our own refusal, or DNS: already recorded as such
+            if verdict.approved:  # server_connect let it dial: the upstream itself failed
+                verdict.upstream_failure = upstream_failure(data.server.error)
+        except Exception:  # the connection has failed anyway; the record is best effort
+            logger.exception("egress: internal error while recording an upstream failure")
 
     @staticmethod
     def _is_ip(host: str) -> bool:

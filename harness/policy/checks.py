@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness.errors import excerpt
 from harness.policy.fqdn import exact_name_problem, pattern_problem
 from harness.policy.model import (
     ALLOW,
@@ -131,7 +132,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return f"the string {excerpt(value)}"
     if isinstance(value, int | float):
         return f"the number {value}"
     return f"a {type(value).__name__}"
@@ -170,7 +171,7 @@ def fields_of(node: Node, dialect: Dialect, names: Iterable[str], *, what: str) 
                 continue
             near = difflib.get_close_matches(str(key), list(written), n=1, cutoff=0.6)
             fix = f"did you mean {near[0]!r}?" if near else f"{what} takes {', '.join(written)}"
-            raise child.error(f"unknown key {key!r}", fix)
+            raise child.error(f"unknown key {excerpt(key)}", fix)
         if child.value is not None:
             found[name] = child
     return found

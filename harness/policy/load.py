@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
+from harness.limits import MAX_RULES
 from harness.policy import arm
 from harness.policy.checks import (
     _SHORTHAND_PROTOCOLS,
@@ -308,7 +309,21 @@ def policy_from_node(root: Node, default_name: str, options: PolicyOptions | Non
     elif own_service_tags:
         table = own_service_tags
     policy = _with_service_tags(policy, table, source, warnings)
-    return replace(policy, warnings=tuple(warnings))
+    return within_rule_limit(replace(policy, warnings=tuple(warnings)), root)
+
+
+def within_rule_limit(policy: Policy, root: Node) -> Policy:
+    count = sum(
+        len(collection.rules)
+        for group in policy.rule_collection_groups
+        for collection in group.rule_collections
+    )
+    if count > MAX_RULES:
+        raise root.error(
+            f"the policy has {count:,} rules, over the limit of {MAX_RULES:,} (MAX_RULES)",
+            "split it into several policies",
+        )
+    return policy
 
 
 def load_policy(path: str | Path, options: PolicyOptions | None = None) -> Policy:

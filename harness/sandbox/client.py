@@ -39,6 +39,7 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from harness.errors import EnvironmentProblem
+from harness.runfolder import CLIENT_LOG
 from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import Gateway
 from harness.sandbox.images import GATEWAY_IMAGE, TAG
@@ -53,7 +54,6 @@ from harness.sandbox.workload import (
     start_workload,
 )
 
-CLIENT_LOG = "client.log"
 LISTEN_TIMEOUT = 60.0  # seconds the workload has to accept the client's connections
 # Runs in the probe container (the gateway image: python3 is there whatever the client's image).
 _PROBE = """\

@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.runfolder import GATEWAY_LOG
 from harness.sandbox.client import (
     Client,
     client_network,
@@ -23,8 +24,6 @@ from harness.sandbox.labels import new_run_id
 from harness.sandbox.pull import ensure_run_images
 from harness.sandbox.upstreams import Upstream, start_upstreams
 from harness.sandbox.workload import run_workload
-
-GATEWAY_LOG = "gateway.log"
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,10 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from harness.errors import EnvironmentProblem
+from harness.runfolder import UPSTREAMS as UPSTREAMS_DIR
 from harness.sandbox.engine import local_image
 from harness.sandbox.labels import create_network, labels, safe_name
 
-UPSTREAMS_DIR = "upstreams"
 CA_FILE = "ca.pem"
 CERT_MOUNT = "/egress/upstream"
 LISTENING = b'"event": "listening"'

@@ -34,6 +34,7 @@ import requests
 from docker.errors import DockerException, NotFound
 
 from harness.errors import InputError
+from harness.runfolder import WORKLOAD_LOG
 from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import GATEWAY_UID, Gateway
 from harness.sandbox.images import HOST_CA_BUNDLE
@@ -53,7 +54,6 @@ TRUST_ENV_VARS = (
     "CURL_CA_BUNDLE",
 )
 HOST_TRUST = "host"
-WORKLOAD_LOG = "workload.log"
 
 OutputCallback = Callable[[str], None]
 

@@ -19,7 +19,6 @@ from harness.allowlist import (
     render_allowlist,
     wildcard_candidates,
 )
-from harness.errors import InputError
 from harness.events import Event
 from harness.policy.decide import Decider
 from harness.policy.load import load_policy
@@ -258,8 +257,9 @@ def test_recording_without_summary_is_named_by_its_folder(tmp_path: Path) -> Non
     assert (run.scenario, run.source) == (None, "run cut-short")
 
 
-def test_damaged_summary_is_an_input_error_with_its_line(tmp_path: Path) -> None:
+def test_damaged_summary_reads_as_none_with_a_warning(tmp_path: Path) -> None:
     folder = write_recording(tmp_path / "r", [tls("a.example.test")], '{\n  "scenario": \n')
-    with pytest.raises(InputError) as error:
-        read_recording(folder)
-    assert str(error.value).startswith(f"{folder / 'summary.json'}:3:1: not JSON")
+    run = read_recording(folder)
+    assert (run.scenario, run.source) == (None, "run r")
+    assert [candidate.host for candidate in run.candidates] == ["a.example.test"]
+    assert run.warning is not None and "summary.json: not JSON" in run.warning

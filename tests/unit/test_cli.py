@@ -313,16 +313,21 @@ def test_diff_exits_1_when_rules_are_missing_and_names_them(
     assert report["unused"] == []
 
 
-def test_diff_with_a_damaged_recording_is_exit_2_with_file_and_line(
+def test_diff_of_a_damaged_recording_skips_the_line_and_says_so_once(
     policy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = write_run(tmp_path, "run", "kudu", ["a.example.test", "b.example.test"])
     lines = (run / "events.jsonl").read_text().splitlines()
     (run / "events.jsonl").write_text("\n".join([lines[0], "{not json", lines[1]]) + "\n")
-    assert main(["diff", str(policy), str(run)]) == 2
-    err = capsys.readouterr().err
-    assert f"egress: {run / 'events.jsonl'}:2: not an event" in err
-    assert "Traceback" not in err
+    assert main(["diff", str(policy), str(run), "--json"]) == 1  # both hosts still need rules
+    captured = capsys.readouterr()
+    missing = [item["destination"] for item in json.loads(captured.out)["missing"]]
+    assert missing == ["a.example.test:443", "b.example.test:443"]
+    assert captured.err.count("warning:") == 1
+    assert "skipped 1 damaged item(s) (1 in events.jsonl); first: events.jsonl:2: not JSON" in (
+        captured.err
+    )
+    assert "Traceback" not in captured.err
 
 
 # --- allowlist --------------------------------------------------------------------------------
@@ -396,16 +401,17 @@ def test_allowlist_notes_a_recording_made_in_enforce_mode(
     assert "recorded in enforce mode" in capsys.readouterr().err
 
 
-def test_allowlist_of_a_damaged_recording_is_exit_2_with_file_and_line(
+def test_allowlist_of_a_damaged_recording_keeps_the_undamaged_events(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = write_run(tmp_path, "run", "pip", ["a.example.test", "b.example.test"])
     events = run / "events.jsonl"
     events.write_text('["not", "an", "object"]\n' + events.read_text())
-    assert main(["allowlist", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert f"egress: {events}:1: not an event: expected a JSON object" in err
-    assert "Traceback" not in err
+    assert main(["allowlist", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "a.example.test" in captured.out and "b.example.test" in captured.out
+    assert "first: events.jsonl:1: expected a JSON object, got list" in captured.err
+    assert "Traceback" not in captured.err
 
 
 # --- learn with a fake sandbox -------------------------------------------------------------

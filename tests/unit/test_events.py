@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -27,6 +28,7 @@ NETWORK_RULE = RuleRef("net-policy", "DefaultNetworkRuleCollectionGroup", "allow
 FORMATS_KEY_ORDER = [
     "v", "ts", "run", "kind", "src", "dst", "host", "port", "protocol", "action", "would",
     "rule", "reason", "bytes_up", "bytes_down", "duration_ms", "url", "status", "azure",
+    "upstream",
 ]  # fmt: skip
 
 
@@ -206,7 +208,10 @@ def full_event() -> Event:
 
 def test_json_line_has_formats_key_order_with_v_first() -> None:
     line = full_event().to_json()
-    assert list(json.loads(line)) == FORMATS_KEY_ORDER
+    # `upstream` is written only when an allowed connection's upstream failed.
+    assert list(json.loads(line)) == [key for key in FORMATS_KEY_ORDER if key != "upstream"]
+    failed = replace(full_event(), upstream="refused").to_json()
+    assert list(json.loads(failed)) == FORMATS_KEY_ORDER
     assert line.startswith('{"v": 1, "ts": "')
     assert "\n" not in line
 

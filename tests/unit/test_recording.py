@@ -10,6 +10,7 @@ import pytest
 from harness.errors import InputError
 from harness.events import Event, lifecycle_event
 from harness.recording import AZURE_LOG, EVENTS_FILE, Recorder, RecorderError, read_events
+from harness.runfolder import read_run
 
 
 def tcp_event(port: int) -> Event:
@@ -64,13 +65,13 @@ def test_blank_lines_are_skipped(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad_line", ["{not json", '{"v": 1, "run": "r"}', "[1, 2]"],
                          ids=["broken-json", "missing-fields", "not-an-object"])  # fmt: skip
-def test_a_bad_middle_line_is_an_error_naming_file_and_line(tmp_path: Path, bad_line: str) -> None:
+def test_a_bad_middle_line_is_skipped_and_named(tmp_path: Path, bad_line: str) -> None:
     path = tmp_path / EVENTS_FILE
     path.write_text("\n".join([tcp_event(1).to_json(), bad_line, tcp_event(3).to_json()]) + "\n")
-    with pytest.raises(InputError) as raised:
-        read_events(tmp_path)
-    assert str(raised.value).startswith(f"{path}:2: not an event: ")
-    assert "record the run again" in str(raised.value)
+    assert read_events(tmp_path) == [tcp_event(1), tcp_event(3)]
+    run = read_run(tmp_path)
+    assert [(item.file, item.line) for item in run.skipped] == [(EVENTS_FILE, 2)]
+    assert run.warning() is not None and "skipped 1 damaged item(s)" in run.warning()
 
 
 def test_a_missing_recording_is_an_input_error(tmp_path: Path) -> None:

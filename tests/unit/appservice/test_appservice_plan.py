@@ -89,6 +89,7 @@ def test_a_dotnet_app_restores_in_microsofts_sdk_image_pulled_or_not_run(tmp_pat
 
 
 def test_init_text_loads_from_where_it_is_written_with_relative_paths(tmp_path):
+    (tmp_path / ".git").mkdir()  # a project checkout: its scenarios may name its apps
     app = python_app(tmp_path / "apps" / "shop")
     folder = tmp_path / "scenarios"
     folder.mkdir()

@@ -31,6 +31,7 @@ from harness.gateway.addon import (
     TLS_ACCESS_DENIED_ALERT,
     CountingPassthrough,
     Firewall,
+    upstream_failure,
 )
 from harness.policy.model import Reason
 from harness.recording import EVENTS_FILE, read_events
@@ -989,3 +990,68 @@ def test_every_event_reaches_the_record_dir_as_it_happens(gateway: Gateway) -> N
     assert all(json.loads(line)["run"] == "run-1" for line in lines)
     azure = (gateway.record_dir / "azure.log").read_text().splitlines()
     assert azure == [event.azure for event in gateway.events()]
+
+
+# --- upstream failures: an allowed connection that failed says why (issue 16) ---------------
+
+
+@pytest.mark.parametrize(
+    ("error", "word"),
+    [
+        ("[Errno 111] Connect call failed ('192.0.2.10', 443)", "refused"),
+        ("[Errno 110] Connection timed out", "timeout"),
+        ("timed out", "timeout"),
+        ("[Errno 113] No route to host", "unreachable"),
+        ("[Errno 104] Connection reset by peer", "reset"),
+    ],
+)
+def test_connect_errors_are_named_in_one_word(error: str, word: str) -> None:
+    assert upstream_failure(error) == word
+
+
+def _allowed(gateway: Gateway):
+    connection = gateway.connection(("192.0.2.10", 443))
+    nextlayer = gateway.first_bytes(connection, HELLO["allowed.test"])
+    assert gateway.server_connect(connection) is None
+    return connection, nextlayer
+
+
+def test_an_allowed_connection_the_upstream_refuses_records_refused(gateway: Gateway) -> None:
+    connection, nextlayer = _allowed(gateway)
+    connection.server.error = "[Errno 111] Connect call failed ('192.0.2.10', 443)"
+    gateway.addon.server_connect_error(
+        ServerConnectionHookData(server=connection.server, client=connection.client)
+    )
+    relay(nextlayer, connection.server.error)
+    event = gateway.close(connection.client)
+    assert (event.action, event.upstream, event.bytes_down) == ("Allow", "refused", 0)
+
+
+def test_an_upstream_hanging_up_before_answering_records_reset(gateway: Gateway) -> None:
+    connection, nextlayer = _allowed(gateway)
+    relay(nextlayer, None)
+    connection.client.state = ConnectionState.OPEN
+    list(nextlayer.layer.handle_event(events.ConnectionClosed(connection.server)))
+    event = gateway.close(connection.client)
+    assert (event.action, event.upstream) == ("Allow", "reset")
+
+
+def test_an_upstream_that_answered_then_closed_is_no_failure(gateway: Gateway) -> None:
+    connection, nextlayer = _allowed(gateway)
+    relay(nextlayer, None, down=b"server hello")
+    connection.client.state = ConnectionState.OPEN
+    list(nextlayer.layer.handle_event(events.ConnectionClosed(connection.server)))
+    event = gateway.close(connection.client)
+    assert (event.action, event.upstream) == ("Allow", None)
+
+
+def test_a_connection_the_firewall_refused_has_no_upstream_failure(gateway: Gateway) -> None:
+    connection = gateway.connection(("192.0.2.20", 443))
+    nextlayer = gateway.first_bytes(connection, HELLO["denied.test"])
+    error = gateway.server_connect(connection)
+    gateway.addon.server_connect_error(
+        ServerConnectionHookData(server=connection.server, client=connection.client)
+    )
+    relay(nextlayer, error)
+    event = gateway.close(connection.client)
+    assert (event.action, event.upstream) == ("Deny", None)

@@ -440,8 +440,9 @@ def test_a_buffered_recorder_writes_everything_by_close(tmp_path: Path) -> None:
     from harness.recording import Recorder
 
     recorder = Recorder(tmp_path, flush_each=False)
-    for port in range(3):
-        recorder.write(Event(ts="t", run="r", kind="tcp", port=port, azure=f"line {port}"))
+    for port in range(1, 4):
+        recorder.write(Event(ts="2026-11-28T12:00:00.000Z", run="r", kind="tcp", port=port,
+                             azure=f"line {port}"))  # fmt: skip
     recorder.close()
-    assert [event.port for event in read_events(tmp_path)] == [0, 1, 2]
-    assert (tmp_path / "azure.log").read_text() == "line 0\nline 1\nline 2\n"
+    assert [event.port for event in read_events(tmp_path)] == [1, 2, 3]
+    assert (tmp_path / "azure.log").read_text() == "line 1\nline 2\nline 3\n"
