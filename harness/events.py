@@ -12,20 +12,30 @@ duration), per plain HTTP request (written with its status) and per DNS query.
 
 The Azure line shows `would`: in audit mode the log reads as Azure's would in enforce mode,
 while `action` says what the simulation let through.
+
+Three fields are written only when they hold something (older readers never see them):
+`upstream: "unreachable"` on a connection or request the firewall allowed whose upstream this
+machine could not reach (its name does not resolve here, or the connection failed): not a deny,
+and its Azure line stays the Allow line; `answers` (the addresses a DNS query was answered with)
+and `sinkholed` (true when the name did not resolve here and the gateway answered with a
+sinkhole address, or an empty AAAA answer, as Azure's DNS would have answered it) on DNS events.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "UPSTREAM_UNREACHABLE",
     "Event",
     "azfw_record",
     "azure_line",
     "event_for_decision",
     "lifecycle_event",
+    "names_by_address",
     "now_iso",
 ]
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -60,10 +70,16 @@ class Event:
     url: str | None = None
     status: int | None = None
     azure: str | None = None
+    upstream: str | None = None  # "unreachable": allowed, but this machine could not reach it
+    answers: list[str] | None = None  # dns: the addresses answered
+    sinkholed: bool | None = None  # dns: answered with a sinkhole address (formats.md)
     v: int = VERSION
 
     def to_json(self) -> str:
         data = asdict(self)
+        for name in WRITTEN_WHEN_SET:
+            if data[name] is None:
+                del data[name]
         ordered = {"v": data.pop("v"), **data}
         return json.dumps(ordered, separators=(", ", ": "))
 
@@ -73,7 +89,38 @@ class Event:
         if not isinstance(data, dict):
             raise TypeError(f"expected a JSON object, got {type(data).__name__}")
         known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        values = {key: value for key, value in data.items() if key in known}
+        _check_optional_types(values)
+        return cls(**values)
+
+
+# Fields left out of a JSON line while they are None (module docstring).
+WRITTEN_WHEN_SET = ("upstream", "answers", "sinkholed")
+UPSTREAM_UNREACHABLE = "unreachable"
+
+
+def _check_optional_types(values: dict[str, Any]) -> None:
+    upstream, answers, sinkholed = (values.get(name) for name in WRITTEN_WHEN_SET)
+    if upstream is not None and not isinstance(upstream, str):
+        raise TypeError(f"upstream must be a string, not {type(upstream).__name__}")
+    if answers is not None and not (
+        isinstance(answers, list) and all(isinstance(item, str) for item in answers)
+    ):
+        raise TypeError("answers must be a list of addresses (strings)")
+    if sinkholed is not None and not isinstance(sinkholed, bool):
+        raise TypeError(f"sinkholed must be true or false, not {type(sinkholed).__name__}")
+
+
+def names_by_address(events: Iterable[Event]) -> dict[str, set[str]]:
+    """Address -> the names DNS events answered with it: the firewall's DNS map, rebuilt from a
+    recording (for network rules with `destination_fqdns`, diff and allowlist)."""
+    names: dict[str, set[str]] = {}
+    for event in events:
+        if event.kind == "dns" and event.host and event.answers:
+            name = event.host.lower().rstrip(".")
+            for address in event.answers:
+                names.setdefault(address, set()).add(name)
+    return names
 
 
 def _split(address: str | None) -> tuple[str, str]:

@@ -39,6 +39,7 @@ HttpsDeny = Literal["close", "alert", "drop"]
 
 MODES = ("enforce", "audit")
 HTTPS_DENY_STYLES = ("close", "alert", "drop")
+DNS_MODES = ("azure", "resolve")  # harness.gateway.sinkhole
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Firewall:
     mode: Mode = "enforce"
     https_deny: HttpsDeny = "close"
     hosts: tuple[tuple[str, str], ...] = ()
+    # azure: a name that does not resolve here gets a sinkhole address (as Azure's DNS answers
+    # it), so the build connects and the firewall sees it by name; resolve: real answers only.
+    dns: str = "azure"
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class Scenario:
 _TOP = ("name", "description", "workload", "firewall", "expect", "upstreams", "client")
 _WORKLOAD = ("image", "workdir", "command", "env", "trust", "timeout", "if_image_missing")
 IMAGE_MISSING_CHOICES = ("fail", "skip")
-_FIREWALL = ("policy", "mode", "https_deny", "hosts")
+_FIREWALL = ("policy", "mode", "https_deny", "hosts", "dns")
 _EXPECT = ("outcome", "denied", "allowed", "log_contains", "output_contains", "learned")
 _LEARNED = ("count", "verified")
 _UPSTREAM = ("name", "image", "hosts", "command", "env")
@@ -442,7 +446,8 @@ def _firewall(
                     f"{child.value!r} is not an IP address", "write name: IP"
                 ) from None
             hosts.append((str(name), address))
-    return Firewall(policy, policy_source, mode, https_deny, tuple(hosts))  # type: ignore[arg-type]
+    dns = _choice(found["dns"], DNS_MODES, "dns") if "dns" in found else "azure"
+    return Firewall(policy, policy_source, mode, https_deny, tuple(hosts), dns)  # type: ignore[arg-type]
 
 
 def _destinations(node: Node, uses: list[DerivedUse]) -> tuple[str, ...]:

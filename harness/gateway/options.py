@@ -11,6 +11,7 @@ from harness.policy.model import Policy
 
 MODES = ("enforce", "audit")
 HTTPS_DENY_STYLES = ("close", "alert", "drop")
+DNS_MODES = ("azure", "resolve")  # harness.gateway.sinkhole
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,13 @@ class GatewayConfig:
     record_dir: Path | None
     run_id: str
     drop_seconds: float
+    dns: str = "azure"
 
 
 def parse_options(
-    policy_path: str, mode: str, https_deny: str, record_dir: str, run_id: str, drop_seconds: float
-) -> GatewayConfig:
+    policy_path: str, mode: str, https_deny: str, record_dir: str, run_id: str,
+    drop_seconds: float, dns: str = "azure",
+) -> GatewayConfig:  # fmt: skip
     """Raises ValueError (with the fix) for a bad value; the addon turns it into OptionsError."""
     from harness.errors import HarnessError
     from harness.policy.load import load_policy
@@ -36,6 +39,8 @@ def parse_options(
         raise ValueError(
             f"egress_https_deny must be one of {', '.join(HTTPS_DENY_STYLES)}, not {https_deny!r}"
         )
+    if dns not in DNS_MODES:
+        raise ValueError(f"egress_dns must be one of {', '.join(DNS_MODES)}, not {dns!r}")
     if drop_seconds <= 0:
         raise ValueError(f"egress_drop_seconds must be positive, not {drop_seconds}")
     if policy_path:
@@ -52,4 +57,5 @@ def parse_options(
         record_dir=Path(record_dir) if record_dir else None,
         run_id=run_id,
         drop_seconds=float(drop_seconds),
+        dns=dns,
     )
