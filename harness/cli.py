@@ -318,9 +318,21 @@ class LiveProgress:
         self.seen.add(key)
         colour = "green" if event.would == "Allow" else "red"
         name = event.host or (event.dst or "?").rsplit(":", 1)[0]
-        stdout.print(f"[{colour}]→ {name}:{event.port} {event.protocol} {event.would}[/{colour}]")
+        stdout.print(f"[{colour}]→ {name}:{event.port} {event.protocol} {progress_verdict(event)}"
+                     f"[/{colour}]")  # fmt: skip
         if self._status is not None:
             self._status.update(self._text())
+
+
+def progress_verdict(event) -> str:
+    """What a progress line says of a decision: an audit run lets everything through, so a
+    destination enforce mode denies "would deny", never "Deny"; an allowed one this machine
+    cannot reach says so."""
+    if event.action == "Allow" and event.would == "Deny":
+        return "would deny"
+    if event.upstream == "unreachable":
+        return f"{event.action} (unreachable from this machine)"
+    return event.would or event.action or "?"
 
 
 def _print_execution(execution) -> None:
@@ -334,6 +346,8 @@ def _print_execution(execution) -> None:
     table = _table("host", "port", "protocol", "action", "rule", "connections", "bytes up/down")
     for row in execution.destinations:
         action = _action(row.action) + (f" (would {row.would})" if row.would != row.action else "")
+        if row.unreachable:
+            action += " (unreachable from this machine)"
         table.add_row(
             row.host, str(row.port), row.protocol, action, row.rule or "(default)",
             str(row.connections), f"{row.bytes_up}/{row.bytes_down}",
@@ -393,9 +407,14 @@ def learn_command(
             parallel=os.cpu_count() or 2, on_step=progress.set_step, on_event=progress.event,
         )  # fmt: skip
     notes = _wildcard_notes(joint.listed)
+    unreachable = [candidate.host for candidate in joint.candidates if candidate.unreachable]
+    if unreachable:
+        notes.append("Unreachable from this machine, learned as needed but not verified: "
+                     + ", ".join(unreachable))  # fmt: skip
     text = render_allowlist(joint.policy, joint.listed, command=command, scenario=joint.scenarios,
                             verified=joint.verified, notes=notes)  # fmt: skip
     _print_candidates(joint.candidates, several=len(scenarios) > 1)
+    _print_lookups_only(joint)
     for note in notes:
         stdout.print(note, markup=False)
     verdict = "[green]verified[/green]" if joint.verified else "[red]NOT verified[/red]"
@@ -412,7 +431,9 @@ def learn_command(
         print(text)
     _print_rule_collection(joint.policy)
     if not joint.verified:
-        raise ExpectationFailed("the learned allowlist did not make the workload succeed")
+        raise ExpectationFailed(
+            f"the learned allowlist did not make the workload succeed: {joint.why_not_verified()}"
+        )
 
 
 @cli.command("allowlist")
@@ -470,6 +491,16 @@ def allowlist_command(recordings: tuple[str, ...], wildcards: bool, output: str 
                  f" allowlist written to {output}")  # fmt: skip
 
 
+def _print_lookups_only(joint) -> None:
+    from harness.diagnose import looked_up_only
+
+    names = list(dict.fromkeys(
+        name for result in joint.results for name in looked_up_only(result.audit.events)
+    ))  # fmt: skip
+    if names:
+        stdout.print(f"Looked up but never connected to: {', '.join(names)}", markup=False)
+
+
 def _wildcard_notes(listed) -> list[str]:
     return [
         f"--wildcards: {candidate.host} stands for {', '.join(candidate.covers)}"
@@ -484,7 +515,9 @@ def _print_candidates(found, *, several: bool) -> None:
     for candidate in found:
         row = [
             candidate.host, ", ".join(candidate.protocol_texts()), str(candidate.connections),
-            str(candidate.bytes_total), candidate.classification or "",
+            str(candidate.bytes_total),
+            ", ".join(filter(None, [candidate.classification,
+                                    "unreachable: not verified" if candidate.unreachable else ""])),
         ]  # fmt: skip
         if several:
             # "scenario NAME[, run FOLDER]" or "run FOLDER": the scenario's name, else the run.

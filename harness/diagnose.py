@@ -18,7 +18,7 @@ the smallest rule that allows it, in the policy's YAML form, from the one rule s
 
 from __future__ import annotations
 
-__all__ = ["CLIENT_ERRORS", "Diagnosis", "diagnose"]
+__all__ = ["CLIENT_ERRORS", "Diagnosis", "diagnose", "looked_up_only"]
 
 import re
 from collections.abc import Sequence
@@ -198,6 +198,12 @@ def _lookups(events: Sequence[Event]) -> tuple[list[str], list[str]]:
         if event.reason in ("NXDOMAIN", "SERVFAIL") and not event.sinkholed:
             failed[name] = None
     return list(failed), [name for name in unused if name not in failed]
+
+
+def looked_up_only(events: Sequence[Event]) -> list[str]:
+    """Names the workload looked up but never connected to (a failed lookup included)."""
+    failed, unused = _lookups(events)
+    return [*failed, *unused]
 
 
 def _names(text: str, name: str) -> bool:
