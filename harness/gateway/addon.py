@@ -71,7 +71,7 @@ from harness.events import (
 )
 from harness.gateway.local import IpAddress, is_own_address, own_addresses
 from harness.gateway.options import GatewayConfig, parse_options
-from harness.gateway.sinkhole import Sinkhole, answer_as_azure
+from harness.gateway.sinkhole import Sinkhole, answer_as_azure, needs_deadline, resolve_in_time
 from harness.policy.decide import Decider
 from harness.policy.model import DENY, Decision, Reason, Request
 from harness.recording import Recorder, RecorderError
@@ -209,6 +209,13 @@ class Firewall:
             "azure (a name that does not resolve here gets a sinkhole address, as Azure's DNS "
             "would answer it) | resolve (real answers only)",
         )
+        loader.add_option(
+            "egress_dns_ms",
+            int,
+            3000,
+            "With egress_dns=azure: the milliseconds a name may take to resolve before it gets "
+            "a sinkhole address.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if ctx.options.connection_strategy != "lazy":
@@ -222,7 +229,7 @@ class Firewall:
             config = parse_options(
                 ctx.options.egress_policy, ctx.options.egress_mode, ctx.options.egress_https_deny,
                 ctx.options.egress_record_dir, ctx.options.egress_run_id, ctx.options.egress_drop_seconds,
-                ctx.options.egress_dns,
+                ctx.options.egress_dns, ctx.options.egress_dns_ms / 1000,
             )  # fmt: skip
             recorder = Recorder(config.record_dir) if config.record_dir else None
         except (ValueError, RecorderError) as error:
@@ -646,8 +653,13 @@ class Firewall:
 
     # --- DNS ------------------------------------------------------------------------------
 
-    def dns_request(self, flow: dns.DNSFlow) -> None:
+    def dns_request(self, flow: dns.DNSFlow) -> Awaitable[None] | None:
         self.dns_started[flow.id] = time.monotonic()
+        if self.config is None or self.config.dns != "azure" or not needs_deadline(flow):
+            return None
+        # Awaited by mitmproxy before its own resolver runs: an answer within the deadline or
+        # SERVFAIL, which dns_response turns into the sinkhole address.
+        return resolve_in_time(flow, self.config.dns_seconds)
 
     def dns_response(self, flow: dns.DNSFlow) -> None:
         def deny(_: str | None) -> None:

@@ -23,11 +23,12 @@ class GatewayConfig:
     run_id: str
     drop_seconds: float
     dns: str = "azure"
+    dns_seconds: float = 3.0
 
 
 def parse_options(
     policy_path: str, mode: str, https_deny: str, record_dir: str, run_id: str,
-    drop_seconds: float, dns: str = "azure",
+    drop_seconds: float, dns: str = "azure", dns_seconds: float = 3.0,
 ) -> GatewayConfig:  # fmt: skip
     """Raises ValueError (with the fix) for a bad value; the addon turns it into OptionsError."""
     from harness.errors import HarnessError
@@ -41,6 +42,8 @@ def parse_options(
         )
     if dns not in DNS_MODES:
         raise ValueError(f"egress_dns must be one of {', '.join(DNS_MODES)}, not {dns!r}")
+    if dns_seconds <= 0:
+        raise ValueError(f"egress_dns_ms must be positive, not {dns_seconds * 1000:g}")
     if drop_seconds <= 0:
         raise ValueError(f"egress_drop_seconds must be positive, not {drop_seconds}")
     if policy_path:
@@ -58,4 +61,5 @@ def parse_options(
         run_id=run_id,
         drop_seconds=float(drop_seconds),
         dns=dns,
+        dns_seconds=float(dns_seconds),
     )

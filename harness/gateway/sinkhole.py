@@ -11,18 +11,28 @@ is decided like any other (SNI, Host, network rules with `destination_fqdns` thr
 each sinkhole address stands for); when the decision allows it, the gateway never dials the
 sinkhole: the upstream is unreachable from this machine and is recorded so.
 
+"No answer in time" is the gateway's deadline (`egress_dns_ms`, default 3 s, under the 5 s
+a glibc client waits before it asks again): mitmproxy's resolver waits far longer for a name
+server that never answers, and the client would give up first. A name sinkholed so stays
+unreachable for the rest of the run.
+
 Sinkhole addresses come from 198.18.0.0/15 (RFC 2544, reserved for benchmarking, never routed on
 the Internet), one per name, in the order names are first looked up.
 """
 
 from __future__ import annotations
 
-__all__ = ["SINKHOLE_NETWORK", "Sinkhole", "answer_as_azure"]
+__all__ = ["SINKHOLE_NETWORK", "Sinkhole", "answer_as_azure", "needs_deadline", "resolve_in_time"]
 
+import asyncio
 import ipaddress
+import logging
 from collections.abc import Iterator
 
-from mitmproxy import dns
+from mitmproxy import ctx, dns
+from mitmproxy.proxy.mode_specs import DnsMode
+
+logger = logging.getLogger(__name__)
 
 SINKHOLE_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 SINKHOLE_TTL = 60
@@ -98,3 +108,28 @@ def answer_as_azure(
     if answered and any(record.type == dns.types.AAAA for record in response.answers):  # type: ignore[union-attr]
         return response, False
     return request.succeed([]), True
+
+
+def needs_deadline(flow: dns.DNSFlow) -> bool:
+    """An A or AAAA query of DNS mode that nothing has answered yet."""
+    return (
+        flow.response is None
+        and flow.error is None
+        and isinstance(flow.client_conn.proxy_mode, DnsMode)
+        and _ip_lookup(flow.request) is not None
+    )
+
+
+async def resolve_in_time(flow: dns.DNSFlow, seconds: float) -> None:
+    """Ask mitmproxy's resolver (its hosts file and name servers, as it would) for an A or AAAA
+    query (`needs_deadline`), but give up after `seconds` with SERVFAIL, which
+    `answer_as_azure` then sinkholes. A resolver this cannot use is left to mitmproxy."""
+    resolver = ctx.master.addons.get("dnsresolver")
+    if resolver is None or not hasattr(resolver, "resolve"):
+        return
+    try:
+        flow.response = await asyncio.wait_for(resolver.resolve(flow.request), seconds)
+    except TimeoutError:
+        flow.response = flow.request.fail(dns.response_codes.SERVFAIL)
+    except Exception:  # mitmproxy's resolver then answers as it always does
+        logger.debug("egress: the DNS deadline could not ask the resolver", exc_info=True)

@@ -6,11 +6,14 @@ them are decided by name, and an allowed one is recorded as `upstream: unreachab
 
 from __future__ import annotations
 
+import asyncio
+import time
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
 from mitmproxy import dns
+from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import tflow, tutils
 from test_addon import (  # the addon's test harness, shared
@@ -251,3 +254,31 @@ def test_an_allowed_name_that_does_not_resolve_at_connect_is_unreachable(
     gateway.first_bytes(connection, client_hello("nowhere.test"))
     assert gateway.server_connect(connection) is not None
     assert gateway.close(connection.client).upstream == "unreachable"
+
+
+class DnsResolver:
+    """Stands in for mitmproxy's resolver addon (same name): answers after `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def resolve(self, message: dns.DNSMessage) -> dns.DNSMessage:
+        await asyncio.sleep(self.seconds)
+        return message.succeed([dns.ResourceRecord.A("slow.test", IPv4Address("192.0.2.70"))])
+
+
+@pytest.mark.parametrize(("seconds", "sinkholed_"), [(0.01, False), (5, True)])
+def test_a_name_that_does_not_answer_in_time_is_sinkholed(
+    gateway: Gateway, seconds: float, sinkholed_: bool
+) -> None:
+    gateway.tctx.master.addons.add(DnsResolver(seconds))
+    gateway.configure(egress_dns_ms=200)
+    flow = query("slow.test")
+    flow.client_conn.proxy_mode = ProxyMode.parse("dns")
+    started = time.monotonic()
+    gateway.run(gateway.addon.dns_request(flow))
+    gateway.addon.dns_response(flow)
+    assert time.monotonic() - started < 2
+    [event] = gateway.events()
+    assert event.sinkholed is sinkholed_
+    assert (event.answers == ["192.0.2.70"]) is not sinkholed_
