@@ -396,7 +396,9 @@ def render_allowlist(
             via.append(f"# via {prefix}{item.text(default_source)}")
         key = "target_fqdns"
         if candidate.network:
-            key = "destination_fqdns" if not _is_address(candidate.host) else "destination_addresses"
+            key = (
+                "destination_fqdns" if not _is_address(candidate.host) else "destination_addresses"
+            )
         evidence.setdefault(_target_line(key, candidate.host), []).extend(via)
     lines = []
     for line in text.splitlines():

@@ -328,11 +328,11 @@ def progress_verdict(event) -> str:
     """What a progress line says of a decision: an audit run lets everything through, so a
     destination enforce mode denies "would deny", never "Deny"; an allowed one this machine
     cannot reach says so."""
-    if event.action == "Allow" and event.would == "Deny":
-        return "would deny"
+    said = "would deny" if event.action == "Allow" and event.would == "Deny" else (
+        event.would or event.action or "?")  # fmt: skip
     if event.upstream == "unreachable":
-        return f"{event.action} (unreachable from this machine)"
-    return event.would or event.action or "?"
+        said += " (unreachable from this machine)"
+    return said
 
 
 def _print_execution(execution) -> None:

@@ -51,7 +51,13 @@ CLIENT_ERRORS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         ("apt", r"470\s+status code 470|^E: (Failed|Unable) to fetch|^Err:\d+ "),
         ("uv", r"Failed to fetch|error sending request|client error \(Connect\)|tls handshake eof"),
-        ("npm", r"ECONNRESET|EPROTO|socket hang up|ERR_SSL|request to \S+ failed"),
+        (
+            "npm",
+            (
+                r"ECONNRESET|EPROTO|socket hang up|ERR_SSL|request to \S+ failed"
+                r"|socket disconnected before secure TLS connection"
+            ),
+        ),
         ("git", r"fatal: unable to access|gnutls_handshake|GnuTLS recv error"),
         ("nuget", r"NU1301|NU3028|Unable to load the service index"),
         ("curl", r"curl: \((7|28|35|52|56)\)"),
@@ -87,9 +93,12 @@ class Diagnosis:
     fix: str | None  # the rule to add, as policy YAML; None when no rule would help
     unreachable: tuple[str, ...] = ()  # allowed, but this machine cannot reach them
     not_resolved: tuple[str, ...] = ()  # names whose lookup failed (firewall.dns: resolve)
-    cause: str | None = None  # of the culprit: denied | would be denied | unreachable | not resolved
+    cause: str | None = (
+        None  # of the culprit: denied | would be denied | unreachable | not resolved
+    )
     audit: bool = False  # the run was in audit mode: nothing was denied, only would be
     looked_up_only: tuple[str, ...] = ()  # names looked up but never connected to
+    client_error: str | None = None  # the first client error line, whether it names a host or not
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -101,6 +110,7 @@ class Diagnosis:
             "cause": self.cause,
             "evidence": self.evidence,
             "client": self.client,
+            "client_error": self.client_error,
             "fix": self.fix,
         }
 
@@ -125,6 +135,8 @@ class Diagnosis:
             lines.append(f"Most likely cause: {_cause_text(self.culprit, self.cause)}")
             if self.evidence:
                 lines.append(f"  {self.client}: {self.evidence.strip()[:200]}")
+            elif self.client_error:
+                lines.append(f"  the client said: {self.client_error.strip()[:200]}")
         if self.fix:
             lines.append("Add to the policy:")
             lines += ["  " + line for line in self.fix.splitlines()]
@@ -144,7 +156,7 @@ def _cause_text(culprit: str, cause: str | None) -> str:
             f"{culprit} did not resolve, so the client never connected; with firewall.dns: azure"
             " the firewall answers it as Azure's DNS would and decides the connection by name"
         )
-    return f"{culprit} {cause or DENIED}"
+    return f"{culprit} {'would be denied' if cause == WOULD_BE_DENIED else 'was denied'}"
 
 
 @dataclass(frozen=True)
@@ -216,6 +228,8 @@ def diagnose(events: Sequence[Event], output: str) -> Diagnosis:
     problems = [*denied, *unreachable, *(_Problem(n, n, NOT_RESOLVED, None) for n in not_resolved)]
     audit = any(problem.cause == WOULD_BE_DENIED for problem in denied)
     names = dns_names(events)
+    lines = output.splitlines()
+    client_error = _first_error_line(lines)
 
     def result(culprit: _Problem | None, evidence: str | None, client: str | None) -> Diagnosis:
         fix = None
@@ -227,10 +241,9 @@ def diagnose(events: Sequence[Event], output: str) -> Diagnosis:
             evidence=evidence, client=client, fix=fix,
             unreachable=tuple(p.label for p in unreachable), not_resolved=tuple(not_resolved),
             cause=culprit.cause if culprit else None, audit=audit,
-            looked_up_only=tuple(looked_up_only),
+            looked_up_only=tuple(looked_up_only), client_error=client_error,
         )  # fmt: skip
 
-    lines = output.splitlines()
     for client, pattern in CLIENT_ERRORS:
         for index, line in enumerate(lines):
             if not pattern.search(line):
@@ -250,10 +263,19 @@ def diagnose(events: Sequence[Event], output: str) -> Diagnosis:
     return result(first, None, None)
 
 
+def _first_error_line(lines: Sequence[str]) -> str | None:
+    for line in lines:
+        if any(pattern.search(line) for _, pattern in CLIENT_ERRORS):
+            return line
+    return None
+
+
 def _rule_yaml(rule: object) -> str:
     from harness.export.yaml_form import policy_to_mapping
     from harness.policy.model import ALLOW, Policy, RuleCollection, RuleCollectionGroup
 
-    policy = Policy("p", (RuleCollectionGroup("g", 100, (RuleCollection("c", 100, ALLOW, (rule,)),)),))  # type: ignore[arg-type]
+    policy = Policy(
+        "p", (RuleCollectionGroup("g", 100, (RuleCollection("c", 100, ALLOW, (rule,)),)),)
+    )  # type: ignore[arg-type]
     mapping = policy_to_mapping(policy)["rule_collection_groups"][0]["rule_collections"][0]
     return yaml.safe_dump(mapping["rules"], sort_keys=False, default_flow_style=None).rstrip()

@@ -247,9 +247,10 @@ def _how(run: Execution) -> str:
 
 def _client_said(run: Execution) -> str:
     diagnosis = run.diagnosis
-    if diagnosis is None or not diagnosis.evidence:
+    said = diagnosis and (diagnosis.evidence or diagnosis.client_error)
+    if not said:
         return ""
-    return f"; the client said: {diagnosis.evidence.strip()[:200]}"
+    return f"; the client said: {said.strip()[:200]}"
 
 
 def learn_together(

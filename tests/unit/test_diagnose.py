@@ -148,7 +148,9 @@ def lookup(name: str, ts: str, rcode: str = "NOERROR", *answers: str, sinkholed=
 def test_the_host_the_client_error_names_beats_an_earlier_denial() -> None:
     events = [denied("telemetry.example.test", "2026-01-01T00:00:00.000Z"),
               unreachable("binaries.example.test", "2026-01-01T00:00:01.000Z")]  # fmt: skip
-    output = "npm error request to https://binaries.example.test/tool.tgz failed, reason: socket hang up"
+    output = (
+        "npm error request to https://binaries.example.test/tool.tgz failed, reason: socket hang up"
+    )
     diagnosis = diagnose(events, output)
     assert (diagnosis.culprit, diagnosis.cause) == ("binaries.example.test:443", "unreachable")
     assert diagnosis.unreachable == ("binaries.example.test:443",)

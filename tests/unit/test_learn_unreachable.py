@@ -89,7 +89,9 @@ def test_an_unreachable_host_is_learned_as_needed_but_unverified_and_named(
     [verify] = [spec for spec in runtime.specs if spec.run_dir.name.endswith("verify")]
     verify_policy = load_policy(verify.policy_path)
     decider = Decider(verify_policy)
-    assert decider.decide(Request("HTTPS", "10.0.0.1", 1, 443, host="binaries.example.test")).allowed
+    assert decider.decide(
+        Request("HTTPS", "10.0.0.1", 1, 443, host="binaries.example.test")
+    ).allowed
 
 
 def test_a_verify_run_failing_for_a_denial_says_that_not_unreachable(
@@ -120,6 +122,7 @@ def test_a_verify_run_failing_for_a_denial_says_that_not_unreachable(
         ("Allow", "Allow", None, "Allow"),
         ("Deny", "Deny", None, "Deny"),
         ("Allow", "Allow", "unreachable", "Allow (unreachable from this machine)"),
+        ("Allow", "Deny", "unreachable", "would deny (unreachable from this machine)"),
     ],
 )
 def test_audit_progress_says_would_deny_never_deny(
