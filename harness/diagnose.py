@@ -21,7 +21,7 @@ from __future__ import annotations
 __all__ = ["CLIENT_ERRORS", "Diagnosis", "diagnose", "looked_up_only"]
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -29,6 +29,7 @@ import yaml
 from harness.events import UPSTREAM_UNREACHABLE, Event
 from harness.policy.fqdn import normalize
 from harness.policy.suggest import dns_names, request_from_event, rule_allowing
+from harness.report import destination_host
 
 # Client error lines, by client, in the order they rank. Each is searched in the workload's
 # output; a destination named on (or right before) such a line is the culprit.
@@ -167,12 +168,15 @@ class _Problem:
     event: Event | None
 
 
-def _name_of(event: Event) -> str:
-    return event.host or (event.dst or "?").rsplit(":", 1)[0]
+def _connection_problems(
+    events: Sequence[Event], names: Mapping[str, frozenset[str]]
+) -> tuple[list[_Problem], list[_Problem]]:
+    """(denied or would be denied, unreachable), each in time order, one per host:port; a
+    destination without a name is named by the recording's DNS answers when they have it."""
 
+    def _name_of(event: Event) -> str:
+        return destination_host(event, names)
 
-def _connection_problems(events: Sequence[Event]) -> tuple[list[_Problem], list[_Problem]]:
-    """(denied or would be denied, unreachable), each in time order, one per host:port."""
     denied: dict[str, _Problem] = {}
     unreachable: dict[str, _Problem] = {}
     for event in sorted(events, key=lambda event: event.ts):
@@ -223,11 +227,11 @@ def _names(text: str, name: str) -> bool:
 
 
 def diagnose(events: Sequence[Event], output: str) -> Diagnosis:
-    denied, unreachable = _connection_problems(events)
+    names = dns_names(events)
+    denied, unreachable = _connection_problems(events, names)
     not_resolved, looked_up_only = _lookups(events)
     problems = [*denied, *unreachable, *(_Problem(n, n, NOT_RESOLVED, None) for n in not_resolved)]
     audit = any(problem.cause == WOULD_BE_DENIED for problem in denied)
-    names = dns_names(events)
     lines = output.splitlines()
     client_error = _first_error_line(lines)
 
