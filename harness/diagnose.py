@@ -7,8 +7,9 @@ unreachable`, e.g. a name that does not resolve here), and names whose lookup fa
 (CLIENT_ERRORS, in that order: name resolution, TLS EOF or reset, HTTP 470, connection refused,
 timeouts) that names one of them, on the line or the one before, makes it the culprit; an error
 line that names a host whose name did not resolve makes that host the culprit even when the
-firewall never saw a connection to it. Without such a line the first denied destination is
-blamed, then the first unreachable one, then the first failed lookup.
+firewall never saw a connection to it. Without such a line the first destination that stopped
+traffic in this run is blamed (denied, or allowed but unreachable), then the first that only
+would be denied (audit mode let it through), then the first failed lookup.
 
 The diagnosis never says the failure is not the firewall's while a destination was denied,
 would be denied, was unreachable or could not be looked up. The fix for a denied culprit is
@@ -186,7 +187,8 @@ def _connection_problems(
         if event.would == "Deny":
             cause = WOULD_BE_DENIED if event.action == "Allow" else DENIED
             denied.setdefault(label, _Problem(label, _name_of(event), cause, event))
-        elif event.upstream == UPSTREAM_UNREACHABLE:
+        if event.upstream == UPSTREAM_UNREACHABLE and event.action == "Allow":
+            # In audit mode also in `denied` (enforce would deny it); it failed as unreachable.
             unreachable.setdefault(label, _Problem(label, _name_of(event), UNREACHABLE, event))
     return list(denied.values()), list(unreachable.values())
 
@@ -230,8 +232,13 @@ def diagnose(events: Sequence[Event], output: str) -> Diagnosis:
     names = dns_names(events)
     denied, unreachable = _connection_problems(events, names)
     not_resolved, looked_up_only = _lookups(events)
-    problems = [*denied, *unreachable, *(_Problem(n, n, NOT_RESOLVED, None) for n in not_resolved)]
-    audit = any(problem.cause == WOULD_BE_DENIED for problem in denied)
+    # What stopped traffic in this run first (a denial, an unreachable upstream), then what only
+    # would have (audit mode lets it through, so it cannot have broken this run), then lookups.
+    happened = [p for p in denied if p.cause == DENIED] + unreachable
+    would = [p for p in denied if p.cause == WOULD_BE_DENIED]
+    unresolved = [_Problem(n, n, NOT_RESOLVED, None) for n in not_resolved]
+    problems = [*happened, *would, *unresolved]
+    audit = bool(would)
     lines = output.splitlines()
     client_error = _first_error_line(lines)
 
@@ -261,10 +268,7 @@ def diagnose(events: Sequence[Event], output: str) -> Diagnosis:
             if unresolved:
                 name = normalize(next(group for group in unresolved.groups() if group))
                 return result(_Problem(name, name, NOT_RESOLVED, None), line, client)
-    first = (denied or unreachable or [None])[0]
-    if first is None and not_resolved:
-        first = _Problem(not_resolved[0], not_resolved[0], NOT_RESOLVED, None)
-    return result(first, None, None)
+    return result(problems[0] if problems else None, None, None)
 
 
 def _first_error_line(lines: Sequence[str]) -> str | None:

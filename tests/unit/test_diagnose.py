@@ -210,3 +210,13 @@ def test_names_looked_up_but_never_connected_to_are_listed() -> None:
     diagnosis = diagnose(events, "")
     assert diagnosis.looked_up_only == ("mirror.example.test",)
     assert "Looked up but never connected to: mirror.example.test" in diagnosis.render()
+
+
+def test_in_audit_mode_an_unreachable_host_beats_one_that_only_would_be_denied() -> None:
+    # The index would be denied but was let through; the download that failed was unreachable.
+    would = Event(ts="1", run="r", kind="tls", host="index.example.test", port=443,
+                  action="Allow", would="Deny")  # fmt: skip
+    far = Event(ts="2", run="r", kind="tls", host="zlib.example.test", port=443, action="Allow",
+                would="Deny", upstream="unreachable")  # fmt: skip
+    diagnosis = diagnose([would, far], "ssl.SSLEOFError: EOF occurred in violation of protocol")
+    assert diagnosis.culprit == "zlib.example.test:443"
