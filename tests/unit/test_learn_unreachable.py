@@ -131,3 +131,17 @@ def test_audit_progress_says_would_deny_never_deny(
     event = Event(ts="t", run="r", kind="tls", host="a.example.test", port=443, action=action,
                   would=would, upstream=upstream)  # fmt: skip
     assert progress_verdict(event) == said
+
+
+@pytest.mark.parametrize("command", ["run", "learn"])
+def test_a_bogus_dns_mode_is_exit_2_at_its_line(
+    tmp_path: Path, runtime: FarRuntime, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = tmp_path / "bogus.scenario.yaml"
+    path.write_text("name: bogus\nworkload:\n  image: egress/node\n  command: [x]\n"
+                    "firewall:\n  dns: bogus\n")  # fmt: skip
+    assert main([command, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:6:3: firewall.dns: dns must be one of azure, resolve, not 'bogus'" in err
+    assert "Traceback" not in err
+    assert runtime.specs == []
