@@ -359,6 +359,12 @@ def _print_execution(execution) -> None:
     if execution.diagnosis is not None:
         stdout.print("\n[bold]Diagnosis[/bold]")
         print(execution.diagnosis.render())
+    else:
+        from harness.diagnose import looked_up_only
+
+        names = looked_up_only(execution.events)
+        if names:
+            stdout.print(f"Looked up but never connected to: {', '.join(names)}", markup=False)
     for failure in execution.failures:
         stdout.print(f"[red]✗[/red] {failure}", markup=True)
     stdout.print(f"Recording: {execution.run_dir}")
