@@ -60,7 +60,7 @@ from typing import Literal
 import yaml
 from publicsuffixlist import PublicSuffixList
 
-from harness.events import Event
+from harness.events import NOT_REACHED, Event
 from harness.export.yaml_form import policy_to_yaml
 from harness.policy.fqdn import normalize
 from harness.policy.model import (
@@ -72,11 +72,13 @@ from harness.policy.model import (
     RuleCollection,
     RuleCollectionGroup,
 )
+from harness.policy.suggest import dns_names
 from harness.runfolder import SUMMARY, read_run
 
 LEARNED_GROUP = "EgressHarnessLearned"
 LEARNED_GROUP_PRIORITY = 300
 SUMMARY_FILE = SUMMARY
+UNREACHABLE_NOTE = "unreachable from this machine: not verified"
 Classification = Literal["required", "optional", "flaky"]
 
 
@@ -90,12 +92,15 @@ class Evidence:
     connections: int
     bytes_total: int
     classification: Classification | None = None
+    unreachable: bool = False  # tried, allowed, but this machine could not reach it
 
     def text(self, default_source: str = "") -> str:
         parts = [self.source or default_source, f"first seen {self.first_seen}",
                  f"{self.connections} connection(s)", f"{self.bytes_total} bytes"]  # fmt: skip
         if self.classification:
             parts.append(self.classification)
+        if self.unreachable:
+            parts.append(UNREACHABLE_NOTE)
         return ", ".join(part for part in parts if part)
 
 
@@ -114,6 +119,9 @@ class Candidate:
     seconds_without: float | None = None  # the run's duration with this host denied
     evidence: list[Evidence] = field(default_factory=list)  # per source; empty: one, unnamed
     covers: tuple[str, ...] = ()  # for `*.domain`: the hosts it stands for
+    # Tried (the firewall saw the connection and allowed it) but unreachable from this machine,
+    # so a verify run here cannot prove it: learned as needed, marked not verified.
+    unreachable: bool = False
 
     def protocol_texts(self) -> list[str]:
         return [f"{kind}:{port}" for kind, port in sorted(self.protocols)]
@@ -123,7 +131,7 @@ class Candidate:
         if self.evidence:
             return list(self.evidence)
         return [Evidence(source, self.host, self.first_seen, self.connections,
-                         self.bytes_total, self.classification)]  # fmt: skip
+                         self.bytes_total, self.classification, self.unreachable)]  # fmt: skip
 
     @property
     def sources(self) -> list[str]:
@@ -131,8 +139,12 @@ class Candidate:
 
 
 def candidates(events: Iterable[Event]) -> list[Candidate]:
-    """What an audit run reached, in order of first appearance. HTTP/HTTPS by name; anything
-    else by address and port (a network rule)."""
+    """What an audit run tried, in order of first appearance. HTTP/HTTPS by name; anything
+    else by the name the recording's DNS answers gave its address (a network rule with
+    `destination_fqdns`), else by address, and port. A destination whose upstream was
+    unreachable from this machine is a candidate too, marked `unreachable`."""
+    events = list(events)
+    names = dns_names(events)
     found: dict[str, Candidate] = {}
     for event in events:
         if event.kind in ("tls", "http") and event.host:
@@ -140,8 +152,10 @@ def candidates(events: Iterable[Event]) -> list[Candidate]:
             kind = "Https" if event.kind == "tls" else "Http"
             port = event.port or (443 if event.kind == "tls" else 80)
         elif event.kind in ("tcp", "udp") and event.dst:
-            key, _, dst_port = event.dst.rpartition(":")
-            key = key.strip("[]")
+            address, _, dst_port = event.dst.rpartition(":")
+            address = address.strip("[]")
+            known = names.get(address)
+            key = min(known) if known else address
             kind = event.kind.upper()
             port = int(dst_port)  # Event.from_json checked it is IP:PORT
         else:
@@ -157,6 +171,8 @@ def candidates(events: Iterable[Event]) -> list[Candidate]:
         candidate.connections += 1
         candidate.bytes_total += (event.bytes_up or 0) + (event.bytes_down or 0)
         candidate.first_seen = min(candidate.first_seen, event.ts)
+        if event.upstream in NOT_REACHED:
+            candidate.unreachable = True
     # Events are written when connections close; order by when each was first decided.
     return sorted(found.values(), key=lambda candidate: candidate.first_seen)
 
@@ -189,6 +205,7 @@ def _combine(host: str, parts: Sequence[Candidate], evidence: list[Evidence],
         seconds_without=parts[0].seconds_without if len(parts) == 1 else None,
         evidence=evidence,
         covers=covers,
+        unreachable=any(part.unreachable for part in parts),
     )
     return combined
 
@@ -279,6 +296,14 @@ def wildcard_candidates(found: Sequence[Candidate]) -> list[Candidate]:
 # --- the policy ----------------------------------------------------------------------------
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _rule_name(host: str) -> str:
     if host.startswith("*."):
         host = "subdomains-of-" + host[2:]
@@ -305,11 +330,13 @@ def learned_policy(
     for candidate in found:
         rule_name = _unique_name(_rule_name(candidate.host), taken)
         if candidate.network:
+            by_name = not _is_address(candidate.host)
             network.append(NetworkRule(
                 name=rule_name,
                 ip_protocols=tuple(sorted({kind for kind, _ in candidate.protocols})),  # type: ignore[arg-type]
                 source_addresses=source_addresses,
-                destination_addresses=(candidate.host,),
+                destination_addresses=() if by_name else (candidate.host,),
+                destination_fqdns=(candidate.host,) if by_name else (),
                 destination_ports=tuple(sorted({str(port) for _, port in candidate.protocols})),
             ))  # fmt: skip
         else:
@@ -370,7 +397,11 @@ def render_allowlist(
         for item in candidate.evidence_or_own():
             prefix = f"{item.host}: " if item.host != candidate.host else ""
             via.append(f"# via {prefix}{item.text(default_source)}")
-        key = "destination_addresses" if candidate.network else "target_fqdns"
+        key = "target_fqdns"
+        if candidate.network:
+            key = (
+                "destination_fqdns" if not _is_address(candidate.host) else "destination_addresses"
+            )
         evidence.setdefault(_target_line(key, candidate.host), []).extend(via)
     lines = []
     for line in text.splitlines():

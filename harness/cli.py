@@ -486,13 +486,24 @@ class LiveProgress:
             return
         self.seen.add(key)
         colour = "green" if event.would == "Allow" else "red"
-        verdict = event.would
         if event.would == "Deny" and event.action == "Allow":
-            colour, verdict = "dark_orange", "would be denied"
+            colour = "dark_orange"
         name = event.host or (event.dst or "?").rsplit(":", 1)[0]
-        stdout.print(f"[{colour}]→ {name}:{event.port} {event.protocol} {verdict}[/{colour}]")
+        stdout.print(f"[{colour}]→ {name}:{event.port} {event.protocol} {progress_verdict(event)}"
+                     f"[/{colour}]")  # fmt: skip
         if self._status is not None:
             self._status.update(self._text())
+
+
+def progress_verdict(event) -> str:
+    """What a progress line says of a decision: an audit run lets everything through, so a
+    destination enforce mode denies "would be denied", never "Deny"; an allowed one this machine
+    cannot reach says so."""
+    said = "would be denied" if event.action == "Allow" and event.would == "Deny" else (
+        event.would or event.action or "?")  # fmt: skip
+    if event.upstream == "unreachable":
+        said += " (unreachable from this machine)"
+    return said
 
 
 def _print_execution(execution) -> None:
@@ -513,6 +524,8 @@ def _print_execution(execution) -> None:
         if row.upstream_failures:  # an Allow that carried nothing must not read as a plain Allow
             failed = ", ".join(f"{count} {word}" for word, count in row.upstream_failures.items())
             action += f" [red](upstream: {failed})[/red]"
+        if row.unreachable:
+            action += " (unreachable from this machine)"
         table.add_row(
             row.host, str(row.port), row.protocol, action, row.rule or "(default)",
             str(row.connections), f"{row.bytes_up}/{row.bytes_down}",
@@ -525,6 +538,12 @@ def _print_execution(execution) -> None:
     if execution.diagnosis is not None:
         stdout.print("\n[bold]Diagnosis[/bold]")
         print(execution.diagnosis.render())
+    else:
+        from harness.diagnose import looked_up_only
+
+        names = looked_up_only(execution.events)
+        if names:
+            stdout.print(f"Looked up but never connected to: {', '.join(names)}", markup=False)
     for failure in execution.failures:
         stdout.print(f"[red]✗[/red] {failure}", markup=True)
     stdout.print(f"Recording: {execution.run_dir}")
@@ -616,9 +635,14 @@ def learn_command(
     # Which Oryx path each app folder took, in the file too: a reader needs to know whether the
     # real Oryx ran or its requests were made without it.
     notes += [f"{chain.scenario.name}: Oryx step: {chain.oryx_path}" for _, chain in loaded if chain]
+    unreachable = [candidate.host for candidate in joint.candidates if candidate.unreachable]
+    if unreachable:
+        notes.append("Unreachable from this machine, learned as needed but not verified: "
+                     + ", ".join(unreachable))  # fmt: skip
     text = render_allowlist(joint.policy, joint.listed, command=command, scenario=joint.scenarios,
                             verified=joint.verified, notes=notes)  # fmt: skip
     _print_candidates(joint.candidates, several=len(scenarios) > 1)
+    _print_lookups_only(joint)
     for note in notes:
         stdout.print(note, markup=False)
     verdict = "[green]verified[/green]" if joint.verified else "[red]NOT verified[/red]"
@@ -651,7 +675,9 @@ def learn_command(
     for failure in unmet:
         stdout.print(f"[red]✗[/red] {escape(str(failure))}")
     if not joint.verified:
-        raise ExpectationFailed("the learned allowlist did not make the workload succeed")
+        raise ExpectationFailed(
+            f"the learned allowlist did not make the workload succeed: {joint.why_not_verified()}"
+        )
     if unmet:
         raise ExpectationFailed(f"{len(unmet)} expect.learned expectation(s) failed")
 
@@ -746,6 +772,16 @@ def allowlist_command(recordings: tuple[str, ...], wildcards: bool, output: str 
                  f" allowlist written to {output}")  # fmt: skip
 
 
+def _print_lookups_only(joint) -> None:
+    from harness.diagnose import looked_up_only
+
+    names = list(dict.fromkeys(
+        name for result in joint.results for name in looked_up_only(result.audit.events)
+    ))  # fmt: skip
+    if names:
+        stdout.print(f"Looked up but never connected to: {', '.join(names)}", markup=False)
+
+
 def _wildcard_notes(listed) -> list[str]:
     return [
         (f"App Service: {candidate.host} (Microsoft's documented rule for Kudu's calls to its own"
@@ -765,7 +801,9 @@ def _print_candidates(found, *, several: bool) -> None:
     for candidate in found:
         row = [
             candidate.host, ", ".join(candidate.protocol_texts()), str(candidate.connections),
-            str(candidate.bytes_total), candidate.classification or "",
+            str(candidate.bytes_total),
+            ", ".join(filter(None, [candidate.classification,
+                                    "unreachable: not verified" if candidate.unreachable else ""])),
         ]  # fmt: skip
         if several:
             # "scenario NAME[, run FOLDER]" or "run FOLDER": the scenario's name, else the run.

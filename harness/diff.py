@@ -8,8 +8,9 @@ made behind POLICY itself the decisions are the recorded `would`.
 
 - Missing: the connections POLICY denies, each with the smallest rule that allows it: an
   application rule (`Https:<port>` / `Http:<port>` to the exact host) for HTTPS and HTTP, a
-  network rule (the protocol, the destination IP, or the name when no IP was recorded, and the
-  port) for raw TCP/UDP and for HTTPS without SNI. Sources are `*`: the recording's sources are
+  network rule (the protocol, the name the recording's DNS gave the address, else the
+  destination IP, and the port) for raw TCP/UDP and for HTTPS without SNI
+  (`harness.policy.suggest.rule_allowing`). Sources are `*`: the recording's sources are
   the sandbox's, not Azure's (`egress export --source-addresses` sets the real ones). When a Deny
   rule (not the default action) denied it, `denied_by` names that rule: the Allow rule must come
   before it.
@@ -42,7 +43,7 @@ __all__ = [
 
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,15 +55,14 @@ from harness.policy.model import (
     NetworkRule,
     Policy,
     Protocol,
-    Request,
     Rule,
     RuleCollection,
     RuleCollectionGroup,
     RuleRef,
 )
+from harness.policy.suggest import dns_names, request_from_event, rule_allowing
 
 MISSING_GROUP = "EgressHarnessMissing"
-_PROTOCOL_OF_KIND = {"tls": "HTTPS", "http": "HTTP", "tcp": "TCP", "udp": "UDP"}
 
 # --- report --------------------------------------------------------------------------------
 
@@ -229,63 +229,7 @@ def _single_rule_policy(rule: Rule) -> Policy:
     )
 
 
-# --- events to requests --------------------------------------------------------------------
-
-
-def _field(event: Any, name: str) -> Any:
-    if isinstance(event, Mapping):
-        return event.get(name)
-    return getattr(event, name, None)
-
-
-def _split(address: str | None) -> tuple[str | None, int | None]:
-    if not address:
-        return None, None
-    host, _, port = address.rpartition(":")
-    if not host:
-        return address.strip("[]"), None
-    return host.strip("[]"), int(port) if port.isdigit() else None
-
-
-def _request(event: Any) -> Request | None:
-    protocol = _PROTOCOL_OF_KIND.get(str(_field(event, "kind")))
-    if protocol is None:
-        return None
-    src_ip, src_port = _split(_field(event, "src"))
-    dst_ip, dst_port = _split(_field(event, "dst"))
-    port = _field(event, "port")
-    port = port if isinstance(port, int) else dst_port
-    if port is None:
-        return None
-    host = _field(event, "host") or None
-    return Request(protocol, src_ip or "", src_port or 0, port, dst_ip, host)  # type: ignore[arg-type]
-
-
-def _rule_name(text: str) -> str:
-    return "allow-" + "".join(c if c.isalnum() or c in "-." else "-" for c in text)[:70]
-
-
-def _suggestion(request: Request) -> tuple[str, Rule]:
-    """(destination as shown, the smallest rule that allows the request)."""
-    if request.protocol in ("HTTPS", "HTTP") and request.host:
-        host = normalize(request.host)
-        kind = "Https" if request.protocol == "HTTPS" else "Http"
-        rule = ApplicationRule(
-            _rule_name(host), ("*",), (Protocol(kind, request.dst_port),), (host,)
-        )
-        return f"{host}:{request.dst_port}", rule
-    transport = "UDP" if request.protocol == "UDP" else "TCP"
-    if request.dst_ip:
-        target = request.dst_ip
-        rule = NetworkRule(_rule_name(target), (transport,), ("*",),
-                           destination_addresses=(target,),
-                           destination_ports=(str(request.dst_port),))  # fmt: skip
-    else:
-        target = normalize(request.host or "unknown")
-        rule = NetworkRule(_rule_name(target), (transport,), ("*",),
-                           destination_fqdns=(target,),
-                           destination_ports=(str(request.dst_port),))  # fmt: skip
-    return f"{target}:{request.dst_port}", rule
+# --- events to requests: harness.policy.suggest (shared with allowlist and the diagnosis) ------
 
 
 # --- precedence and coverage ---------------------------------------------------------------
@@ -534,13 +478,16 @@ def _unreachable(
 
 def diff_policy(policy: Policy, events: Iterable[Any]) -> DiffReport:
     """The report for `policy` against recorded events (`harness.events.Event`, or mappings
-    with the same fields)."""
+    with the same fields). The recording's DNS answers give each address its names, so a network
+    rule with `destination_fqdns` matches as it did live (`harness.policy.suggest`)."""
+    events = list(events)
+    names = dns_names(events)
     decider = Decider(policy, "enforce")
     used: set[RuleRef] = set()
     missing: dict[tuple[str, str, str | None], list[Any]] = {}
     connections = 0
     for event in events:
-        request = _request(event)
+        request = request_from_event(event, names)
         if request is None:
             continue
         connections += 1
@@ -549,7 +496,7 @@ def diff_policy(policy: Policy, events: Iterable[Any]) -> DiffReport:
             used.add(decision.rule)
         if decision.would == ALLOW:
             continue
-        destination, suggestion = _suggestion(request)
+        destination, suggestion = rule_allowing(request)
         denied_by = decision.rule
         key = (request.protocol, destination, denied_by.rule if denied_by else None)
         entry = missing.setdefault(key, [request.protocol, destination, 0, suggestion, denied_by])

@@ -12,21 +12,31 @@ duration), per plain HTTP request (written with its status) and per DNS query.
 
 The Azure line shows `would`: in audit mode the log reads as Azure's would in enforce mode,
 while `action` says what the simulation let through.
+
+Three fields are written only when they hold something (older readers never see them):
+`upstream: "unreachable"` on a connection or request the firewall allowed whose upstream this
+machine could not reach (its name does not resolve here, or the connection failed): not a deny,
+and its Azure line stays the Allow line; `answers` (the addresses a DNS query was answered with)
+and `sinkholed` (true when the name did not resolve here and the gateway answered with a
+sinkhole address, or an empty AAAA answer, as Azure's DNS would have answered it) on DNS events.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "UPSTREAM_UNREACHABLE",
     "Event",
     "azfw_record",
     "azure_line",
     "event_for_decision",
     "lifecycle_event",
+    "names_by_address",
     "now_iso",
 ]
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +74,8 @@ class Event:
     # Set on an allowed connection whose upstream failed: `unreachable` (no route or name),
     # `refused`, `reset`, `timeout`; None when it answered (or the connection was denied).
     upstream: str | None = None
+    answers: list[str] | None = None  # dns: the addresses answered
+    sinkholed: bool | None = None  # dns: answered with a sinkhole address (formats.md)
     v: int = VERSION
 
     def to_json(self) -> str:
@@ -71,8 +83,9 @@ class Event:
         # deep-copies every value. No arguments to dumps: its defaults are the separators
         # (", ", ": ") and it reuses one encoder instead of building one per call.
         data = {"v": self.v, **vars(self)}
-        if data["upstream"] is None:  # an optional field: lines without it read as before
-            del data["upstream"]
+        for name in WRITTEN_WHEN_SET:  # optional fields: lines without them read as before
+            if data[name] is None:
+                del data[name]
         return json.dumps(data)
 
     @classmethod
@@ -136,6 +149,8 @@ def _field_problem(name: str, value: Any) -> str | None:
         return f"{value} is negative"
     if name in ("src", "dst") and not _is_address(value):
         return f"{value[:40]!r} is not IP:PORT"
+    if name == "answers" and not all(isinstance(item, str) for item in value):
+        return "expected a list of addresses (strings)"
     if name == "rule" and (
         any(not isinstance(value.get(key, ""), str) for key in _RULE_KEYS)
         or not all(value.get(key) for key in ("collection", "rule"))
@@ -147,6 +162,27 @@ def _field_problem(name: str, value: Any) -> str | None:
 def _is_address(text: str) -> bool:
     host, _, port = text.rpartition(":")
     return bool(host) and port.isdigit() and 0 < int(port) <= 65535 and " " not in host
+
+
+# Fields left out of a JSON line while they are None (module docstring).
+WRITTEN_WHEN_SET = ("upstream", "answers", "sinkholed")
+UPSTREAM_UNREACHABLE = "unreachable"
+# The upstream words that mean this machine could not reach an allowed destination at all (no
+# name, no route, nothing listening, no answer): learned as needed but not verified. `reset`
+# is not among them: the upstream answered, then hung up.
+NOT_REACHED = (UPSTREAM_UNREACHABLE, "refused", "timeout")
+
+
+def names_by_address(events: Iterable[Event]) -> dict[str, set[str]]:
+    """Address -> the names DNS events answered with it: the firewall's DNS map, rebuilt from a
+    recording (for network rules with `destination_fqdns`, diff and allowlist)."""
+    names: dict[str, set[str]] = {}
+    for event in events:
+        if event.kind == "dns" and event.host and event.answers:
+            name = event.host.lower().rstrip(".")
+            for address in event.answers:
+                names.setdefault(address, set()).add(name)
+    return names
 
 
 def _split(address: str | None) -> tuple[str, str]:

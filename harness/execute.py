@@ -189,6 +189,7 @@ def execute(
         mode=mode,  # type: ignore[arg-type]
         https_deny=https_deny,  # type: ignore[arg-type]
         hosts=dict(firewall.hosts),
+        dns=firewall.dns,
         policy_path=policy_path,
         upstreams=scenario.upstreams,
         client=scenario.client,

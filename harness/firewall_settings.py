@@ -3,7 +3,7 @@ options and the Decider take their vocabulary from here."""
 
 from __future__ import annotations
 
-__all__ = ["HTTPS_DENY_STYLES", "MODES", "HttpsDeny", "Mode"]
+__all__ = ["DNS_MODES", "HTTPS_DENY_STYLES", "MODES", "DnsMode", "HttpsDeny", "Mode"]
 
 from typing import Literal, get_args
 
@@ -13,6 +13,11 @@ Mode = Literal["enforce", "audit"]
 # How a denied HTTPS connection ends: close (Azure's EOF after the ClientHello), a fatal TLS
 # alert, or drop (held silent, so clients hit their own timeouts).
 HttpsDeny = Literal["close", "alert", "drop"]
+# How the firewall's DNS answers (harness.gateway.sinkhole): azure, as Azure DNS and the
+# firewall's DNS proxy do (a name with no answer here gets a sinkhole address, so the build
+# connects and the firewall decides it by name), or resolve (real answers only).
+DnsMode = Literal["azure", "resolve"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 HTTPS_DENY_STYLES: tuple[str, ...] = get_args(HttpsDeny)
+DNS_MODES: tuple[str, ...] = get_args(DnsMode)

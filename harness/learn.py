@@ -18,6 +18,13 @@ more behind that merged policy: it is verified when all of them succeed behind i
 
 The policy written out is headed by the command that made it and carries `# via` evidence per
 FQDN. The pure parts are in `harness.allowlist`; this module runs scenarios.
+
+Destinations this machine cannot reach (the firewall allowed them in the audit run but their
+upstream was unreachable, e.g. a name that does not resolve here) are learned as needed and
+marked `unreachable from this machine: not verified`. `why_not_verified` says in one sentence
+why a learn did not verify: the audit run itself failed (with the destinations it tried and could
+not reach, and the client's error), the verify run failed only because of unreachable
+destinations (named), or it failed for another reason (the diagnosis's culprit).
 """
 
 from __future__ import annotations
@@ -76,6 +83,40 @@ class LearnResult:
     def verified(self) -> bool:
         final = self.required_verify or self.verify
         return final is not None and final.succeeded
+
+    @property
+    def unreachable(self) -> list[Candidate]:
+        return [candidate for candidate in self.candidates if candidate.unreachable]
+
+    def why_not_verified(self) -> str | None:
+        """One sentence naming why the allowlist is not verified; None when it is."""
+        if self.verified:
+            return None
+        name = self.scenario.name
+        unreachable = _names(self.unreachable)
+        them = "it" if len(self.unreachable) == 1 else "them"
+        parts = []
+        if not self.audit.succeeded:
+            audit = f"the audit run of {name} itself failed ({_how(self.audit)})"
+            if unreachable:
+                audit += f": it tried {unreachable} and could not reach {them} from this machine"
+            parts.append(audit + _client_said(self.audit))
+        final = self.required_verify or self.verify
+        if final is None:
+            return "; ".join(parts) or f"{name} was not verified"
+        if unreachable and not final.denied:
+            parts.append(
+                f"{name} failed behind the learned allowlist only because {unreachable}"
+                f" {'was' if len(self.unreachable) == 1 else 'were'} allowed but unreachable from"
+                " this machine (the name does not resolve here): learned as needed, not verified;"
+                f" verify {them} where Azure runs the build"
+            )
+        else:
+            verify = f"{name} failed behind the learned allowlist ({_how(final)})"
+            if final.denied:
+                verify += f": {', '.join(row.label for row in final.denied)} denied"
+            parts.append(verify + _client_said(final))
+        return "; ".join(parts)
 
 
 Shape = Callable[[list[Candidate]], list[Candidate]]
@@ -187,6 +228,43 @@ class JointResult:
         return len(self.verifies) == len(self.results) and all(
             run.succeeded for run in self.verifies
         )
+
+    def why_not_verified(self) -> str | None:
+        """One sentence (several joined by "; ") naming why it is not verified; None when it is."""
+        if self.verified:
+            return None
+        if len(self.results) == 1:
+            return self.results[0].why_not_verified()
+        reasons = [reason for result in self.results
+                   if not result.audit.succeeded and (reason := result.why_not_verified())]  # fmt: skip
+        unreachable = [candidate for candidate in self.candidates if candidate.unreachable]
+        failed = [run for run in self.verifies if not run.succeeded]
+        if failed and unreachable and not any(run.denied for run in failed):
+            reasons.append(
+                f"{', '.join(run.scenario.name for run in failed)} failed behind the merged"
+                f" allowlist only because {_names(unreachable)} cannot be reached from this"
+                " machine: learned as needed, not verified"
+            )
+        elif failed:
+            reasons += [f"{run.scenario.name} failed behind the merged allowlist ({_how(run)})"
+                        + _client_said(run) for run in failed]  # fmt: skip
+        return "; ".join(reasons) or "the merged allowlist was not verified"
+
+
+def _names(found: Sequence[Candidate]) -> str:
+    return ", ".join(candidate.host for candidate in found)
+
+
+def _how(run: Execution) -> str:
+    return "timed out" if run.timed_out else f"exit code {run.exit_code}"
+
+
+def _client_said(run: Execution) -> str:
+    diagnosis = run.diagnosis
+    said = diagnosis and (diagnosis.evidence or diagnosis.client_error)
+    if not said:
+        return ""
+    return f"; the client said: {said.strip()[:200]}"
 
 
 def learn_together(

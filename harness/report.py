@@ -5,10 +5,11 @@ from __future__ import annotations
 
 __all__ = ["Destination", "destination_host", "destinations"]
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from harness.events import Event
+from harness.events import NOT_REACHED, Event
+from harness.policy.suggest import dns_names
 
 CONNECTION_KINDS = ("tls", "http", "tcp", "udp")
 
@@ -28,6 +29,7 @@ class Destination:
     first_seen: str = ""
     # Allowed connections whose upstream refused, reset or timed out: {"reset": 3, ...}
     upstream_failures: dict[str, int] = field(default_factory=dict)
+    unreachable: bool = False  # allowed, but this machine could not reach the upstream
 
     @property
     def label(self) -> str:
@@ -47,21 +49,31 @@ class Destination:
             "bytes_down": self.bytes_down,
             "first_seen": self.first_seen,
             "upstream_failures": self.upstream_failures,
+            "unreachable": self.unreachable,
         }
 
 
-def destination_host(event: Event) -> str:
-    """The name the firewall decided on, else the destination IP."""
-    return (event.host or (event.dst.rsplit(":", 1)[0] if event.dst else "?")).lower()
+def destination_host(event: Event, names: Mapping[str, frozenset[str]] | None = None) -> str:
+    """The name the firewall decided on, else the name the recording's DNS gave the destination
+    IP (`names`, harness.policy.suggest.dns_names), else the IP."""
+    if event.host:
+        return event.host.lower()
+    if not event.dst:
+        return "?"
+    address = event.dst.rsplit(":", 1)[0]
+    known = (names or {}).get(address.strip("[]"))
+    return (min(known) if known else address).lower()
 
 
 def destinations(events: Iterable[Event]) -> list[Destination]:
     """One row per (host, port, protocol), in order of first appearance."""
+    events = list(events)
+    names = dns_names(events)
     rows: dict[tuple[str, int, str], Destination] = {}
     for event in events:
         if event.kind not in CONNECTION_KINDS:
             continue
-        host = destination_host(event)
+        host = destination_host(event, names)
         key = (host, event.port or 0, event.protocol or event.kind.upper())
         row = rows.get(key)
         if row is None:
@@ -85,6 +97,8 @@ def destinations(events: Iterable[Event]) -> list[Destination]:
             row.action = "+".join(sorted({*row.action.split("+"), event.action} - {""}))
         if event.would:
             row.would = "+".join(sorted({*row.would.split("+"), event.would} - {""}))
+        if event.upstream in NOT_REACHED:
+            row.unreachable = True
     return list(rows.values())
 
 

@@ -41,7 +41,7 @@ from typing import Literal
 
 from harness.derive import DerivedUse, references, stand_in, substitute, unknown_reference_problem
 from harness.errors import Location, excerpt
-from harness.firewall_settings import HTTPS_DENY_STYLES, MODES, HttpsDeny, Mode
+from harness.firewall_settings import DNS_MODES, HTTPS_DENY_STYLES, MODES, HttpsDeny, Mode
 from harness.policy.fqdn import exact_name_problem, normalize
 from harness.policy.load import YAML, fields_of, required, string_of
 from harness.policy.model import Policy
@@ -74,6 +74,9 @@ class Firewall:
     mode: Mode = "enforce"
     https_deny: HttpsDeny = "close"
     hosts: tuple[tuple[str, str], ...] = ()
+    # azure: a name that does not resolve here gets a sinkhole address (as Azure's DNS answers
+    # it), so the build connects and the firewall sees it by name; resolve: real answers only.
+    dns: str = "azure"
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ _TOP = ("name", "description", "workload", "firewall", "expect", "upstreams", "c
 _WORKLOAD = ("image", "workdir", "command", "env", "trust", "timeout", "if_image_missing", "pull")
 _STEP = ("name", "client", *_WORKLOAD)
 IMAGE_MISSING_CHOICES = ("fail", "skip")
-_FIREWALL = ("policy", "mode", "https_deny", "hosts")
+_FIREWALL = ("policy", "mode", "https_deny", "hosts", "dns")
 _EXPECT = ("outcome", "denied", "allowed", "log_contains", "output_contains", "learned")
 _LEARNED = ("count", "verified")
 _UPSTREAM = ("name", "image", "hosts", "command", "env", "pull")
@@ -584,7 +587,8 @@ def _firewall(
                     f"{excerpt(child.value)} is not an IP address", "write name: IP"
                 ) from None
             hosts.append((host, address))
-    return Firewall(policy, policy_source, mode, https_deny, tuple(hosts))  # type: ignore[arg-type]
+    dns = _choice(found["dns"], DNS_MODES, "dns") if "dns" in found else "azure"
+    return Firewall(policy, policy_source, mode, https_deny, tuple(hosts), dns)  # type: ignore[arg-type]
 
 
 def _destinations(node: Node, uses: list[DerivedUse]) -> tuple[str, ...]:

@@ -25,8 +25,13 @@ Hooks translate traffic into `Request`s for the pure `Decider` and decisions int
   was unreachable, or hung up (closed or reset) before sending a byte back keeps its Allow
   decision and carries `upstream: refused | timeout | unreachable | reset` in its event
   (`upstream_failure`), so no report shows a failed connection as a plain Allow.
-- DNS queries are answered normally (Azure DNS answers everything) and recorded; the answers
-  map addresses to names for network rules with destination FQDNs.
+- DNS queries are answered as Azure's DNS answers them (`egress_dns=azure`,
+  `harness.gateway.sinkhole`): a name that does not resolve here gets a sinkhole address, so the
+  client connects and the firewall decides it by name; an allowed connection to it ends as an
+  unreachable upstream does and is recorded with `upstream: unreachable` (so is an allowed one
+  whose upstream cannot be resolved or connected to). `egress_dns=resolve` gives the real
+  answers only. Every answer is recorded (`answers`, `sinkholed`); the answers map addresses
+  to names for network rules with destination FQDNs.
 
 mitmproxy logs and swallows exceptions raised in hooks, and would then carry on with the
 connection: every hook body therefore denies (kills) on an unexpected exception and records
@@ -60,6 +65,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.proxy.utils import expect
 
 from harness.events import (
+    UPSTREAM_UNREACHABLE,
     Event,
     azure_line,
     dns_line,
@@ -70,6 +76,7 @@ from harness.events import (
 from harness.firewall_settings import HTTPS_DENY_STYLES, MODES
 from harness.gateway.local import IpAddress, is_own_address, own_addresses
 from harness.gateway.options import GatewayConfig, parse_options
+from harness.gateway.sinkhole import Sinkhole, answer_as_azure, needs_deadline, resolve_in_time
 from harness.policy.decide import Decider
 from harness.policy.model import DENY, Decision, Reason, Request
 from harness.runfolder import Recorder, RecorderError
@@ -82,6 +89,7 @@ DENY_BODY = b"Action: Deny. Reason: No rule matched. Proceeding with default act
 TLS_ACCESS_DENIED_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31])
 GATEWAY_ITSELF = "destination is the gateway itself"
 REFUSED = "denied by the egress firewall"
+UNREACHABLE = "unreachable from this machine"
 DROP_POLL_SECONDS = 0.2
 _HTTP_REQUEST_START = re.compile(rb"^[A-Z]{3,10} ")
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$")
@@ -96,6 +104,10 @@ class Verdict:
     deny_style: str | None = None  # set when a denied HTTPS connection must end a certain way
     # Approved upstreams refused at connect time (the name resolved to the gateway itself).
     refused: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Approved upstreams this machine cannot reach, and the address each approved one was
+    # dialled at (to recognise it when the dial fails).
+    unreachable: set[tuple[str, int]] = field(default_factory=set)
+    dialled: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     bytes_up: int = 0
     bytes_down: int = 0
@@ -103,8 +115,9 @@ class Verdict:
     upstream_failure: str | None = None  # refused | timeout | unreachable | reset
 
 
-def upstream_failure(error: str | None) -> str:
-    """mitmproxy's text for a failed upstream connect (an OSError's str) as the event's word."""
+def upstream_failure(error: str | None, otherwise: str = "reset") -> str:
+    """mitmproxy's text for a failed upstream connect (an OSError's str) as the event's word;
+    `otherwise` when the text names no cause (a failed dial: unreachable; a hang-up: reset)."""
     text = (error or "").lower()
     if "refused" in text or "errno 111" in text:
         return "refused"
@@ -112,7 +125,7 @@ def upstream_failure(error: str | None) -> str:
         return "timeout"
     if "unreachable" in text or "no route" in text or "errno 113" in text or "errno 101" in text:
         return "unreachable"
-    return "reset"
+    return otherwise
 
 
 class CountingPassthrough(tcp.TCPLayer):
@@ -177,6 +190,7 @@ class Firewall:
         self.recorder: Recorder | None = None
         self.verdicts: dict[str, Verdict] = {}
         self.names_by_ip: dict[str, set[str]] = {}
+        self.sinkhole = Sinkhole()
         self.dns_started: dict[str, float] = {}
         self.alert_address: tuple[str, int] | None = None
         self._alert_server: asyncio.Server | None = None
@@ -219,6 +233,20 @@ class Firewall:
             "With egress_https_deny=drop: the most seconds a denied connection is held silent "
             "(it ends earlier when the client closes).",
         )
+        loader.add_option(
+            "egress_dns",
+            str,
+            "azure",
+            "azure (a name that does not resolve here gets a sinkhole address, as Azure's DNS "
+            "would answer it) | resolve (real answers only)",
+        )
+        loader.add_option(
+            "egress_dns_ms",
+            int,
+            3000,
+            "With egress_dns=azure: the milliseconds a name may take to resolve before it gets "
+            "a sinkhole address.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if ctx.options.connection_strategy != "lazy":
@@ -232,6 +260,7 @@ class Firewall:
             config = parse_options(
                 ctx.options.egress_policy, ctx.options.egress_mode, ctx.options.egress_https_deny,
                 ctx.options.egress_record_dir, ctx.options.egress_run_id, ctx.options.egress_drop_seconds,
+                ctx.options.egress_dns, ctx.options.egress_dns_ms / 1000,
             )  # fmt: skip
             recorder = Recorder(config.record_dir) if config.record_dir else None
         except (ValueError, RecorderError) as error:
@@ -521,9 +550,14 @@ class Firewall:
             )
             if refusal is not None and flow.response is None:
                 deny_event(event, refusal)
-            if (
+            elif (
+                verdict is not None and flow.response is None
+                and (flow.request.host, flow.request.port) in verdict.unreachable
+            ):  # fmt: skip
+                event.upstream = UPSTREAM_UNREACHABLE
+            elif (
                 flow.response is None and flow.error is not None and event.action != DENY
-                and refusal is None and flow.server_conn.timestamp_start is not None
+                and flow.server_conn.timestamp_start is not None
             ):  # fmt: skip
                 event.upstream = upstream_failure(flow.error.msg)
             event.status = flow.response.status_code if flow.response else None
@@ -572,8 +606,12 @@ class Firewall:
         if target == self.alert_address:
             return
         host, port = target
+        if self.sinkhole.unreachable(host):
+            self._unreachable(data, verdict, target, f"{host}: {UNREACHABLE} (no DNS answer)")
+            return
         addresses = [host] if self._is_ip(host) else await self._resolve_or_refuse(data, host)
         if not addresses:
+            self._unreachable(data, verdict, target, data.server.error or UNREACHABLE)
             return
         if self._is_the_gateway(host, *addresses):
             data.server.error = f"{REFUSED}: {GATEWAY_ITSELF}"
@@ -584,17 +622,33 @@ class Firewall:
         # Dial the address just checked, not the name again: a second lookup could answer
         # differently (DNS rebinding).
         data.server.address = (addresses[0], port)
+        verdict.dialled[data.server.address] = target
+
+    @staticmethod
+    def _unreachable(
+        data: ServerConnectionHookData, verdict: Verdict, target: tuple[str, int], why: str
+    ) -> None:
+        """An approved upstream this machine cannot reach: the connection ends as a failed
+        dial ends, and is recorded as allowed with `upstream: unreachable`, not as a deny."""
+        data.server.error = why
+        verdict.unreachable.add(target)
+        if not verdict.written:
+            verdict.event.upstream = UPSTREAM_UNREACHABLE
 
     def server_connect_error(self, data: ServerConnectionHookData) -> None:
-        """An approved upstream that could not be reached: say why in the event."""
+        """A dial approved by server_connect failed: the event says why (`refused`, `timeout`,
+        `unreachable`), and the destination counts as unreachable from this machine, so learn
+        marks it needed but not verified."""
         try:
             verdict = self.verdicts.get(data.client.id)
-            if verdict is None or data.server.error is None or verdict.refused:
-                return
-            if str(data.server.error).startswith((REFUSED, "cannot resolve")):
-                return  # our own refusal, or DNS: already recorded as such
-            if verdict.approved:  # server_connect let it dial: the upstream itself failed
-                verdict.upstream_failure = upstream_failure(data.server.error)
+            address = data.server.address
+            dialled = (address[0], address[1]) if address else None
+            if verdict is None or dialled not in verdict.dialled:
+                return  # refused by server_connect: its own record says why
+            verdict.unreachable.add(verdict.dialled[dialled])
+            verdict.upstream_failure = upstream_failure(data.server.error, UPSTREAM_UNREACHABLE)
+            if not verdict.written:
+                verdict.event.upstream = verdict.upstream_failure
         except Exception:  # the connection has failed anyway; the record is best effort
             logger.exception("egress: internal error while recording an upstream failure")
 
@@ -640,32 +694,47 @@ class Firewall:
 
     # --- DNS ------------------------------------------------------------------------------
 
-    def dns_request(self, flow: dns.DNSFlow) -> None:
+    def dns_request(self, flow: dns.DNSFlow) -> Awaitable[None] | None:
         self.dns_started[flow.id] = time.monotonic()
+        if self.config is None or self.config.dns != "azure" or not needs_deadline(flow):
+            return None
+        # Awaited by mitmproxy before its own resolver runs: an answer within the deadline or
+        # SERVFAIL, which dns_response turns into the sinkhole address.
+        return resolve_in_time(flow, self.config.dns_seconds)
 
     def dns_response(self, flow: dns.DNSFlow) -> None:
         def deny(_: str | None) -> None:
             flow.response = flow.request.fail(dns.response_codes.SERVFAIL)
 
         with self._deny_on_error(deny):
-            self._record_dns(flow)
+            sinkholed = self._answer_as_azure(flow)
+            self._record_dns(flow, sinkholed)
+
+    def _answer_as_azure(self, flow: dns.DNSFlow) -> bool:
+        """In `azure` DNS mode, a name that does not resolve here gets a sinkhole answer."""
+        if self.config is None or self.config.dns != "azure":
+            return False
+        flow.response, sinkholed = answer_as_azure(flow.request, flow.response, self.sinkhole)
+        return sinkholed
 
     def dns_error(self, flow: dns.DNSFlow) -> None:
         with self._deny_on_error(lambda _: None):
             self._record_dns(flow)
 
-    def _record_dns(self, flow: dns.DNSFlow) -> None:
+    def _record_dns(self, flow: dns.DNSFlow, sinkholed: bool = False) -> None:
         started = self.dns_started.pop(flow.id, time.monotonic())
         question = flow.request.questions[0] if flow.request.questions else None
         name = question.name if question else ""
         qtype = dns.types.to_str(question.type) if question else "?"
         response = flow.response
+        answers: list[str] = []
         if response is not None:
             for answer in response.answers:
                 if answer.type in (dns.types.A, dns.types.AAAA):
                     address = str(
                         answer.ipv4_address if answer.type == dns.types.A else answer.ipv6_address
                     )
+                    answers.append(address)
                     self.names_by_ip.setdefault(address, set()).update(
                         {name.lower().rstrip("."), answer.name.lower().rstrip(".")}
                     )
@@ -681,5 +750,5 @@ class Firewall:
             ts=now_iso(), run=self._run_id, kind="dns", src=f"{src_ip}:{src_port}", host=name,
             port=53, protocol="DNS", action="Allow", would="Allow", reason=rcode,
             bytes_up=len(flow.request.packed), bytes_down=len(response.packed) if response else 0,
-            duration_ms=int(seconds * 1000), azure=line,
+            duration_ms=int(seconds * 1000), azure=line, answers=answers, sinkholed=sinkholed,
         ))  # fmt: skip

@@ -84,6 +84,7 @@ def start_gateway(
     mode: Mode = "enforce",
     https_deny: HttpsDeny = "close",
     hosts: Mapping[str, str] | None = None,
+    dns: str = "azure",
     networks: Sequence[str] = (),
     ready_timeout: float = 30.0,
     engine: docker.DockerClient | None = None,
@@ -105,6 +106,10 @@ def start_gateway(
             key_path="firewall.https_deny",
             fix="use close, alert or drop",
         )
+    if dns not in ("azure", "resolve"):
+        raise InputError(
+            f"unknown dns mode {dns!r}", key_path="firewall.dns", fix="use azure or resolve"
+        )
     engine = engine or engine_client()
     run_dir = Path(run_dir).resolve()
     policy_path = Path(policy_path or run_dir / POLICY).resolve()
@@ -125,7 +130,7 @@ def start_gateway(
         try:
             container = engine.containers.create(
                 f"{GATEWAY_IMAGE}:{TAG}",
-                command=_mitmdump_arguments(mode, https_deny, run_id),
+                command=_mitmdump_arguments(mode, https_deny, run_id, dns),
                 name=f"egress-{safe_name(run_id)}-gateway",
                 labels=labels(run_id, "gateway"),
                 cap_add=["NET_ADMIN"],
@@ -181,7 +186,7 @@ def upstream_dns_servers() -> list[str]:
     )
 
 
-def _mitmdump_arguments(mode: str, https_deny: str, run_id: str) -> list[str]:
+def _mitmdump_arguments(mode: str, https_deny: str, run_id: str, dns: str = "azure") -> list[str]:
     return [
         "--mode",
         f"transparent@127.0.0.1:{TRANSPARENT_PORT}",
@@ -207,6 +212,8 @@ def _mitmdump_arguments(mode: str, https_deny: str, run_id: str) -> list[str]:
         "egress_record_dir=/egress/run",
         "--set",
         f"egress_run_id={run_id}",
+        "--set",
+        f"egress_dns={dns}",
     ]
 
 

@@ -40,6 +40,7 @@ class RunSpec:
     mode: Mode = "enforce"
     https_deny: HttpsDeny = "close"
     hosts: Mapping[str, str] = field(default_factory=dict)
+    dns: str = "azure"  # azure (sinkhole for names that do not resolve here) | resolve
     policy_path: Path | None = None  # default: run_dir/policy.yaml
     networks: Sequence[str] = ()  # extra Docker networks the gateway joins (fixture upstreams)
     user: str | None = None
@@ -95,6 +96,7 @@ def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunRes
                 mode=spec.mode,
                 https_deny=spec.https_deny,
                 hosts={**sites.hosts, **spec.hosts},
+                dns=spec.dns,
                 networks=[*spec.networks, *sites.networks, *([client_net] if client_net else [])],
                 engine=engine,
                 addon_root=spec.addon_root,

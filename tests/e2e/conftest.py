@@ -65,6 +65,10 @@ def lab() -> Iterator[Lab]:
             f"127.0.0.1 localhost gw.test\n{server_a} allowed.test denied.test\n"
             f"{server_b} other.test\n"
         )
+        # The lab's name server: a client's query to it is redirected to the gateway's DNS
+        # (the sinkhole route below reaches it), and the gateway's own query is dropped at once
+        # (a rule below), so a name outside the hosts file has no answer here, quickly.
+        (etc / "resolv.conf").write_text(f"nameserver {LAB_NAME_SERVER}\n")
         veth_gw, veth_srv = f"egw{suffix}", f"esv{suffix}"
         for argv in (
             ["ip", "link", "add", veth_gw, "type", "veth", "peer", "name", veth_srv],
@@ -77,9 +81,14 @@ def lab() -> Iterator[Lab]:
             ["ip", "-n", server_ns, "link", "set", "lo", "up"],
             ["ip", "-n", gateway_ns, "link", "set", veth_gw, "up"],
             ["ip", "-n", server_ns, "link", "set", veth_srv, "up"],
+            # A route to the DNS sinkhole's range, as Docker's default route gives the gateway:
+            # without one a connect() to a sinkhole address fails before netfilter sees it.
+            ["ip", "-n", gateway_ns, "route", "add", "198.18.0.0/15", "dev", veth_gw],
         ):
             run(*argv)
         install_rules(gateway_ns)
+        run("ip", "netns", "exec", gateway_ns, "iptables", "-w", "-I", "OUTPUT", "1", "-m",
+            "owner", "--uid-owner", str(GATEWAY_UID), "-d", LAB_NAME_SERVER, "-j", "DROP")
 
         ca_pem = make_certificates(shared)
         payload = secrets.token_bytes(1024 * 1024)
@@ -106,20 +115,27 @@ def lab() -> Iterator[Lab]:
         yield lab
 
 
+# In the DNS sinkhole's range, which the lab routes (harness.gateway.sinkhole hands out addresses
+# from its start).
+LAB_NAME_SERVER = "198.19.255.254"
+
 # gw.test is allowed but names the gateway itself (127.0.0.1 in the gateway's hosts file).
 POLICY = "allow: [allowed.test, gw.test]\n"
 
 
 @pytest.fixture(scope="module")
 def gateway(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Gateway]:
-    """The real mitmdump with the firewall addon, one per deny style (`indirect` parameter)."""
-    style: str = request.param
-    base = lab.shared / f"gateway-{style}"
+    """The real mitmdump with the firewall addon, one per deny style (`indirect` parameter:
+    `STYLE` or `STYLE/DNS`, e.g. `close/resolve`), behind the module's GATEWAY_POLICY if it
+    has one, else POLICY."""
+    style, _, dns_mode = str(request.param).partition("/")
+    dns_mode = dns_mode or "azure"
+    base = lab.shared / f"gateway-{style}-{dns_mode}"
     home, record_dir = base / "home", base / "run"
     for folder in (base, home, record_dir):
         folder.mkdir()
         os.chown(folder, GATEWAY_UID, GATEWAY_UID)
-    (base / "policy.yaml").write_text(POLICY)
+    (base / "policy.yaml").write_text(getattr(request.module, "GATEWAY_POLICY", POLICY))
     (base / "policy.yaml").chmod(0o644)
     arguments = [
         str(MITMDUMP), "-q", "-s", str(REPO / "addons" / "firewall.py"),
@@ -129,6 +145,9 @@ def gateway(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Gateway]:
         "--set", f"egress_record_dir={record_dir}",
         "--set", f"egress_https_deny={style}",
         "--set", f"egress_run_id=e2e-{style}",
+        "--set", f"egress_dns={dns_mode}",
+        # Under the clients' 3 s: names outside the hosts file get no answer in the lab.
+        "--set", "egress_dns_ms=1000",
         # Far above the clients' 3 s: a dropped connection must end when the client gives up.
         "--set", "egress_drop_seconds=120",
     ]  # fmt: skip

@@ -263,3 +263,42 @@ def test_damaged_summary_reads_as_none_with_a_warning(tmp_path: Path) -> None:
     assert (run.scenario, run.source) == (None, "run r")
     assert [candidate.host for candidate in run.candidates] == ["a.example.test"]
     assert run.warning is not None and "summary.json: not JSON" in run.warning
+
+
+# --- the recording's DNS map and unreachable destinations ------------------------------------
+
+
+def test_raw_tcp_to_a_looked_up_address_is_learned_by_name(tmp_path: Path) -> None:
+    events = [
+        Event(ts="2026-01-01T00:00:00.000Z", run="r", kind="dns", host="cache.test", port=53,
+              answers=["198.18.0.3"], sinkholed=True),
+        Event(ts="2026-01-01T00:00:01.000Z", run="r", kind="tcp", dst="198.18.0.3:6379",
+              port=6379, action="Allow", would="Allow"),
+    ]  # fmt: skip
+    [candidate] = candidates(events)
+    assert (candidate.host, candidate.network) == ("cache.test", True)
+    policy = learned_policy("p", [candidate])
+    rule = policy.rule_collection_groups[0].rule_collections[0].rules[0]
+    assert (rule.destination_fqdns, rule.destination_addresses) == (("cache.test",), ())
+    text = render_allowlist(policy, [candidate], command="egress learn x", scenario="x",
+                            verified=None)  # fmt: skip
+    path = tmp_path / "allow.yaml"
+    path.write_text(text)
+    assert "destination_fqdns: [cache.test]\n" in text and "# via scenario x" in text
+    decider = Decider(load_policy(path))
+    assert decider.decide(Request("TCP", "10.0.0.2", 1, 6379, dst_ip="198.18.0.9",
+                                  dst_names=frozenset({"cache.test"}))).allowed  # fmt: skip
+
+
+def test_an_unreachable_destination_is_learned_with_a_not_verified_note() -> None:
+    far = tls("binaries.example.test", 1)
+    far.upstream = "unreachable"
+    found_ = candidates([tls("registry.example.test", 0), far])
+    assert [c.unreachable for c in found_] == [False, True]
+    text = render_allowlist(learned_policy("p", found_), found_, command="egress learn x",
+                            scenario="x", verified=False)  # fmt: skip
+    via = [line.strip() for line in text.splitlines() if "# via" in line]
+    assert via[1] == ("# via scenario x, first seen 2026-01-01T00:00:01.000Z, 1 connection(s), "
+                      "100 bytes, unreachable from this machine: not verified")  # fmt: skip
+    merged = merge_candidates([("scenario a", found_), ("scenario b", found_[:1])])
+    assert [c.unreachable for c in merged] == [False, True]

@@ -343,3 +343,37 @@ def test_json_has_every_section_and_the_suggested_rule_in_yaml_form() -> None:
 
 def test_exit_code_is_zero_without_missing_rules() -> None:
     assert DiffReport("p", 0).exit_code == 0
+
+
+# --- the recording's DNS map ----------------------------------------------------------------
+
+
+def _dns(name: str, *answers: str) -> Event:
+    return Event(ts="t", run="r", kind="dns", src=f"{SRC}:5353", host=name, port=53,
+                 protocol="DNS", action="Allow", would="Allow", reason="NOERROR",
+                 answers=list(answers), sinkholed=False)  # fmt: skip
+
+
+BY_NAME = _policy([
+    _group("Net", 200, _collection("allow-db", 100, "Allow", {
+        "rule_type": "NetworkRule", "name": "db-by-name", "ip_protocols": ["TCP"],
+        "source_addresses": ["*"], "destination_fqdns": ["db.test"],
+        "destination_ports": ["5432"]})),
+])  # fmt: skip
+
+
+def test_a_connection_a_destination_fqdns_rule_allowed_is_neither_missing_nor_unused() -> None:
+    # Live, the gateway matched the rule through its DNS answer; the recording holds that answer.
+    events = [_dns("db.test", "198.51.100.4"), _raw("tcp", "198.51.100.4", 5432)]
+    report = diff_policy(BY_NAME, events)
+    assert (report.missing, report.unused) == ([], [])
+
+
+def test_a_denied_connection_to_a_looked_up_address_gets_a_rule_by_its_name() -> None:
+    events = [_dns("cache.test", "198.18.0.7"), _raw("tcp", "198.18.0.7", 6379)]
+    [missing] = diff_policy(BY_NAME, events).missing
+    assert missing.destination == "cache.test:6379"
+    assert missing.suggestion == NetworkRule("allow-cache.test", ("TCP",), ("*",),
+                                             destination_fqdns=("cache.test",),
+                                             destination_ports=("6379",))  # fmt: skip
+    assert diff_policy(DiffReport("p", 0, [missing]).suggested_policy(), events).missing == []

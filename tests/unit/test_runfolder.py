@@ -48,7 +48,7 @@ def test_event_field_types_are_checked_at_the_boundary(changes: dict, words: str
 
 
 def test_an_event_with_unknown_fields_keeps_the_known_ones() -> None:
-    assert Event.from_json(_line(answers=["192.0.2.1"])) == GOOD
+    assert Event.from_json(_line(written_by_a_later_version=["192.0.2.1"])) == GOOD
 
 
 def test_the_reader_keeps_what_is_undamaged_and_counts_the_rest(tmp_path: Path) -> None:

@@ -49,6 +49,12 @@ def test_good_scenario_resolves_paths_and_inline_policy(tmp_path: Path) -> None:
     assert rule.target_fqdns == ("files.example.test",)
     assert scenario.expect.location_of("denied").line == 17
     assert scenario.workload.if_image_missing == "fail"
+    assert scenario.firewall.dns == "azure"  # Azure's DNS answers every name
+
+
+def test_firewall_dns_resolve_keeps_the_real_answers_only(tmp_path: Path) -> None:
+    text = GOOD.replace("  https_deny: drop", "  https_deny: drop\n  dns: resolve")
+    assert load_scenario(write(tmp_path, text)).firewall.dns == "resolve"
 
 
 @pytest.mark.parametrize(
@@ -61,6 +67,8 @@ def test_good_scenario_resolves_paths_and_inline_policy(tmp_path: Path) -> None:
         ("  workdir: app", "  workdir: missing", 4, "workload.workdir", "is not a folder"),
         ("  mode: audit", "  mode: learn", 12, "firewall.mode", "enforce, audit"),
         ("  https_deny: drop", "  https_deny: reset", 13, "firewall.https_deny", "close, alert, drop"),
+        ("  https_deny: drop", "  https_deny: drop\n  dns: bogus", 14, "firewall.dns",
+         "dns must be one of azure, resolve, not 'bogus'"),
         ("10.9.0.5}", "nine}", 14, 'firewall.hosts["files.example.test"]', "not an IP address"),
         ("  outcome: failure", "  outcome: maybe", 16, "expect.outcome", "success, failure"),
         ("['Action: Deny']", "['Action: (']", 18, "expect.log_contains[0]", "regular expression"),
