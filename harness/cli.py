@@ -247,7 +247,7 @@ def run_command(
     if allow:
         policy = merge_allow(policy, allow)
     overrides = RunOverrides(policy=policy, mode=mode, https_deny=https_deny)
-    sandbox = _sandbox_run()
+    sandbox = _sandbox_run([scenario])
     with LiveProgress(f"running {scenario.name}") as progress:
         execution = execute(scenario, sandbox, overrides, on_output=progress.output,
                             on_event=progress.event)  # fmt: skip
@@ -258,15 +258,16 @@ def run_command(
         )
 
 
-def _sandbox_run():
+def _sandbox_run(scenarios):
     from harness.sandbox import build_images, run
+    from harness.sandbox.images import images_for_scenarios
 
     # Cached by content hash: silent when the images are current, a progress line per step when not.
     def progress(line: str) -> None:
         if "up to date" not in line and "images ready" not in line:
             stderr.print(f"[dim]images:[/dim] {line}", markup=True)
 
-    build_images(progress)
+    build_images(progress, only=images_for_scenarios(scenarios))  # only what these scenarios run
     return run
 
 
@@ -386,7 +387,7 @@ def learn_command(
         *files, *(["--classify"] if classify else []), *(["--wildcards"] if wildcards else []),
         *(["-o", output] if output else []),
     ])  # fmt: skip
-    sandbox = _sandbox_run()
+    sandbox = _sandbox_run(scenarios)
     with LiveProgress(f"learning {', '.join(s.name for s in scenarios)}") as progress:
         joint = learn_together(
             scenarios, sandbox, classify=classify, wildcards=wildcards,
