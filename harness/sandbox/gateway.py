@@ -37,6 +37,7 @@ TRANSPARENT_PORT = 15001
 DNS_PORT = 15053
 EVENTS_FILE = "events.jsonl"
 READY_BANNER = "egress-harness gateway ready"
+RUNTIME_ENTRYPOINT = "/opt/egress/run/entrypoint.sh"
 
 Mode = Literal["enforce", "audit"]
 HttpsDeny = Literal["close", "alert", "drop"]
@@ -126,7 +127,10 @@ def start_gateway(
         try:
             container = engine.containers.create(
                 f"{GATEWAY_IMAGE}:{TAG}",
-                command=_mitmdump_arguments(mode, https_deny, run_id),
+                command=_gateway_arguments(mode, https_deny, run_id),
+                # The runtime entrypoint and the lean master come from the checkout, like the
+                # addon: docker/gateway-run/entrypoint.sh (docker/README.md).
+                entrypoint=[RUNTIME_ENTRYPOINT],
                 name=f"egress-{safe_name(run_id)}-gateway",
                 labels=labels(run_id, "gateway"),
                 cap_add=["NET_ADMIN"],
@@ -140,6 +144,7 @@ def start_gateway(
                 volumes={
                     str(root / "harness"): {"bind": "/opt/egress/harness", "mode": "ro"},
                     str(root / "addons"): {"bind": "/opt/egress/addons", "mode": "ro"},
+                    str(runtime_dir()): {"bind": "/opt/egress/run", "mode": "ro"},
                     str(policy_path): {"bind": "/egress/policy.yaml", "mode": "ro"},
                     str(run_dir): {"bind": "/egress/run", "mode": "rw"},
                 },
@@ -182,7 +187,14 @@ def upstream_dns_servers() -> list[str]:
     )
 
 
-def _mitmdump_arguments(mode: str, https_deny: str, run_id: str) -> list[str]:
+def runtime_dir() -> Path:
+    """docker/gateway-run/ of the checkout: the entrypoint the gateway runs (not part of any
+    image, so editing it rebuilds nothing)."""
+    return source_root() / "docker" / "gateway-run"
+
+
+def _gateway_arguments(mode: str, https_deny: str, run_id: str) -> list[str]:
+    """The lean master's arguments (harness/gateway/master.py: mitmdump's --mode and --set)."""
     return [
         "--mode",
         f"transparent@127.0.0.1:{TRANSPARENT_PORT}",

@@ -43,6 +43,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -93,7 +94,6 @@ BASE_RECIPE_VERSION = "1"
 ROOTFS_RECIPE_VERSION = "1"
 # The debootstrap result, imported once: a rebuild of the base (or of anything) starts from it.
 ROOTFS_IMAGE = "egress/base-rootfs"
-CACHE_LABEL = "egress-harness.cache"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BUILD_CA_DIR = "/run/egress-build-ca"
 BUILD_CA_FILE = f"{BUILD_CA_DIR}/ca.crt"
@@ -119,6 +119,7 @@ def build_images(
     """
     engine = engine_client(timeout=900)
     started = time.monotonic()
+    progress = _serialised(progress)  # builds run in threads; their lines must not interleave
     wanted = _with_parents(ALL_IMAGES if only is None else only)
     if not wanted:
         return
@@ -151,6 +152,16 @@ def build_images(
                 future.result()
     names = ", ".join(image.removeprefix("egress/") for image in ALL_IMAGES if image in wanted)
     progress(f"images ready in {time.monotonic() - started:.1f} s ({names})")
+
+
+def _serialised(progress: Progress) -> Progress:
+    lock = threading.Lock()
+
+    def locked(line: str) -> None:
+        with lock:
+            progress(line)
+
+    return locked
 
 
 def images_needed(images: Iterable[str]) -> set[str]:
@@ -344,7 +355,7 @@ def _debootstrap_rootfs(engine: docker.DockerClient, progress: Progress) -> None
                 repository=ROOTFS_IMAGE,
                 tag=TAG,
                 changes=[
-                    f"LABEL {LABEL}=1 {HASH_LABEL}={_rootfs_hash()} {CACHE_LABEL}=debootstrap",
+                    f"LABEL {LABEL}=1 {HASH_LABEL}={_rootfs_hash()}",
                     'CMD ["bash"]',
                 ],
                 stream_src=True,
