@@ -33,8 +33,9 @@ __all__ = [
     "render_allowlist",
 ]
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from harness.allowlist import (
@@ -76,6 +77,19 @@ def _shaped(found: Sequence[Candidate], wildcards: bool) -> list[Candidate]:
     return wildcard_candidates(found) if wildcards else list(found)
 
 
+@contextmanager
+def one_gateway(sandbox_run: SandboxRun) -> Iterator[SandboxRun]:
+    """The runtime every run of a learn goes through: one gateway for all of them when the
+    runtime offers it (`harness.sandbox.run.shared`: a `SharedGateway`), else `sandbox_run`
+    itself (a fake runtime in tests, or one that is already shared)."""
+    share = getattr(sandbox_run, "shared", None)
+    if share is None:
+        yield sandbox_run
+        return
+    with share() as shared:
+        yield shared
+
+
 def learn(
     scenario: Scenario,
     sandbox_run: SandboxRun,
@@ -86,6 +100,23 @@ def learn(
     on_step: Callable[[str], None] = lambda _: None,
     on_event: Callable[[Event], None] | None = None,
 ) -> LearnResult:
+    with one_gateway(sandbox_run) as runtime:
+        return _learn(scenario, runtime, classify=classify, wildcards=wildcards,
+                      parallel=parallel, on_step=on_step, on_event=on_event)  # fmt: skip
+
+
+def _learn(
+    scenario: Scenario,
+    sandbox_run: SandboxRun,
+    *,
+    classify: bool,
+    wildcards: bool,
+    parallel: int,
+    on_step: Callable[[str], None],
+    on_event: Callable[[Event], None] | None,
+) -> LearnResult:
+    if getattr(sandbox_run, "one_at_a_time", False):
+        parallel = 1  # runs on one gateway share its network namespace
     on_step(f"audit run of {scenario.name}: everything allowed, every destination recorded")
     audit = execute(
         scenario,
@@ -112,7 +143,8 @@ def learn(
         return execute(scenario, sandbox_run, RunOverrides(policy=reduced, mode="enforce"),
                        run_suffix=f"without-{candidate.host}-{attempt}")  # fmt: skip
 
-    on_step(f"classify: {len(found)} run(s) with one destination denied each, {parallel} at a time")
+    at_a_time = f"{parallel} at a time" if parallel > 1 else "one after another on one gateway"
+    on_step(f"classify: {len(found)} run(s) with one destination denied each, {at_a_time}")
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         first = list(pool.map(lambda c: without(c, 1), found))
         # A second try only where the first says "optional": a run that still succeeded without
@@ -186,7 +218,23 @@ def learn_together(
     on_event: Callable[[Event], None] | None = None,
 ) -> JointResult:
     """`learn` each scenario, merge what each kept into one policy, and run every scenario
-    behind it (module docstring). One scenario gives `learn`'s result unchanged."""
+    behind it (module docstring). One scenario gives `learn`'s result unchanged. Scenarios whose
+    firewall settings agree share one gateway, one after another."""
+    with one_gateway(sandbox_run) as runtime:
+        return _learn_together(scenarios, runtime, classify=classify, wildcards=wildcards,
+                               parallel=parallel, on_step=on_step, on_event=on_event)  # fmt: skip
+
+
+def _learn_together(
+    scenarios: Sequence[Scenario],
+    sandbox_run: SandboxRun,
+    *,
+    classify: bool,
+    wildcards: bool,
+    parallel: int,
+    on_step: Callable[[str], None],
+    on_event: Callable[[Event], None] | None,
+) -> JointResult:
     results = [
         learn(scenario, sandbox_run, classify=classify, wildcards=wildcards, parallel=parallel,
               on_step=on_step, on_event=on_event)

@@ -156,6 +156,7 @@ class Firewall:
         self.own_addresses: frozenset[IpAddress] | None = None
         self.resolve: Callable[[str, int], Awaitable[list[str]]] = resolve
         self.recording_failed: str | None = None
+        self.is_running = False  # set by running(): option updates after it switch runs
 
     # --- options ------------------------------------------------------------------------
 
@@ -206,10 +207,29 @@ class Firewall:
             recorder = Recorder(config.record_dir) if config.record_dir else None
         except (ValueError, RecorderError) as error:
             raise exceptions.OptionsError(str(error)) from None
+        if self.is_running:
+            self._end_run()  # a shared gateway's next run (harness.sandbox.session)
         if self.recorder is not None:
             self.recorder.close()
         self.config, self.recorder = config, recorder
         self.decider = Decider(config.policy, config.mode)  # type: ignore[arg-type]
+        if self.is_running:
+            self._write(lifecycle_event(self._run_id, "ready"))
+
+    def _end_run(self) -> None:
+        """Close the previous run's recording before the options of the next one apply: what
+        is still open is written to it, and nothing learned in it (DNS answers, verdicts)
+        carries over, so each run sees the gateway as a fresh one would."""
+        try:
+            for verdict in list(self.verdicts.values()):
+                self._finish(verdict)
+            if self.recorder is not None:
+                self.recorder.write(lifecycle_event(self._run_id, "stopped"))
+        except RecorderError as error:
+            raise exceptions.OptionsError(f"the previous run's recording failed: {error}") from None
+        self.verdicts.clear()
+        self.names_by_ip.clear()
+        self.dns_started.clear()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -217,6 +237,7 @@ class Firewall:
         self._alert_server = await asyncio.start_server(self._answer_alert, "127.0.0.1", 0)
         self.alert_address = self._alert_server.sockets[0].getsockname()[:2]
         self._write(lifecycle_event(self._run_id, "ready"))
+        self.is_running = True
         print(READY_BANNER, flush=True)
 
     def done(self) -> None:
