@@ -24,6 +24,7 @@ from harness.sandbox.upstreams import Upstream, start_upstreams
 from harness.sandbox.workload import run_workload
 
 GATEWAY_LOG = "gateway.log"
+CLOSE_GRACE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,9 @@ def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunRes
             else:
                 result = run_with_client(gateway, spec.client, network=client_net, **workload)
         finally:
-            # Give the addon a moment to record the last connection's close before G stops.
-            time.sleep(0.2)
+            # Give the addon a moment to record the last connection's close before G stops
+            # (whatever is still open then is written by its shutdown, with the bytes so far).
+            time.sleep(CLOSE_GRACE_SECONDS)
             (run_dir / GATEWAY_LOG).write_text(gateway.log_tail(lines=2000))
     return RunResult(
         exit_code=result.exit_code,

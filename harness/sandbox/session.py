@@ -29,7 +29,7 @@ from harness.sandbox.engine import client as engine_client
 from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import Gateway, start_gateway, writable_by_gateway
 from harness.sandbox.labels import new_run_id
-from harness.sandbox.runner import GATEWAY_LOG, RunResult, RunSpec
+from harness.sandbox.runner import CLOSE_GRACE_SECONDS, GATEWAY_LOG, RunResult, RunSpec
 from harness.sandbox.upstreams import RunningUpstreams, start_upstreams
 from harness.sandbox.workload import run_workload
 
@@ -158,7 +158,7 @@ class SharedGateway:
                 )
         finally:
             # Let the addon record the last connection's close before the next switch.
-            time.sleep(0.2)
+            time.sleep(CLOSE_GRACE_SECONDS)
             (run_dir / GATEWAY_LOG).write_text(gateway.log_tail(lines=2000))
         return RunResult(
             exit_code=result.exit_code,
