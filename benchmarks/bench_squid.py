@@ -44,7 +44,8 @@ PYTHON = REPO / ".venv" / "bin" / "python"
 MITMDUMP = REPO / ".venv" / "bin" / "mitmdump"
 CLIENT_UID = 64667
 PROXY_PORT = 3129
-CONCURRENCY = (1, 32, 128)
+CONCURRENCY = tuple(int(c) for c in os.environ.get("EGRESS_BENCH_CONCURRENCY", "1,32,128").split(","))
+PROFILE_TO = os.environ.get("EGRESS_BENCH_PROFILE", "")  # a cProfile output file for the gateway
 PACKAGES = {"squid": "squid-openssl", "nginx": "nginx-light", "ab": "apache2-utils"}
 BIG_MIB = 256
 # The client side runs as an unprivileged uid: the system Python, not a venv under a private home.
@@ -229,6 +230,9 @@ def gateway(lab: Lab, master: str) -> Iterator[subprocess.Popen]:
               "--set", f"egress_record_dir={root / 'run'}", "--set", "egress_run_id=bench"]  # fmt: skip
     if master == "mitmdump":
         argv = [str(MITMDUMP), "-q", "-s", str(REPO / "addons" / "firewall.py"), *common]
+    elif PROFILE_TO:
+        argv = [str(PYTHON), "-m", "cProfile", "-o", PROFILE_TO, "-m", "harness.gateway.master",
+                *common]  # fmt: skip
     else:
         argv = [str(PYTHON), "-m", "harness.gateway.master", *common]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root),

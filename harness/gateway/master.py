@@ -3,10 +3,11 @@
 mitmdump loads 35 addons (playback, maps, cookies, HAR export, ...) and mitmproxy calls every one
 of them on every hook; profiled at 32 concurrent connections that dispatch was 29 % of the event
 loop's time, and importing them (pyparsing's filter grammar above all) half of the start-up. The
-firewall needs six: Core (options), Proxyserver (the transparent and DNS listeners), DnsResolver
-(answers queries), NextLayer (HTTP and DNS layers), ErrorCheck (a bad option stops start-up, as in
-mitmdump) and the Firewall itself, last, so its `next_layer` has the final word. TermLog prints
-the log, as mitmdump does.
+firewall needs six: Core (options), Proxyserver (the transparent and DNS listeners), the Firewall,
+DnsResolver (answers queries), NextLayer (HTTP and DNS layers) and ErrorCheck (a bad option stops
+start-up), in mitmdump's relative order: the Firewall's hooks run before the resolver's (a denied
+name is never asked upstream) and its `next_layer` before NextLayer's, which then leaves a layer
+the Firewall chose alone. TermLog prints the log, as mitmdump does.
 
     python -m harness.gateway.master --mode transparent@127.0.0.1:15001 --mode dns@... \
         -s /opt/egress/addons/firewall.py --set egress_policy=/egress/policy.yaml ...
@@ -36,7 +37,7 @@ from pathlib import Path
 
 CONTROL_FILE_ENV = "EGRESS_CONTROL_FILE"
 logger = logging.getLogger(__name__)
-LEAN_ADDONS = ("core", "proxyserver", "dnsresolver", "nextlayer", "errorcheck", "firewall")
+LEAN_ADDONS = ("core", "proxyserver", "firewall", "dnsresolver", "nextlayer", "errorcheck")
 
 
 def _skip_the_addons_package_init() -> None:
@@ -72,13 +73,15 @@ def make_master(
         own.append(Firewall())
     opts = options.Options()
     gateway = master.Master(opts, event_loop=loop, with_termlog=True)
+    # mitmdump's order: script addons come after the proxy server and before the resolver and
+    # NextLayer, so a denied name is never asked upstream and the Firewall's layer stands.
     gateway.addons.add(
         core.Core(),
         proxyserver.Proxyserver(),
+        *own,
         dns_resolver.DnsResolver(),
         next_layer.NextLayer(),
         errorcheck.ErrorCheck(),
-        *own,
     )
     opts.set(*settings)
     if modes:
@@ -111,7 +114,9 @@ def _apply_control_file(gateway) -> None:
 async def _run(argv: Sequence[str]) -> int:
     from mitmproxy import exceptions
 
-    logging.getLogger().setLevel(logging.DEBUG)
+    # INFO, not mitmdump's DEBUG: TermLog shows INFO anyway, and a DEBUG record made and dropped
+    # for every connection event was measurable at hundreds of connections a second.
+    logging.getLogger().setLevel(logging.INFO)
     for noisy in ("asyncio", "hpack", "quic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     parsed = _parse(argv)
