@@ -187,7 +187,7 @@ def start_gateway(
             str(policy_path): {"bind": POLICY_MOUNT, "mode": "ro"},
             str(run_dir): {"bind": RECORD_MOUNT, "mode": "rw"},
         }
-    with writable_by_gateway(run_dir):
+    with writable_by_gateway(run_dir), _traversable_by_gateway(shared_root):
         try:
             container = engine.containers.create(
                 f"{GATEWAY_IMAGE}:{TAG}",
@@ -367,6 +367,21 @@ def _ready_event_written(events: Path, offset: int, run_id: str) -> bool:
         ):
             return True
     return False
+
+
+@contextmanager
+def _traversable_by_gateway(folder: Path | None) -> Iterator[None]:
+    """A shared gateway reaches each run folder through their common folder (a private
+    temporary folder is 0700): others may pass through it while the gateway runs, not list it."""
+    if folder is None:
+        yield
+        return
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    os.chmod(folder, mode | 0o111)
+    try:
+        yield
+    finally:
+        os.chmod(folder, mode)
 
 
 @contextmanager

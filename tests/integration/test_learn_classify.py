@@ -69,7 +69,9 @@ def test_every_run_of_a_learn_goes_through_one_gateway_with_its_own_recording(
     from harness.recording import read_events
     from harness.sandbox import shared_gateway
 
-    monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
+    runs = tmp_path / "runs"
+    runs.mkdir(mode=0o700)  # a private folder (mkdtemp's mode): the gateway passes through it
+    monkeypatch.setenv("EGRESS_RUNS_DIR", str(runs))
     path = tmp_path / "learn-classify.scenario.yaml"
     path.write_text(SCENARIO)
     with shared_gateway() as shared:
