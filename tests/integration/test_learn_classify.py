@@ -69,9 +69,9 @@ def test_every_run_of_a_learn_goes_through_one_gateway_with_its_own_recording(
     from harness.recording import read_events
     from harness.sandbox import shared_gateway
 
-    runs = tmp_path / "runs"
-    runs.mkdir(mode=0o700)  # a private folder (mkdtemp's mode): the gateway passes through it
-    monkeypatch.setenv("EGRESS_RUNS_DIR", str(runs))
+    runs_root = tmp_path / "runs"
+    runs_root.mkdir(mode=0o700)  # a private folder (mkdtemp's mode): the gateway passes through
+    monkeypatch.setenv("EGRESS_RUNS_DIR", str(runs_root))
     path = tmp_path / "learn-classify.scenario.yaml"
     path.write_text(SCENARIO)
     with shared_gateway() as shared:
