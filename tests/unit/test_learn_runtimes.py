@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import pytest
 from test_learn import NEEDED, OPTIONAL, FakeRuntime
@@ -25,7 +26,7 @@ class OneAtATime(FakeRuntime):
         self.busy = threading.Lock()
         made.append(self)
 
-    def __enter__(self) -> OneAtATime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
