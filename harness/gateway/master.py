@@ -119,6 +119,9 @@ async def _run(argv: Sequence[str]) -> int:
     logging.getLogger().setLevel(logging.INFO)
     for noisy in ("asyncio", "hpack", "quic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # mitmproxy's four lines per connection (client/server connect/disconnect) cost a log record
+    # and a write each; every connection's outcome is in the Azure line the addon logs.
+    logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     parsed = _parse(argv)
     loop = asyncio.get_running_loop()
     try:
