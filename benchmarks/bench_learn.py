@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.execute import RunOverrides, execute
 from harness.interrupt import unwind_on_sigterm
-from harness.learn import learn
+from harness.learn import default_parallel, learn
 from harness.policy.load import merge_allow
 from harness.policy.model import Policy
 from harness.sandbox import build_images, run, shared_gateway
@@ -50,15 +50,27 @@ def main() -> None:
     build_images(lambda line: None, only=images_for_scenarios([scenario]))
     os.environ.setdefault("EGRESS_RUNS_DIR", tempfile.mkdtemp(prefix="egress-bench-learn-"))
     naive_runs, naive_seconds, naive_hosts = naive_loop(scenario)
+    sessions = []
+
+    class Counting:
+        """`run` as the CLI passes it, counting the shared gateways learn asks for."""
+
+        def __call__(self, spec, on_output=None):
+            return run(spec, on_output)
+
+        def shared(self):
+            sessions.append(shared_gateway())
+            return sessions[-1]
+
     started = time.monotonic()
-    with shared_gateway() as shared:
-        result = learn(scenario, shared, classify=True)
+    result = learn(scenario, Counting(), classify=True, parallel=default_parallel())
     learn_seconds = time.monotonic() - started
+    starts = sum(session.gateway_starts for session in sessions)
     print(f"scenario {scenario.name}")
     print(f"naive loop            {naive_runs:3d} runs  {naive_runs:3d} gateway starts  "
           f"{naive_seconds:7.1f} s  allowed {len(naive_hosts)} host(s)")  # fmt: skip
     marks = ", ".join(f"{c.classification}" for c in result.candidates)
-    print(f"learn --classify      {result.runs:3d} runs  {shared.gateway_starts:3d} gateway starts  "
+    print(f"learn --classify      {result.runs:3d} runs  {starts:3d} gateway starts  "
           f"{learn_seconds:7.1f} s  {len(result.candidates)} destination(s): {marks}; "
           f"verified={result.verified}")  # fmt: skip
     print(

@@ -376,9 +376,7 @@ def learn_command(
     learned, the results are merged into one allowlist whose `# via` lines say which scenario
     needed each destination, and every scenario is run again behind it. Default SCENARIO:
     scenarios/python-requirements.scenario.yaml. Exit 1 when it does not verify."""
-    import os
-
-    from harness.learn import learn_together, render_allowlist
+    from harness.learn import default_parallel, learn_together, render_allowlist
     from harness.scenario import load_scenario
 
     files = scenario_files or (DEFAULT_SCENARIO,)
@@ -391,7 +389,7 @@ def learn_command(
     with LiveProgress(f"learning {', '.join(s.name for s in scenarios)}") as progress:
         joint = learn_together(
             scenarios, sandbox, classify=classify, wildcards=wildcards,
-            parallel=os.cpu_count() or 2, on_step=progress.set_step, on_event=progress.event,
+            parallel=default_parallel(), on_step=progress.set_step, on_event=progress.event,
         )  # fmt: skip
     notes = _wildcard_notes(joint.listed)
     text = render_allowlist(joint.policy, joint.listed, command=command, scenario=joint.scenarios,
