@@ -101,10 +101,11 @@ class Gateway:
         https_deny: HttpsDeny = "close",
         ready_timeout: float = 30.0,
     ) -> Gateway:
-        """Point a shared gateway at the next run (this object then names that run): its policy, mode, deny style and recording
+        """Point a shared gateway at the next run: its policy, mode, deny style and recording
         folder, in one mitmproxy option update (SIGHUP to the master, which reads the control
-        file); returns once the addon wrote `ready` into the new recording. The caller removes
-        every workload of the previous run first and opens run_dir with `writable_by_gateway`."""
+        file); returns once the addon wrote `ready` into the new recording, and this object then
+        names that run. The caller removes every workload of the previous run first and opens
+        run_dir with `writable_by_gateway`."""
         if self.shared_root is None or self.control_dir is None:
             raise RuntimeError("switch() needs a gateway started with shared_root")
         _check_choices(mode, https_deny)
