@@ -20,7 +20,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +144,7 @@ def start_gateway(
     engine: docker.DockerClient | None = None,
     addon_root: Path | None = None,
     shared_root: Path | None = None,
+    on_started: Callable[[Gateway], None] | None = None,
 ) -> Iterator[Gateway]:
     """Start G, wait for the addon's ready event, yield it; G is removed however the block ends.
 
@@ -152,6 +153,8 @@ def start_gateway(
     `addon_root` holds harness/ and addons/ (default: this checkout). With `shared_root` (a
     folder holding run_dir) G mounts that folder instead of run_dir and can be `switch`ed to
     another run folder in it; the caller then opens each run folder with `writable_by_gateway`.
+    `on_started(gateway)` is called once G's container runs, before it is ready: for work that
+    may overlap the wait (creating, never starting, the workload's container).
     """
     _check_choices(mode, https_deny)
     engine = engine or engine_client()
@@ -220,6 +223,8 @@ def start_gateway(
             container.start()
             gateway = Gateway(container=container, run_id=run_id, run_dir=run_dir,
                               shared_root=shared_root, control_dir=control_dir)  # fmt: skip
+            if on_started is not None:
+                on_started(gateway)
             _wait_until_ready(gateway, events, events_offset, ready_timeout)
             yield gateway
         finally:
