@@ -1,10 +1,13 @@
-"""Sandbox figures: gateway start to ready, workload start, and a ~20 MB HTTPS download through
-the gateway against the same download from a plain container on the default bridge.
+"""Sandbox figures: gateway start to ready, workload start, and HTTPS downloads through the
+gateway against the same download from a plain container on the default bridge: ~20 MB from the
+Python server, and 256 MiB from nginx (Debian's nginx-light in `egress/bench-nginx`, an image
+this benchmark builds from docker/bench-nginx/ on the base). Prints throughput ratios
+through/plain (target: at least 0.9).
 
-The file comes from a labelled local container of our own (`files.test`, a trustme certificate);
-nothing leaves the machine. Every container is removed at the end.
+The files come from labelled local containers of our own (`files.test`, a trustme
+certificate); nothing leaves the machine. Every container is removed at the end.
 
-usage: .venv/bin/python benchmarks/bench_sandbox.py [--repeat 5] [--size-mb 20]
+usage: .venv/bin/python benchmarks/bench_sandbox.py [--repeat 5] [--size-mb 20] [--big-mib 256]
 """
 
 from __future__ import annotations
@@ -23,9 +26,28 @@ from harness.interrupt import unwind_on_sigterm
 from harness.sandbox import DEBIAN_IMAGE, PYTHON_IMAGE, build_images, run_workload, start_gateway
 from harness.sandbox.engine import client
 from harness.sandbox.gc import gc
+from harness.sandbox.images import (
+    BASE_IMAGE,
+    GATEWAY_IMAGE,
+    _base_hash,
+    _build_from_dockerfile,
+    docker_dir,
+)
 from harness.sandbox.labels import labels, new_run_id
 
 FILE_HOST = "files.test"
+NGINX_IMAGE = "egress/bench-nginx"
+NGINX_CONF = """
+daemon off; worker_processes 1; error_log stderr warn; pid /run/nginx.pid;
+events { worker_connections 256; }
+http {
+  access_log off; sendfile on;
+  server { listen 443 ssl; ssl_certificate /tls/server.pem; ssl_certificate_key /tls/server.pem;
+           root /srv; }
+}
+"""
+NGINX_START = ("mkdir -p /srv && truncate -s SIZE /srv/blob && (sleep 1; echo serving) & "
+               "exec nginx -c /etc/egress-nginx.conf")
 SERVER = """
 import http.server, os, ssl
 os.makedirs("/srv", exist_ok=True)
@@ -44,7 +66,8 @@ server.serve_forever()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--size-mb", type=int, default=20)
+    parser.add_argument("--size-mb", type=int, default=20, help="the Python server's file")
+    parser.add_argument("--big-mib", type=int, default=256, help="nginx's file")
     parser.add_argument(
         "--addon-root",
         type=Path,
@@ -52,8 +75,10 @@ def main() -> None:
         help="folder holding harness/ and addons/ (default: this checkout)",
     )
     options = parser.parse_args()
-    build_images(lambda line: None)
+    build_images(lambda line: None, only=[BASE_IMAGE, GATEWAY_IMAGE, PYTHON_IMAGE, DEBIAN_IMAGE])
     engine = client()
+    _build_from_dockerfile(engine, lambda line: None, NGINX_IMAGE, docker_dir() / "bench-nginx",
+                           _base_hash(), False)  # fmt: skip
     run_id = new_run_id("bench")
     authority = trustme.CA()
     certificate = authority.issue_cert(FILE_HOST)
@@ -62,25 +87,75 @@ def main() -> None:
         ca_file = folder / "ca.pem"
         authority.cert_pem.write_to_path(str(ca_file))
         ca_file.chmod(0o644)
-        server = engine.containers.create(
-            PYTHON_IMAGE,
-            command=["python3", "-c", SERVER.replace("SIZE", str(options.size_mb << 20))],
-            labels=labels(run_id, "file-server"),
-            name=f"egress-{run_id}-files",
-        )
+        servers = []
         try:
-            server.put_archive("/", _tar({"tls/server.pem": _server_pem(certificate)}))
-            server.start()
-            _wait_for(server, b"serving")
-            server.reload()
-            server_ip = server.attrs["NetworkSettings"]["IPAddress"]
+            python_ip = _start_server(
+                engine, run_id, servers, certificate, PYTHON_IMAGE, "python-files",
+                ["python3", "-c", SERVER.replace("SIZE", str(options.size_mb << 20))],
+            )  # fmt: skip
+            nginx_ip = _start_server(
+                engine, run_id, servers, certificate, NGINX_IMAGE, "nginx-files",
+                ["sh", "-c", NGINX_START.replace("SIZE", str(options.big_mib << 20))],
+            )  # fmt: skip
             figures = _measure(
-                engine, run_id, folder, ca_file, server_ip, options.repeat, options.addon_root
+                engine, run_id, folder, ca_file, python_ip, options.repeat, options.addon_root
             )
+            big = _measure_downloads(engine, run_id, folder, ca_file, nginx_ip,
+                                     max(2, options.repeat // 2), options.addon_root)  # fmt: skip
+            figures["big_through"], figures["big_direct"] = big
         finally:
-            server.remove(force=True)
+            for server in servers:
+                server.remove(force=True)
             gc(run_id, engine)
     _report(figures, options)
+
+
+def _start_server(engine, run_id, servers, certificate, image, role, command) -> str:
+    server = engine.containers.create(image, command=command, labels=labels(run_id, role),
+                                      name=f"egress-{run_id}-{role}")  # fmt: skip
+    servers.append(server)
+    server.put_archive("/", _tar({"tls/server.pem": _server_pem(certificate),
+                                  "etc/egress-nginx.conf": NGINX_CONF.encode()}))  # fmt: skip
+    server.start()
+    _wait_for(server, b"serving")
+    server.reload()
+    return server.attrs["NetworkSettings"]["IPAddress"]
+
+
+def _measure_downloads(engine, run_id, folder, ca_file, server_ip, repeat, addon_root):
+    """Seconds per download of /blob, through the gateway and on the plain bridge."""
+    run_dir = folder / "big-run"
+    run_dir.mkdir()
+    (run_dir / "policy.yaml").write_text(f'allow: ["{FILE_HOST}"]\n')
+    curl = (
+        f"for i in $(seq {repeat}); do curl -sS -o /dev/null -w '%{{time_total}}\\n'"
+        f" https://{FILE_HOST}/blob || echo failed; done"
+    )
+    through: list[str] = []
+    with start_gateway(run_dir=run_dir, run_id=f"{run_id}-big", hosts={FILE_HOST: server_ip},
+                       addon_root=addon_root) as gateway:  # fmt: skip
+        run_workload(gateway, image=DEBIAN_IMAGE, command=curl, run_dir=run_dir,
+                     trust=[str(ca_file)], on_output=through.append, timeout=600)  # fmt: skip
+    direct = _plain_curl(engine, run_id, curl, server_ip, ca_file, "big-plain")
+    return [float(value) for value in through], [float(value) for value in direct]
+
+
+def _plain_curl(engine, run_id, curl, server_ip, ca_file, role) -> list[str]:
+    plain = engine.containers.create(
+        DEBIAN_IMAGE,
+        command=["sh", "-c", curl],
+        extra_hosts={FILE_HOST: server_ip},
+        environment={"CURL_CA_BUNDLE": "/ca.pem"},
+        volumes={str(ca_file): {"bind": "/ca.pem", "mode": "ro"}},
+        labels=labels(run_id, role),
+        name=f"egress-{run_id}-{role}",
+    )
+    try:
+        plain.start()
+        plain.wait(timeout=600)
+        return plain.logs().decode().split()
+    finally:
+        plain.remove(force=True)
 
 
 def _measure(engine, run_id, folder, ca_file, server_ip, repeat, addon_root):
@@ -156,7 +231,15 @@ def _report(figures, options) -> None:
         f"{size} MB HTTPS plain bridge   median {median['direct']:.3f} s"
         f"  ({size / median['direct']:.0f} MB/s)"
     )
-    print(f"ratio through/plain        {median['through'] / median['direct']:.2f}x")
+    print(f"ratio through/plain        {median['through'] / median['direct']:.2f}x time, "
+          f"{median['direct'] / median['through']:.2f} throughput (target >= 0.9)")
+    big = options.big_mib * 1.048576
+    print(f"{options.big_mib} MiB from nginx through G  median {median['big_through']:.3f} s"
+          f"  ({big / median['big_through']:.0f} MB/s)")
+    print(f"{options.big_mib} MiB from nginx plain      median {median['big_direct']:.3f} s"
+          f"  ({big / median['big_direct']:.0f} MB/s)")
+    print(f"nginx throughput through/plain {median['big_direct'] / median['big_through']:.2f}"
+          "  (target >= 0.9)")
 
 
 def _server_pem(certificate: trustme.LeafCert) -> bytes:

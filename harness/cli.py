@@ -416,7 +416,7 @@ def run_command(
     if allow:
         policy = merge_allow(policy, allow)
     overrides = RunOverrides(policy=policy, mode=mode, https_deny=https_deny)
-    sandbox = _sandbox_run()
+    sandbox = _sandbox_run([scenario])
     with LiveProgress(f"running {scenario.name}") as progress:
         execution = execute(scenario, sandbox, overrides, on_output=progress.output,
                             on_event=progress.event)  # fmt: skip
@@ -427,15 +427,16 @@ def run_command(
         )
 
 
-def _sandbox_run():
+def _sandbox_run(scenarios):
     from harness.sandbox import build_images, run
+    from harness.sandbox.images import images_for_scenarios
 
     # Cached by content hash: silent when the images are current, a progress line per step when not.
     def progress(line: str) -> None:
         if "up to date" not in line and "images ready" not in line:
             stderr.print(f"[dim]images:[/dim] {line}", markup=True)
 
-    build_images(progress)
+    build_images(progress, only=images_for_scenarios(scenarios))  # only what these scenarios run
     return run
 
 
@@ -602,10 +603,8 @@ def learn_command(
     whose rules say which step needed them (`# via step kudu-deploy`, `oryx-sdk`, `pip-install`,
     ...), with Microsoft's *.scm.azurewebsites.net for Kudu's call to itself unless --site is
     given. Exit 1 when it does not verify."""
-    import os
-
     from harness.appservice.plan import scm_shape
-    from harness.learn import learn_together, render_allowlist
+    from harness.learn import default_parallel, learn_together, render_allowlist
     from harness.scenario import check_learned
 
     files = scenario_files or (DEFAULT_SCENARIO,)
@@ -624,11 +623,11 @@ def learn_command(
     # own SCM site is learned as Microsoft's rule, unless --site names the site.
     chains = any(chain for _, chain in loaded) or any(scenario.steps for scenario in scenarios)
     shape = scm_shape(bool(app.get("site"))) if chains else None
-    sandbox = _sandbox_run()
+    sandbox = _sandbox_run(scenarios)
     with LiveProgress(f"learning {', '.join(s.name for s in scenarios)}") as progress:
         joint = learn_together(
             scenarios, sandbox, classify=classify, wildcards=wildcards,
-            parallel=os.cpu_count() or 2, on_step=progress.set_step, on_event=progress.event,
+            parallel=default_parallel(), on_step=progress.set_step, on_event=progress.event,
             shape=shape,
         )  # fmt: skip
     notes = _wildcard_notes(joint.listed)

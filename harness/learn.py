@@ -5,7 +5,15 @@
 2. A verify run in enforce mode behind only those candidates proves them sufficient.
 3. With `classify`, one run per candidate with that candidate denied marks it `required` (the
    run fails), `optional` (it still succeeds; the time difference is kept) or `flaky` (two tries
-   disagree); the required-only allowlist is then verified again.
+   disagree); the required-only allowlist is then verified again (unless nothing was dropped:
+   then it is the allowlist the verify run proved). The verify run and the classify runs go
+   side by side, `parallel` at a time.
+
+Gateways: on Docker every run of a learn goes through a gateway that stays up (a
+`harness.sandbox.SharedGateway`, switched to each run's policy, mode and recording folder); a
+shared gateway takes one run at a time, so `parallel` runs at once use up to `parallel` of them,
+each started once. Scenarios learned together share the first one where their firewall settings
+agree. Workloads are fresh for every run.
 
 With `wildcards`, the allowlist proposes `*.domain` for hosts sharing a registrable domain
 (`harness.allowlist.wildcard_candidates`) and the verify runs are behind that wildcard policy;
@@ -43,10 +51,14 @@ __all__ = [
 
 import json
 import os
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.allowlist import (
     Candidate,
@@ -127,6 +139,59 @@ def _shaped(found: Sequence[Candidate], wildcards: bool, shape: Shape | None = N
     return shape(listed) if shape is not None else listed
 
 
+@contextmanager
+def one_gateway(sandbox_run: SandboxRun) -> Iterator[SandboxRun]:
+    """The runtime every run of a learn goes through: one gateway for all of them when the
+    runtime offers it (`harness.sandbox.run.shared`: a `SharedGateway`), else `sandbox_run`
+    itself (a fake runtime in tests, or one that is already shared)."""
+    share = getattr(sandbox_run, "shared", None)
+    if share is None:
+        yield sandbox_run
+        return
+    with share() as shared:
+        yield shared
+
+
+class _Runtimes:
+    """Where each run of a learn goes. A runtime that runs one at a time (a shared gateway) is
+    lent to one run at a time; `parallel` runs at once get up to `parallel` such gateways, each
+    made once and kept for the whole learn (started only when a run needs one). Any other runtime
+    takes runs concurrently, as it always did."""
+
+    def __init__(self, first: SandboxRun, share: Callable[[], Any] | None, parallel: int) -> None:
+        self.exclusive = bool(getattr(first, "one_at_a_time", False))
+        self.first = first
+        self.free: queue.SimpleQueue[SandboxRun] = queue.SimpleQueue()
+        self.free.put(first)
+        self.more = max(0, parallel - 1) if self.exclusive and share is not None else 0
+        self.share = share
+        self.lock = threading.Lock()
+        self.stack = ExitStack()
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def run(self, job: Callable[[SandboxRun], Execution]) -> Execution:
+        if not self.exclusive:
+            return job(self.first)
+        runtime = self._borrow()
+        try:
+            return job(runtime)
+        finally:
+            self.free.put(runtime)
+
+    def _borrow(self) -> SandboxRun:
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            pass
+        with self.lock:
+            if self.more > 0 and self.share is not None:
+                self.more -= 1
+                return self.stack.enter_context(self.share())
+        return self.free.get()
+
+
 def learn(
     scenario: Scenario,
     sandbox_run: SandboxRun,
@@ -138,37 +203,66 @@ def learn(
     on_event: Callable[[Event], None] | None = None,
     shape: Shape | None = None,
 ) -> LearnResult:
+    with one_gateway(sandbox_run) as runtime:
+        return _learn_on(scenario, runtime, getattr(sandbox_run, "shared", None), classify=classify,
+                         wildcards=wildcards, parallel=parallel, on_step=on_step,
+                         on_event=on_event, shape=shape)  # fmt: skip
+
+
+def _learn_on(
+    scenario: Scenario, runtime: SandboxRun, share: Callable[[], Any] | None, **options: Any
+) -> LearnResult:
+    runtimes = _Runtimes(runtime, share, options["parallel"])
+    try:
+        return _learn(scenario, runtimes, **options)
+    finally:
+        runtimes.close()
+
+
+def _learn(
+    scenario: Scenario,
+    runtimes: _Runtimes,
+    *,
+    classify: bool,
+    wildcards: bool,
+    parallel: int,
+    on_step: Callable[[str], None],
+    on_event: Callable[[Event], None] | None,
+    shape: Shape | None = None,
+) -> LearnResult:
     """`shape` rewrites what the policy lists (App Service's `*.scm.azurewebsites.net` for the
     SCM host Kudu called); the verify runs are behind the shaped policy."""
+
+    def run(overrides: RunOverrides, suffix: str, **extra: Any) -> Execution:
+        return runtimes.run(lambda runtime: execute(scenario, runtime, overrides,
+                                                    run_suffix=suffix, **extra))  # fmt: skip
+
     on_step(f"audit run of {scenario.name}: everything allowed, every destination recorded")
-    audit = execute(
-        scenario,
-        sandbox_run,
-        RunOverrides(policy=Policy(f"{scenario.name}-audit"), mode="audit"),
-        run_suffix="audit",
-        on_event=on_event,
-    )
+    audit = run(RunOverrides(policy=Policy(f"{scenario.name}-audit"), mode="audit"), "audit",
+                on_event=on_event)  # fmt: skip
     # A chain's destinations carry the step that reached them (`# via step pip-install: ...`).
     found = step_candidates(audit.events, audit.run_dir) or candidates(audit.events)
     listed = _shaped(found, wildcards, shape)
     policy = learned_policy(f"{scenario.name}-learned", listed)
-    on_step(f"verify run: enforce, behind the {len(listed)} learned destination(s)")
-    verify = execute(
-        scenario, sandbox_run, RunOverrides(policy=policy, mode="enforce"), run_suffix="verify"
-    )
-    result = LearnResult(scenario, audit, found, policy, verify, runs=2, listed=listed)
-    if not classify or not found:
-        return result
+
+    def verify_all() -> Execution:
+        return run(RunOverrides(policy=policy, mode="enforce"), "verify")
 
     def without(candidate: Candidate, attempt: int) -> Execution:
         # Exact names only: a wildcard of the others could still let the denied host through.
         others = [other for other in found if other is not candidate]
         reduced = learned_policy(f"{scenario.name}-without-{candidate.host}", others)
-        return execute(scenario, sandbox_run, RunOverrides(policy=reduced, mode="enforce"),
-                       run_suffix=f"without-{candidate.host}-{attempt}")  # fmt: skip
+        return run(RunOverrides(policy=reduced, mode="enforce"),
+                   f"without-{candidate.host}-{attempt}")  # fmt: skip
 
-    on_step(f"classify: {len(found)} run(s) with one destination denied each, {parallel} at a time")
+    if not classify or not found:
+        on_step(f"verify run: enforce, behind the {len(listed)} learned destination(s)")
+        return LearnResult(scenario, audit, found, policy, verify_all(), runs=2, listed=listed)
+    on_step(f"verify run behind the {len(listed)} learned destination(s), and classify: "
+            f"{len(found)} run(s) with one destination denied each, {parallel} at a time")  # fmt: skip
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        # The verify run does not decide what the classify runs do: they go side by side.
+        verifying = pool.submit(verify_all)
         first = list(pool.map(lambda c: without(c, 1), found))
         # A second try only where the first says "optional": a run that still succeeded without
         # a host is the surprising answer, and the one a retry or cache could fake.
@@ -180,11 +274,13 @@ def learn(
                 strict=True,
             )
         )
+        verify = verifying.result()
+    result = LearnResult(scenario, audit, found, policy, verify, runs=2, listed=listed)
     result.classify_runs = first + list(second.values())
     result.runs += len(result.classify_runs)
-    for candidate, run in zip(found, first, strict=True):
-        candidate.seconds_without = run.duration_s
-        if not run.succeeded:
+    for candidate, run_without in zip(found, first, strict=True):
+        candidate.seconds_without = run_without.duration_s
+        if not run_without.succeeded:
             candidate.classification = "required"
         elif second[candidate.host].succeeded:
             candidate.classification = "optional"
@@ -193,11 +289,29 @@ def learn(
     required = [c for c in found if c.classification in ("required", "flaky")]
     result.listed = _shaped(required, wildcards, shape)
     result.policy = learned_policy(f"{scenario.name}-learned", result.listed)
+    if _same_destinations(result.listed, listed):
+        # Nothing was dropped: the required-only allowlist is the one the verify run proved.
+        result.required_verify = verify
+        return result
     on_step(f"verify run: enforce, behind the {len(result.listed)} required destination(s)")
-    result.required_verify = execute(scenario, sandbox_run, RunOverrides(policy=result.policy, mode="enforce"),
-                                     run_suffix="verify-required")  # fmt: skip
+    result.required_verify = run(RunOverrides(policy=result.policy, mode="enforce"),
+                                 "verify-required")  # fmt: skip
     result.runs += 1
     return result
+
+
+def _same_destinations(one: Sequence[Candidate], other: Sequence[Candidate]) -> bool:
+    def key(found: Sequence[Candidate]) -> list[tuple[str, tuple[tuple[str, int], ...], bool]]:
+        return sorted((c.host, tuple(sorted(c.protocols)), c.network) for c in found)
+
+    return key(one) == key(other)
+
+
+def default_parallel() -> int:
+    """How many runs of a learn go at once: at least three, since its runs spend their time
+    on the network and in the clients' retry back-off (a denied pip host: ~9 s of pip's own
+    waiting), not on the CPU; measured on 2 vCPU, three at once finished first."""
+    return max(3, os.cpu_count() or 2)
 
 
 # --- several scenarios -----------------------------------------------------------------------
@@ -279,10 +393,30 @@ def learn_together(
     shape: Shape | None = None,
 ) -> JointResult:
     """`learn` each scenario, merge what each kept into one policy, and run every scenario
-    behind it (module docstring). One scenario gives `learn`'s result unchanged."""
+    behind it (module docstring). One scenario gives `learn`'s result unchanged. Scenarios whose
+    firewall settings agree share one gateway, one after another."""
+    share = getattr(sandbox_run, "shared", None)
+    with one_gateway(sandbox_run) as runtime:
+        return _learn_together(scenarios, runtime, share, classify=classify, wildcards=wildcards,
+                               parallel=parallel, on_step=on_step, on_event=on_event,
+                               shape=shape)  # fmt: skip
+
+
+def _learn_together(
+    scenarios: Sequence[Scenario],
+    sandbox_run: SandboxRun,
+    share: Callable[[], Any] | None,
+    *,
+    classify: bool,
+    wildcards: bool,
+    parallel: int,
+    on_step: Callable[[str], None],
+    on_event: Callable[[Event], None] | None,
+    shape: Shape | None,
+) -> JointResult:
     results = [
-        learn(scenario, sandbox_run, classify=classify, wildcards=wildcards, parallel=parallel,
-              on_step=on_step, on_event=on_event, shape=shape)
+        _learn_on(scenario, sandbox_run, share, classify=classify, wildcards=wildcards,
+                  parallel=parallel, on_step=on_step, on_event=on_event, shape=shape)
         for scenario in scenarios
     ]  # fmt: skip
     if len(results) == 1:

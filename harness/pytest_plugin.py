@@ -29,6 +29,8 @@ from harness.policy.model import Policy
 from harness.scenario import Expect, Firewall, Scenario, Workload, check_learned, load_scenario
 
 SANDBOX_RUN = pytest.StashKey[SandboxRun]()
+# The scenarios this session runs (after -k and deselection): only their images are built.
+SESSION_SCENARIOS = pytest.StashKey[list[Scenario]]()
 DEFAULT_PATTERNS = ["*.scenario.yaml", "*.scenario.yml"]
 TAIL_LINES = 25
 
@@ -60,9 +62,21 @@ def sandbox_run(config: pytest.Config) -> SandboxRun:
         from harness.sandbox import build_images, run
 
         unwind_on_sigterm()  # a cancelled CI job still removes the running scenario's containers
-        build_images(lambda line: None)
+        scenarios = config.stash.get(SESSION_SCENARIOS, None)
+        if scenarios is None:
+            build_images(lambda line: None)
+        else:
+            from harness.sandbox.images import images_for_scenarios
+
+            build_images(lambda line: None, only=images_for_scenarios(scenarios))
         config.stash[SANDBOX_RUN] = run
     return config.stash[SANDBOX_RUN]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[SESSION_SCENARIOS] = [
+        item.scenario for item in session.items if isinstance(item, ScenarioItem | LearnItem)
+    ]
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -53,13 +53,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mitmproxy import ctx, dns, exceptions, http, tls
 from mitmproxy.connection import Client, ConnectionState, Server
+from mitmproxy.net.check import is_valid_host
 from mitmproxy.proxy import context as proxy_context
 from mitmproxy.proxy import events, layer
 from mitmproxy.proxy.layers import tcp
-from mitmproxy.proxy.layers.tls import parse_client_hello
+from mitmproxy.proxy.layers.tls import get_client_hello, parse_client_hello
 from mitmproxy.proxy.mode_specs import TransparentMode
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.proxy.utils import expect
@@ -74,6 +76,7 @@ from harness.events import (
     now_iso,
 )
 from harness.firewall_settings import HTTPS_DENY_STYLES, MODES
+from harness.gateway.clienthello import Unusual, server_name
 from harness.gateway.local import IpAddress, is_own_address, own_addresses
 from harness.gateway.options import GatewayConfig, parse_options
 from harness.gateway.sinkhole import Sinkhole, answer_as_azure, needs_deadline, resolve_in_time
@@ -109,6 +112,8 @@ class Verdict:
     unreachable: set[tuple[str, int]] = field(default_factory=set)
     dialled: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    # The address the client connected to, before the upstream was pinned to the SNI name.
+    client_dst: str | None = None
     bytes_up: int = 0
     bytes_down: int = 0
     written: bool = False
@@ -177,6 +182,40 @@ async def resolve(host: str, port: int) -> list[str]:
     return sorted(dict.fromkeys(addresses), key=lambda address: ":" in address)
 
 
+INCOMPLETE = object()  # client_hello_sni: more bytes are needed
+
+
+def client_hello_sni(data: bytes) -> str | None | object:
+    """The SNI of the ClientHello in `data` exactly as mitmproxy's `ClientHello.sni` gives it,
+    None without one, or INCOMPLETE; ValueError when `data` is not a ClientHello. The common
+    shape is read by `clienthello.server_name` (no Kaitai objects); the rest by mitmproxy."""
+    handshake = get_client_hello(data)
+    if handshake is None:
+        return INCOMPLETE
+    try:
+        raw = server_name(handshake)
+        if raw is None:
+            return None
+        if is_valid_host(raw):
+            return raw.decode("ascii")
+    except Unusual:
+        pass
+    hello = parse_client_hello(data)
+    return INCOMPLETE if hello is None else hello.sni
+
+
+def hosts_file_addresses(text: str) -> dict[str, list[str]]:
+    """name -> addresses in /etc/hosts order, as the resolver reads that file (`files` first)."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) < 2:
+            continue
+        for name in words[1:]:
+            found.setdefault(name.lower().rstrip("."), []).append(words[0])
+    return found
+
+
 def deny_event(event: Event, reason: str) -> None:
     """Turn a recorded allow into a deny (the upstream was refused after the decision)."""
     event.action, event.would, event.reason, event.rule = DENY, DENY, reason, None
@@ -198,6 +237,11 @@ class Firewall:
         self.own_addresses: frozenset[IpAddress] | None = None
         self.resolve: Callable[[str, int], Awaitable[list[str]]] = resolve
         self.recording_failed: str | None = None
+        self.is_running = False  # set by running(): option updates after it switch runs
+        self._own_cache: dict[str, bool] = {}  # host -> is_own_address, for own_addresses
+        # The gateway's /etc/hosts, read once (as mitmproxy's resolver does): names in it are
+        # pinned without a lookup in the thread pool.
+        self.hosts_file: dict[str, list[str]] | None = None
 
     # --- options ------------------------------------------------------------------------
 
@@ -254,6 +298,12 @@ class Firewall:
             ctx.options.update(connection_strategy="lazy")
         if self.own_addresses is None:
             self.own_addresses = own_addresses()
+            self._own_cache.clear()
+        if self.hosts_file is None:
+            try:
+                self.hosts_file = hosts_file_addresses(Path("/etc/hosts").read_text())
+            except OSError:
+                self.hosts_file = {}
         if self.config is not None and not any(name.startswith("egress_") for name in updated):
             return
         try:
@@ -265,10 +315,29 @@ class Firewall:
             recorder = Recorder(config.record_dir) if config.record_dir else None
         except (ValueError, RecorderError) as error:
             raise exceptions.OptionsError(str(error)) from None
+        if self.is_running:
+            self._end_run()  # a shared gateway's next run (harness.sandbox.session)
         if self.recorder is not None:
             self.recorder.close()
         self.config, self.recorder = config, recorder
         self.decider = Decider(config.policy, config.mode)  # type: ignore[arg-type]
+        if self.is_running:
+            self._write(lifecycle_event(self._run_id, "ready"))
+
+    def _end_run(self) -> None:
+        """Close the previous run's recording before the options of the next one apply: what
+        is still open is written to it, and nothing learned in it (DNS answers, verdicts)
+        carries over, so each run sees the gateway as a fresh one would."""
+        try:
+            for verdict in list(self.verdicts.values()):
+                self._finish(verdict)
+            if self.recorder is not None:
+                self.recorder.write(lifecycle_event(self._run_id, "stopped"))
+        except RecorderError as error:
+            raise exceptions.OptionsError(f"the previous run's recording failed: {error}") from None
+        self.verdicts.clear()
+        self.names_by_ip.clear()
+        self.dns_started.clear()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -276,6 +345,7 @@ class Firewall:
         self._alert_server = await asyncio.start_server(self._answer_alert, "127.0.0.1", 0)
         self.alert_address = self._alert_server.sockets[0].getsockname()[:2]
         self._write(lifecycle_event(self._run_id, "ready"))
+        self.is_running = True
         print(READY_BANNER, flush=True)
 
     def done(self) -> None:
@@ -389,15 +459,15 @@ class Firewall:
                 return  # wait for the client's first bytes
             if data[0] == 0x16:
                 try:
-                    hello = parse_client_hello(data)
+                    sni = client_hello_sni(data)
                 except ValueError:  # not TLS after all: a network-rule decision
                     verdict = self._decide_connection(context, "TCP", None)
                     nextlayer.layer = CountingPassthrough(context, verdict)
                     return
-                if hello is None:
+                if sni is INCOMPLETE:
                     nextlayer.layer = None  # the ClientHello is not complete yet
                     return
-                verdict = self._decide_connection(context, "HTTPS", hello.sni or None)
+                verdict = self._decide_connection(context, "HTTPS", sni or None)  # type: ignore[arg-type]
             elif _HTTP_REQUEST_START.match(data):
                 return  # mitmproxy's HTTP layer; decided per request in requestheaders
             else:
@@ -430,8 +500,15 @@ class Firewall:
         return src_ip, src_port, dst_ip, dst_port
 
     def _is_the_gateway(self, *hosts: str | None) -> bool:
-        own = self.own_addresses or frozenset()
-        return any(host and is_own_address(host, own) for host in hosts)
+        return any(host and self._is_own(host) for host in hosts)
+
+    def _is_own(self, host: str) -> bool:
+        known = self._own_cache.get(host)
+        if known is None:
+            if len(self._own_cache) > 65536:
+                self._own_cache.clear()
+            known = self._own_cache[host] = is_own_address(host, self.own_addresses or frozenset())
+        return known
 
     def _decide_connection(
         self, context: proxy_context.Context, protocol: str, sni: str | None
@@ -449,7 +526,7 @@ class Firewall:
         event = event_for_decision(
             request, decision, policy_name=self._policy_name, run=self._run_id
         )
-        verdict = Verdict(event)
+        verdict = Verdict(event, client_dst=dst_ip)
         self.verdicts[context.client.id] = verdict
         if decision.allowed:
             # Pin the upstream to the name that was allowed; a network-rule allow without SNI
@@ -609,7 +686,11 @@ class Firewall:
         if self.sinkhole.unreachable(host):
             self._unreachable(data, verdict, target, f"{host}: {UNREACHABLE} (no DNS answer)")
             return
-        addresses = [host] if self._is_ip(host) else await self._resolve_or_refuse(data, host)
+        if self._is_ip(host):
+            addresses = [host]
+        else:
+            known = self._known_addresses(host, verdict)
+            addresses = known if known else await self._resolve_or_refuse(data, host)
         if not addresses:
             self._unreachable(data, verdict, target, data.server.error or UNREACHABLE)
             return
@@ -651,6 +732,18 @@ class Firewall:
                 verdict.event.upstream = verdict.upstream_failure
         except Exception:  # the connection has failed anyway; the record is best effort
             logger.exception("egress: internal error while recording an upstream failure")
+
+    def _known_addresses(self, host: str, verdict: Verdict) -> list[str]:
+        """Addresses for `host` that need no lookup in the thread pool: the gateway's hosts
+        file, or the address the client dialled when the firewall's own DNS answered this
+        client that address for this name (the lookup would ask the same resolver)."""
+        name = host.lower().rstrip(".")
+        listed = (self.hosts_file or {}).get(name)
+        if listed:
+            return sorted(dict.fromkeys(listed), key=lambda address: ":" in address)
+        if verdict.client_dst and name in self.names_by_ip.get(verdict.client_dst, ()):
+            return [verdict.client_dst]
+        return []
 
     @staticmethod
     def _is_ip(host: str) -> bool:

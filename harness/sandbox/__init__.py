@@ -5,6 +5,7 @@ The only package that imports docker.
                                       dotnet-mono, upstreams and the Kudu and Oryx CDN simulators
     start_upstreams(...)              simulated sites with a test CA (scenario `upstreams:`)
     run(RunSpec, on_output) -> RunResult   gateway + workload + cleanup
+    shared_gateway() -> SharedGateway  a `run` whose calls share one gateway (learn; session.py)
     start_gateway(...) / run_workload(...) the two halves, for tests and tools that need both
     gc() -> int                       remove labelled leftovers
     doctor() -> list[Check]           what this machine lacks, with fixes
@@ -29,8 +30,12 @@ from harness.sandbox.images import (
 )
 from harness.sandbox.labels import labels, new_run_id
 from harness.sandbox.runner import RunResult, RunSpec, run
+from harness.sandbox.session import SharedGateway, shared_gateway
 from harness.sandbox.upstreams import Upstream, start_upstreams
 from harness.sandbox.workload import WorkloadResult, run_workload
+
+# `learn` asks a runtime for `.shared()`: every run of one learn then goes through one gateway.
+run.shared = shared_gateway  # type: ignore[attr-defined]
 
 __all__ = [
     "DEBIAN_IMAGE",
@@ -45,6 +50,7 @@ __all__ = [
     "Gateway",
     "RunResult",
     "RunSpec",
+    "SharedGateway",
     "Upstream",
     "WorkloadResult",
     "build_images",
@@ -55,6 +61,7 @@ __all__ = [
     "new_run_id",
     "run",
     "run_workload",
+    "shared_gateway",
     "start_gateway",
     "start_upstreams",
 ]

@@ -31,8 +31,11 @@ __all__ = [
     "debian_mirror",
     "docker_dir",
     "image_is_current",
+    "images_for_scenarios",
+    "images_needed",
 ]
 
+import functools
 import glob
 import hashlib
 import json
@@ -41,8 +44,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -51,6 +56,7 @@ from docker.errors import APIError, ImageNotFound
 from harness.errors import EnvironmentProblem
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.labels import HASH_LABEL, LABEL, labels, new_run_id
+from harness.scenario import Scenario
 
 TAG = "latest"
 BASE_IMAGE = "egress/base"
@@ -91,10 +97,15 @@ ALL_IMAGES = (
 DEBIAN_SUITE = "trixie"
 # Bump when the base recipe below changes in a way its inputs do not show.
 BASE_RECIPE_VERSION = "1"
+# Bump when the debootstrap step (suite, variant, what is cleaned out of it) changes.
+ROOTFS_RECIPE_VERSION = "1"
+# The debootstrap result, imported once: a rebuild of the base (or of anything) starts from it.
+ROOTFS_IMAGE = "egress/base-rootfs"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BUILD_CA_DIR = "/run/egress-build-ca"
 BUILD_CA_FILE = f"{BUILD_CA_DIR}/ca.crt"
 MIRROR_ENV = "EGRESS_DEBIAN_MIRROR"
+PARALLEL_BUILDS = 4
 
 Progress = Callable[[str], None]
 
@@ -104,26 +115,94 @@ def docker_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "docker"
 
 
-def build_images(progress: Progress, *, rebuild: bool = False) -> None:
-    """Build whatever image is missing or out of date; one progress line per step."""
+def build_images(
+    progress: Progress, *, rebuild: bool = False, only: Iterable[str] | None = None
+) -> None:
+    """Build whatever image is missing or out of date; one progress line per step.
+
+    `only` names the images a command needs (`images_needed`); their parents are built first
+    (the base, and `egress/upstreams` under the simulators), images with no dependency between
+    them in parallel. None builds all nine. Names that are not the project's are ignored.
+    """
     engine = engine_client(timeout=900)
     started = time.monotonic()
+    progress = _serialised(progress)  # builds run in threads; their lines must not interleave
+    wanted = _with_parents(ALL_IMAGES if only is None else only)
+    if not wanted:
+        return
     base_hash = _build_base(engine, progress, rebuild)
-    _build_gateway(engine, progress, base_hash, rebuild)
-    for image, folder in WORKLOAD_IMAGES.items():
-        _build_from_dockerfile(
-            engine, progress, image, docker_dir() / "workloads" / folder, base_hash, rebuild
-        )
     upstreams_hash = _tree_hash(docker_dir() / "upstreams", base_hash)
-    _build_from_dockerfile(
-        engine, progress, UPSTREAMS_IMAGE, docker_dir() / "upstreams", base_hash, rebuild
-    )
+    steps: dict[str, Callable[[], object]] = {
+        GATEWAY_IMAGE: lambda: _build_gateway(engine, progress, base_hash, rebuild),
+        UPSTREAMS_IMAGE: lambda: _build_from_dockerfile(
+            engine, progress, UPSTREAMS_IMAGE, docker_dir() / "upstreams", base_hash, rebuild
+        ),
+    }
+    for image, folder in WORKLOAD_IMAGES.items():
+        steps[image] = functools.partial(
+            _build_from_dockerfile,
+            engine, progress, image, docker_dir() / "workloads" / folder, base_hash, rebuild,
+        )  # fmt: skip
     for image, folder in SIMULATOR_IMAGES.items():
         # FROM egress/upstreams (their Dockerfiles say so): their hash chains on its hash.
-        _build_from_dockerfile(
-            engine, progress, image, docker_dir() / folder, upstreams_hash, rebuild
-        )
-    progress(f"images ready in {time.monotonic() - started:.1f} s")
+        steps[image] = functools.partial(
+            _build_from_dockerfile, engine, progress, image, docker_dir() / folder,
+            upstreams_hash, rebuild,
+        )  # fmt: skip
+    first = [image for image in ALL_IMAGES if image in wanted and image not in SIMULATOR_IMAGES
+             and image != BASE_IMAGE]  # fmt: skip
+    then = [image for image in SIMULATOR_IMAGES if image in wanted]
+    # The engine builds several images at once; apt's downloads overlap instead of queueing.
+    with ThreadPoolExecutor(max_workers=PARALLEL_BUILDS, thread_name_prefix="egress-build") as pool:
+        for batch in (first, then):
+            for future in [pool.submit(steps[image]) for image in batch]:
+                future.result()
+    names = ", ".join(image.removeprefix("egress/") for image in ALL_IMAGES if image in wanted)
+    progress(f"images ready in {time.monotonic() - started:.1f} s ({names})")
+
+
+def _serialised(progress: Progress) -> Progress:
+    lock = threading.Lock()
+
+    def locked(line: str) -> None:
+        with lock:
+            progress(line)
+
+    return locked
+
+
+def images_needed(images: Iterable[str]) -> set[str]:
+    """The project's images among `images` (a scenario's workload, upstream and client images),
+    with the gateway every run needs; other names are the user's own and are not built."""
+    return _with_parents([GATEWAY_IMAGE, *images])
+
+
+def images_for_scenarios(scenarios: Iterable[Scenario]) -> set[str]:
+    """Every project image the scenarios run (workload, upstreams, client, and each step's of a
+    chain), with their parents."""
+    named: list[str] = []
+    for scenario in scenarios:
+        named.append(scenario.workload.image)
+        named.extend(upstream.image for upstream in scenario.upstreams)
+        if scenario.client is not None:
+            named.append(scenario.client.image)
+        for step in scenario.steps:
+            named.append(step.workload.image)
+            if step.client is not None:
+                named.append(step.client.image)
+    return images_needed(named)
+
+
+def _with_parents(images: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for name in images:
+        image = name.split("@")[0].removesuffix(f":{TAG}")
+        if image not in ALL_IMAGES:
+            continue
+        found.update({image, BASE_IMAGE})
+        if image in SIMULATOR_IMAGES:
+            found.add(UPSTREAMS_IMAGE)
+    return found
 
 
 def image_is_current(engine: docker.DockerClient, image: str) -> bool | None:
@@ -210,11 +289,40 @@ def debian_mirror() -> str:
     )
 
 
+def _rootfs_hash() -> str:
+    """The debootstrap result's own hash: the suite, the variant and how it is cleaned."""
+    return hashlib.sha256(
+        f"debootstrap\0{DEBIAN_SUITE}\0minbase\0{ROOTFS_RECIPE_VERSION}".encode()
+    ).hexdigest()
+
+
 def _build_base(engine: docker.DockerClient, progress: Progress, rebuild: bool) -> str:
+    """The base: the cached debootstrap result (made once, `ROOTFS_IMAGE`) plus base/'s files.
+    `--rebuild` builds the base again from that cache; only a changed suite repeats debootstrap."""
     wanted = _base_hash()
     if not rebuild and _current(engine, BASE_IMAGE, wanted):
         progress(f"{BASE_IMAGE}: up to date")
         return wanted
+    if not _current(engine, ROOTFS_IMAGE, _rootfs_hash()):
+        _debootstrap_rootfs(engine, progress)
+    else:
+        progress(f"{BASE_IMAGE}: debootstrap result cached in {ROOTFS_IMAGE}")
+    with tempfile.TemporaryDirectory(prefix="egress-base-") as context:
+        shutil.copy(docker_dir() / "base" / "apt-sandbox.conf", Path(context) / "apt-sandbox.conf")
+        (Path(context) / "Dockerfile").write_text(
+            f"FROM {ROOTFS_IMAGE}:{TAG}\n"
+            "COPY apt-sandbox.conf /etc/apt/apt.conf.d/00egress-sandbox\n"
+            "ENV LANG=C.UTF-8\n"
+            'CMD ["bash"]\n'
+        )
+        _build_from_dockerfile(
+            engine, progress, BASE_IMAGE, Path(context), "", rebuild=True, wanted=wanted,
+            tag=f"{BASE_IMAGE}:{TAG}", describe="the cached debootstrap result + base/",
+        )  # fmt: skip
+    return wanted
+
+
+def _debootstrap_rootfs(engine: docker.DockerClient, progress: Progress) -> None:
     if shutil.which("debootstrap") is None:
         raise EnvironmentProblem(
             "debootstrap is missing (it makes the Debian base image); "
@@ -242,17 +350,13 @@ def _build_base(engine: docker.DockerClient, progress: Progress, rebuild: bool) 
                 f"debootstrap failed (exit {completed.returncode}):\n{tail}\n"
                 f"check that {mirror} is reachable, or set {MIRROR_ENV}"
             )
-        shutil.copy(
-            docker_dir() / "base" / "apt-sandbox.conf",
-            rootfs / "etc/apt/apt.conf.d/00egress-sandbox",
-        )
         for leftover in ("var/lib/apt/lists", "var/cache/apt/archives"):
             for entry in (rootfs / leftover).glob("*"):
                 if entry.is_file():
                     entry.unlink()
         for cache in (rootfs / "var/cache/apt").glob("*.bin"):
             cache.unlink()
-        progress(f"{BASE_IMAGE}: docker import")
+        progress(f"{BASE_IMAGE}: docker import as {ROOTFS_IMAGE} (the debootstrap cache)")
         tar = subprocess.Popen(
             ["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE
         )
@@ -260,11 +364,10 @@ def _build_base(engine: docker.DockerClient, progress: Progress, rebuild: bool) 
         try:
             engine.api.import_image(
                 src=tar.stdout,
-                repository=BASE_IMAGE,
+                repository=ROOTFS_IMAGE,
                 tag=TAG,
                 changes=[
-                    f"LABEL {LABEL}=1 {HASH_LABEL}={wanted}",
-                    "ENV LANG=C.UTF-8",
+                    f"LABEL {LABEL}=1 {HASH_LABEL}={_rootfs_hash()}",
                     'CMD ["bash"]',
                 ],
                 stream_src=True,
@@ -272,8 +375,7 @@ def _build_base(engine: docker.DockerClient, progress: Progress, rebuild: bool) 
         finally:
             tar.stdout.close()
             tar.wait()
-    progress(f"{BASE_IMAGE}: built in {time.monotonic() - started:.1f} s")
-    return wanted
+    progress(f"{BASE_IMAGE}: debootstrap + import in {time.monotonic() - started:.1f} s")
 
 
 # --- images from Dockerfiles ---------------------------------------------------------------------
@@ -289,6 +391,7 @@ def _build_from_dockerfile(
     *,
     tag: str | None = None,
     wanted: str | None = None,
+    describe: str | None = None,
 ) -> str:
     """Build `context`'s Dockerfile on the base; returns the new image's id."""
     wanted = wanted or _tree_hash(context, base_hash)
@@ -297,7 +400,8 @@ def _build_from_dockerfile(
         progress(f"{image}: up to date")
         return engine.images.get(target).id
     started = time.monotonic()
-    progress(f"{image}: building from {context.relative_to(docker_dir().parent)}/Dockerfile")
+    source = describe or f"{context.relative_to(docker_dir().parent)}/Dockerfile"
+    progress(f"{image}: building from {source}")
     log: list[str] = []
     image_id = ""
     for chunk in engine.api.build(

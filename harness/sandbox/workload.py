@@ -105,6 +105,36 @@ def run_workload(
         return _run_to_end(container, Path(run_dir) / WORKLOAD_LOG, timeout, on_output)
 
 
+@contextmanager
+def prepared_workload(
+    gateway: Gateway,
+    *,
+    image: str,
+    command: str | Sequence[str],
+    workdir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    trust: Sequence[str] = (),
+    user: str | None = None,
+    engine: docker.DockerClient | None = None,
+) -> Iterator[docker.models.containers.Container]:
+    """`run_workload`'s container, created and filled (app, trust bundle) but not started; the
+    runner makes it while the gateway is still starting (creating a container on
+    `container:<G>` before G runs is fine; starting it is not). Removed on leaving the block."""
+    with _workload_container(gateway, image=image, command=command, workdir=workdir, env=env,
+                             trust=trust, user=user, engine=engine) as container:  # fmt: skip
+        yield container
+
+
+def run_prepared(
+    container: docker.models.containers.Container,
+    run_dir: Path,
+    timeout: float,
+    on_output: OutputCallback | None = None,
+) -> WorkloadResult:
+    """Start a `prepared_workload` and wait for its end, as `run_workload` does."""
+    return _run_to_end(container, Path(run_dir) / WORKLOAD_LOG, timeout, on_output)
+
+
 @dataclass
 class RunningWorkload:
     """A workload started in the background (a server a client outside connects to)."""

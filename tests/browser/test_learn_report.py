@@ -64,7 +64,7 @@ def test_learn_report_shows_each_run_and_the_evidence_per_destination(
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
     runtime = ClassifyRuntime()
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda: runtime)
+    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: runtime)
     scenario = tmp_path / "pip.scenario.yaml"
     scenario.write_text("name: pip\nworkload:\n  image: egress/python\n  command: build\n"
                         "firewall:\n  policy: {allow: [nothing.example.test]}\n")  # fmt: skip

@@ -61,3 +61,34 @@ def test_classify_marks_the_needed_host_required_and_the_telemetry_host_optional
     # audit, verify, one run per host denied, a second try of the optional one, the
     # required-only verify
     assert result.runs == 6, result.runs
+
+
+def test_every_run_of_a_learn_goes_through_one_gateway_with_its_own_recording(
+    engine, images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.recording import read_events
+    from harness.sandbox import shared_gateway
+
+    runs_root = tmp_path / "runs"
+    runs_root.mkdir(mode=0o700)  # a private folder (mkdtemp's mode): the gateway passes through
+    monkeypatch.setenv("EGRESS_RUNS_DIR", str(runs_root))
+    path = tmp_path / "learn-classify.scenario.yaml"
+    path.write_text(SCENARIO)
+    with shared_gateway() as shared:
+        result = learn(load_scenario(path), shared, classify=True)
+    assert result.verified
+    assert (shared.gateway_starts, shared.runs) == (1, result.runs)
+    runs = [result.audit, result.verify, *result.classify_runs, result.required_verify]
+    run_ids = set()
+    for execution in runs:
+        assert execution is not None
+        events = read_events(execution.run_dir)
+        ids = {event.run for event in events}
+        assert len(ids) == 1, (execution.run_dir, ids)  # nothing of another run in it
+        assert [e.reason for e in events if e.kind == "lifecycle"][:1] == ["ready"]
+        run_ids |= ids
+    assert len(run_ids) == len(runs)
+    # The audit run recorded would-deny, the verify run enforced: modes switched per run.
+    assert {e.action for e in result.audit.events if e.kind == "tls"} == {"Allow"}
+    denied = [e for run in result.classify_runs for e in run.events if e.action == "Deny"]
+    assert denied, "a classify run denied nothing: its policy was not switched in"

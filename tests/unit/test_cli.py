@@ -462,7 +462,7 @@ def test_learn_several_scenarios_writes_one_allowlist_with_provenance(
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
     runtime = NeedsRuntime()
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda: runtime)
+    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: runtime)
     pip = _scenario_file(tmp_path, "pip", "index.example.test", "files.example.test")
     npm = _scenario_file(tmp_path, "npm", "registry.other.test", "files.example.test")
     out = tmp_path / "allow.yaml"
@@ -494,7 +494,7 @@ def test_learn_exits_1_when_the_merged_allowlist_does_not_verify(
             return result
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(harness.cli, "_sandbox_run", FailsJoint)
+    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: FailsJoint())
     a = _scenario_file(tmp_path, "a", "a.example.test")
     b = _scenario_file(tmp_path, "b", "b.example.test")
     assert main(["learn", str(a), str(b)]) == 1
@@ -511,7 +511,7 @@ def test_learn_checks_the_scenarios_expect_learned_block(
     import harness.cli
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(harness.cli, "_sandbox_run", NeedsRuntime)
+    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: NeedsRuntime())
     path = _scenario_file(tmp_path, "pip", "index.example.test", "files.example.test")
     path.write_text(path.read_text() + f"expect:\n  outcome: failure\n  learned: {{count: {count}}}\n")
     assert main(["learn", str(path)]) == code
@@ -530,7 +530,7 @@ def test_learn_with_a_bad_scenario_stops_before_any_run(
     import harness.cli
 
     runtime = NeedsRuntime()
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda: runtime)
+    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: runtime)
     good = _scenario_file(tmp_path, "good", "a.example.test")
     bad = tmp_path / "bad.scenario.yaml"
     bad.write_text("name: bad\nworkload:\n  image: egress/python\n  comand: [x]\n")

@@ -64,7 +64,7 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FarRuntime:
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
     fake = FarRuntime()
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda: fake)
+    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: fake)
     return fake
 
 
@@ -107,7 +107,7 @@ def test_a_verify_run_failing_for_a_denial_says_that_not_unreachable(
 
     import harness.cli
 
-    monkeypatch.setattr(harness.cli, "_sandbox_run", DeniesInVerify)
+    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: DeniesInVerify())
     scenario = scenario_file(tmp_path, "registry.example.test")
     assert main(["learn", str(scenario)]) == 1
     err = capsys.readouterr().err

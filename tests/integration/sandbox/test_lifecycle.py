@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import threading
@@ -24,6 +25,7 @@ from harness.sandbox import (
     run_workload,
     start_gateway,
 )
+from harness.sandbox.gateway import source_root
 
 pytestmark = pytest.mark.docker
 
@@ -164,7 +166,8 @@ def test_gateway_that_never_reports_ready_fails_with_its_log(
 ):
     silent = tmp_path / "silent"
     (silent / "addons").mkdir(parents=True)
-    (silent / "harness").mkdir()
+    # The gateway's master is harness code (harness/gateway/master.py); only the addon is silent.
+    shutil.copytree(source_root() / "harness", silent / "harness")
     (silent / "addons" / "firewall.py").write_text(
         "from mitmproxy import ctx\n"
         "class Silent:\n"

@@ -189,6 +189,7 @@ def gateway(tmp_path: Path, policy_file: Path) -> Iterator[Gateway]:
                           egress_run_id="run-1")  # fmt: skip
         addon.own_addresses = frozenset({ip_address(GATEWAY_ADDRESS)})
         addon.resolve = fake_resolve
+        addon.hosts_file = {}  # not this machine's /etc/hosts
         yield gateway
         if addon._alert_server is not None:
             addon._alert_server.close()
@@ -308,6 +309,63 @@ def test_allowed_https_dials_the_address_it_checked(gateway: Gateway) -> None:
     gateway.first_bytes(connection, HELLO["allowed.test"])
     assert gateway.server_connect(connection) is None
     assert connection.server.address == ("192.0.2.10", 443)
+
+
+async def no_lookup(host: str, port: int) -> list[str]:
+    raise AssertionError(f"{host} was looked up in the thread pool although its address is known")
+
+
+def test_a_name_in_the_hosts_file_is_dialled_without_a_lookup(gateway: Gateway) -> None:
+    gateway.addon.hosts_file = {"allowed.test": ["2001:db8::7", "192.0.2.77"]}
+    gateway.addon.resolve = no_lookup
+    connection = gateway.connection(("198.51.100.99", 443))
+    gateway.first_bytes(connection, HELLO["allowed.test"])
+    assert gateway.server_connect(connection) is None
+    assert connection.server.address == ("192.0.2.77", 443)  # IPv4 first, as the lookup sorts
+
+
+def test_the_address_the_firewalls_dns_answered_is_dialled_without_a_lookup(
+    gateway: Gateway,
+) -> None:
+    gateway.addon.names_by_ip["192.0.2.50"] = {"allowed.test"}
+    gateway.addon.resolve = no_lookup
+    connection = gateway.connection(("192.0.2.50", 443))
+    gateway.first_bytes(connection, HELLO["allowed.test"])
+    assert gateway.server_connect(connection) is None
+    assert connection.server.address == ("192.0.2.50", 443)
+
+
+def test_an_address_the_dns_gave_another_name_is_still_looked_up(gateway: Gateway) -> None:
+    gateway.addon.names_by_ip["198.51.100.99"] = {"other.test"}
+    connection = gateway.connection(("198.51.100.99", 443))  # SNI spoofing: allowed name, other IP
+    gateway.first_bytes(connection, HELLO["allowed.test"])
+    assert gateway.server_connect(connection) is None
+    assert connection.server.address == ("192.0.2.10", 443)
+
+
+def test_a_hosts_file_name_of_the_gateway_itself_is_refused(gateway: Gateway) -> None:
+    gateway.addon.hosts_file = {"allowed.test": ["127.0.0.1"]}
+    connection = gateway.connection(("192.0.2.10", 443))
+    gateway.first_bytes(connection, HELLO["allowed.test"])
+    assert gateway.server_connect(connection) == f"denied by the egress firewall: {GATEWAY_ITSELF}"
+
+
+def test_new_options_while_running_close_one_recording_and_open_the_next(
+    running_gateway: Gateway, tmp_path: Path, policy_file: Path
+) -> None:
+    gateway = running_gateway
+    connection = gateway.connection(("192.0.2.10", 443))
+    gateway.first_bytes(connection, HELLO["allowed.test"])
+    gateway.addon.names_by_ip["192.0.2.60"] = {"db.test"}
+    second = tmp_path / "second"
+    gateway.tctx.options.update(egress_record_dir=str(second), egress_run_id="run-2",
+                                egress_mode="audit")  # fmt: skip
+    first_events = [(e.run, e.kind, e.reason) for e in read_events(gateway.record_dir)]
+    assert first_events == [("run-1", "lifecycle", "ready"), ("run-1", "tls", Reason.RULE_MATCHED),
+                            ("run-1", "lifecycle", "stopped")]  # fmt: skip
+    assert [(e.run, e.reason) for e in read_events(second)] == [("run-2", "ready")]
+    assert gateway.addon.names_by_ip == {} and gateway.addon.verdicts == {}
+    assert gateway.addon.config is not None and gateway.addon.config.mode == "audit"
 
 
 NAMES_OF_THE_GATEWAY = [

@@ -491,7 +491,7 @@ def test_run_policy_takes_the_template_with_its_parameters(
                                run_dir=spec.run_dir, run_id=spec.run_dir.name)  # fmt: skip
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda: runtime)
+    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: runtime)
     scenario = tmp_path / "s.scenario.yaml"
     scenario.write_text('name: s\nworkload:\n  image: egress/python\n  command: ["true"]\n')
     code = main(["run", str(scenario), "--policy", str(BICEP), "-p", str(BICEP_PARAMETERS)])

@@ -1,0 +1,145 @@
+"""The gateway's own mitmproxy master: the firewall with only the addons it needs.
+
+mitmdump loads 35 addons (playback, maps, cookies, HAR export, ...) and mitmproxy calls every one
+of them on every hook; profiled at 32 concurrent connections that dispatch was 29 % of the event
+loop's time, and importing them (pyparsing's filter grammar above all) half of the start-up. The
+firewall needs six: Core (options), Proxyserver (the transparent and DNS listeners), the Firewall,
+DnsResolver (answers queries), NextLayer (HTTP and DNS layers) and ErrorCheck (a bad option stops
+start-up), in mitmdump's relative order: the Firewall's hooks run before the resolver's (a denied
+name is never asked upstream) and its `next_layer` before NextLayer's, which then leaves a layer
+the Firewall chose alone. TermLog prints the log, as mitmdump does.
+
+    python -m harness.gateway.master --mode transparent@127.0.0.1:15001 --mode dns@... \
+        -s /opt/egress/addons/firewall.py --set egress_policy=/egress/policy.yaml ...
+
+`--mode`, `--set` and `-s` (a file whose `addons` list is added after the lean set; without
+one, the Firewall) mean what they mean to mitmdump. SIGTERM and SIGINT shut down cleanly.
+SIGHUP re-reads `EGRESS_CONTROL_FILE` (JSON `{"option": value}`) and applies it as one option
+update: a shared gateway (harness.sandbox.session) switches policy, mode and recording folder
+between runs without a restart; the Firewall writes a `ready` event into the new recording once
+the switch is done.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LEAN_ADDONS", "main", "make_master"]
+
+import asyncio
+import json
+import logging
+import os
+import runpy
+import signal
+import sys
+import types
+from collections.abc import Sequence
+from pathlib import Path
+
+CONTROL_FILE_ENV = "EGRESS_CONTROL_FILE"
+logger = logging.getLogger(__name__)
+LEAN_ADDONS = ("core", "proxyserver", "firewall", "dnsresolver", "nextlayer", "errorcheck")
+
+
+def _skip_the_addons_package_init() -> None:
+    """`mitmproxy.addons/__init__.py` imports all 35 addons (0.6 s of pyparsing alone, measured in
+    the gateway image). Registering the package without running it lets the six modules we use
+    import on their own; nothing of the skipped ones is touched."""
+    if "mitmproxy.addons" in sys.modules:
+        return
+    import mitmproxy
+
+    package = types.ModuleType("mitmproxy.addons")
+    package.__path__ = [str(Path(mitmproxy.__file__).parent / "addons")]
+    package.__package__ = "mitmproxy.addons"
+    sys.modules["mitmproxy.addons"] = package
+
+
+def make_master(
+    modes: Sequence[str], settings: Sequence[str], scripts: Sequence[str] = (), loop=None
+):
+    """A master with the lean addon set, the scripts' `addons` after it (default: the Firewall)
+    and the options applied (OptionsError when bad)."""
+    _skip_the_addons_package_init()
+    from mitmproxy import master, options
+    from mitmproxy.addons import core, dns_resolver, errorcheck, next_layer, proxyserver
+
+    own: list[object] = []
+    for script in scripts:
+        # Loaded once, as mitmdump's -s does at start (no reloading: the gateway lives one run).
+        own.extend(runpy.run_path(script, run_name="__egress_addon__").get("addons", []))
+    if not scripts:
+        from harness.gateway.addon import Firewall
+
+        own.append(Firewall())
+    opts = options.Options()
+    gateway = master.Master(opts, event_loop=loop, with_termlog=True)
+    # mitmdump's order: script addons come after the proxy server and before the resolver and
+    # NextLayer, so a denied name is never asked upstream and the Firewall's layer stands.
+    gateway.addons.add(
+        core.Core(),
+        proxyserver.Proxyserver(),
+        *own,
+        dns_resolver.DnsResolver(),
+        next_layer.NextLayer(),
+        errorcheck.ErrorCheck(),
+    )
+    opts.set(*settings)
+    if modes:
+        opts.update(mode=list(modes))
+    return gateway
+
+
+def _parse(argv: Sequence[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {"--mode": [], "--set": [], "-s": []}
+    words = list(argv)
+    while words:
+        flag = words.pop(0)
+        if flag not in found or not words:
+            raise SystemExit(f"egress gateway: unknown or incomplete argument {flag!r}; "
+                             "use --mode SPEC, --set OPTION=VALUE and -s ADDON_FILE")  # fmt: skip
+        found[flag].append(words.pop(0))
+    return found
+
+
+def _apply_control_file(gateway) -> None:
+    path = os.environ.get(CONTROL_FILE_ENV, "")
+    try:
+        values = json.loads(Path(path).read_text())
+        gateway.options.update(**values)
+    except Exception as error:  # noqa: BLE001 - a bad switch stops the gateway (fail closed)
+        logger.error(f"egress: cannot apply {path}: {error}; stopping the gateway")
+        gateway.shutdown()
+
+
+async def _run(argv: Sequence[str]) -> int:
+    from mitmproxy import exceptions
+
+    # INFO, not mitmdump's DEBUG: TermLog shows INFO anyway, and a DEBUG record made and dropped
+    # for every connection event was measurable at hundreds of connections a second.
+    logging.getLogger().setLevel(logging.INFO)
+    for noisy in ("asyncio", "hpack", "quic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # mitmproxy's four lines per connection (client/server connect/disconnect) cost a log record
+    # and a write each; every connection's outcome is in the Azure line the addon logs.
+    logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
+    parsed = _parse(argv)
+    loop = asyncio.get_running_loop()
+    try:
+        gateway = make_master(parsed["--mode"], parsed["--set"], parsed["-s"], loop)
+    except exceptions.OptionsError as error:
+        print(f"egress gateway: {error}", file=sys.stderr)
+        return 1
+    loop.add_signal_handler(signal.SIGTERM, gateway.shutdown)
+    loop.add_signal_handler(signal.SIGINT, gateway.shutdown)
+    loop.add_signal_handler(signal.SIGHUP, _apply_control_file, gateway)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    await gateway.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(_run(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
