@@ -52,8 +52,9 @@ class PolicyOptions:
     def terraform_inputs(self):  # type: ignore[no-untyped-def]
         from harness.policy.terraform import TerraformInputs
 
+        tags = fqdn_tags_from_file(self.fqdn_tags_file) if self.fqdn_tags_file else None
         return TerraformInputs(var_files=self.var_files, assignments=self.var_assignments,
-                               environ=self.environ)  # fmt: skip
+                               environ=self.environ, fqdn_tags=tags)  # fmt: skip
 
     def deployment_context(self) -> DeploymentContext:
         default = DeploymentContext()

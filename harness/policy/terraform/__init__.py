@@ -70,4 +70,5 @@ def load_terraform(path: str | Path, inputs: TerraformInputs | None = None) -> P
         TerraformResource(i.type, i.address, i.id, Node(i.body, i.path, (), i.mark, i.address))
         for i in instances
     ]
-    return policy_from_resources(resources, _default_name(source), str(source), hints)
+    return policy_from_resources(resources, _default_name(source), str(source), hints,
+                                 fqdn_tags=(inputs.fqdn_tags if inputs else None))  # fmt: skip

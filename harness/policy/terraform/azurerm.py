@@ -21,7 +21,7 @@ from __future__ import annotations
 __all__ = ["RESOURCE_TYPES", "TerraformResource", "policy_from_resources"]
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -294,17 +294,22 @@ def _policy_name(resources: Sequence[TerraformResource], group_nodes: list[Node]
 
 
 def policy_from_resources(resources: Sequence[TerraformResource], default_name: str,
-                          source: str, hints: dict[str, Any] | None = None) -> Policy:  # fmt: skip
+                          source: str, hints: dict[str, Any] | None = None, *,
+                          fqdn_tags: Mapping[str, tuple[str, ...]] | None = None) -> Policy:  # fmt: skip
     """The policy the resources define (module docstring); `source` names the file or folder in
-    the error when there is none."""
+    the error when there is none. A rule naming an FQDN tag (Microsoft-managed: its FQDNs are
+    unpublished) loads with a warning and matches only the FQDNs `fqdn_tags` gives it."""
     for resource in resources:
         _numbers(resource.node.value)
     ip_groups = _IpGroups(resources)
 
-    def context_for(dialect: Dialect, classic: bool = False) -> Context:
-        return Context(dialect, fqdn_tags=None, ip_groups=ip_groups, classic=classic)
-
+    given = dict(fqdn_tags or {})
     notes: list[str] = []
+
+    def context_for(dialect: Dialect, classic: bool = False) -> Context:
+        return Context(dialect, fqdn_tags=frozenset(tag.lower() for tag in given),
+                       ip_groups=ip_groups, classic=classic, warnings=notes)  # fmt: skip
+
     entries = [_group(r, context_for, notes) for r in resources if r.type == GROUP_TYPE]
     classic, firewalls = _classic(resources, context_for, notes)
     if entries and classic:
@@ -322,5 +327,13 @@ def policy_from_resources(resources: Sequence[TerraformResource], default_name: 
         )
     check_groups(entries)
     name = _policy_name(resources, [n for n, _, _ in entries], firewalls, hints or {})
-    return Policy(name or default_name, tuple(group for _, _, group in entries),
-                  warnings=tuple(notes))  # fmt: skip
+    groups = tuple(group for _, _, group in entries)
+    used = {
+        tag.lower()
+        for group in groups
+        for collection in group.rule_collections
+        for rule in collection.rules
+        for tag in getattr(rule, "fqdn_tags", ())
+    }
+    tags = tuple((tag, fqdns) for tag, fqdns in given.items() if tag.lower() in used)
+    return Policy(name or default_name, groups, fqdn_tags=tags, warnings=tuple(notes))

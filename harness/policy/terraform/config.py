@@ -85,11 +85,13 @@ _COMPLEX_TYPES = ("list", "set", "map", "object", "tuple")
 @dataclass(frozen=True)
 class TerraformInputs:
     """What `--var-file` and `--var` give, in command-line order within each kind; `environ`
-    None means the process environment (for `TF_VAR_*`)."""
+    None means the process environment (for `TF_VAR_*`). `fqdn_tags`: the FQDNs `--fqdn-tags
+    FILE` gives FQDN tags (Microsoft's own are unpublished), by tag name."""
 
     var_files: tuple[str, ...] = ()
     assignments: tuple[str, ...] = ()
     environ: Mapping[str, str] | None = None
+    fqdn_tags: Mapping[str, tuple[str, ...]] | None = None
 
 
 @dataclass
