@@ -691,11 +691,24 @@ def init_command(app_dir: str, output: str | None, force: bool, **app: str | Non
     """Write APP_DIR's App Service chain as a commented scenario file that `pytest scenarios/`
     collects (and `egress run|learn FILE` runs): Kudu's deploy, Oryx's step, the build."""
     from harness.appservice.app import app_scenario
+    from harness.appservice.detect import detect
     from harness.appservice.plan import scenario_name
+    from harness.scenario import own_tree
 
     target = Path(output) if output else Path("scenarios") / f"{scenario_name(Path(app_dir))}.scenario.yaml"
     if target.exists() and not force:
         raise InputError(f"{target} exists", fix="give -o FILE, or --force to overwrite it")
+
+    detect(app_dir, app.get("platform"), app.get("platform_version"))  # the app's own problems first
+    tree = own_tree(target)
+    if not Path(app_dir).resolve().is_relative_to(tree):
+        # A scenario's paths stay inside its own tree (harness.scenario): one written here could
+        # not name the app, and pytest would refuse it.
+        raise InputError(
+            f"{app_dir} is outside {tree}, the tree the scenario {target} may name paths in",
+            fix=f"write the scenario inside the app's checkout: -o {Path(app_dir) / target.name}"
+            " (or run egress init from that checkout)",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     command = "egress init " + " ".join([app_dir, *(["-o", output] if output else []), *[
         f"--{key.replace('_', '-')} {value}" for key, value in app.items()

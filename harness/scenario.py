@@ -198,7 +198,7 @@ _ALLOW_OUTSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def _own_tree(source: Path) -> Path:
+def own_tree(source: Path) -> Path:
     """The folder a scenario's paths must stay in: the top of the git checkout holding it, else
     its own folder."""
     folder = source.parent.resolve()
@@ -213,7 +213,7 @@ def _scenario_path(node: Node, source: Path, what: str) -> Path:
     text = string_of(node, what)
     try:
         resolved = (source.parent / text).resolve()
-        root = _own_tree(source)
+        root = own_tree(source)
         resolved.exists()  # probes the name: too long for the file system raises here
     except (OSError, ValueError) as error:  # a name too long, a NUL byte
         reason = getattr(error, "strerror", None) or excerpt(str(error))

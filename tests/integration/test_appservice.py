@@ -75,6 +75,7 @@ def test_learn_on_an_app_folder_gives_a_verified_allowlist_with_each_rules_step(
 
 
 def test_init_writes_a_scenario_that_pytest_collects_and_passes(engine, images, tmp_path):
+    (tmp_path / ".git").mkdir()  # the user's project checkout: its scenarios may name its apps
     app = tmp_path / "apps" / "shop"
     shutil.copytree(APPS / "npm-small", app)
     scenarios = tmp_path / "scenarios"

@@ -38,6 +38,21 @@ def test_init_keeps_an_existing_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "exists" in capsys.readouterr().err and target.read_text() == "name: kept\n"
 
 
+def test_init_refuses_a_scenario_that_could_not_name_its_app(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = tmp_path / "elsewhere" / "shop"
+    app.mkdir(parents=True)
+    (app / "requirements.txt").write_text("flask\n")
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    target = project / "scenarios" / "shop.scenario.yaml"
+    assert main(["init", str(app), "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"{app} is outside {project}" in err and "write the scenario inside" in err
+    assert not target.exists()
+
+
 def test_a_chain_run_prints_each_step_its_exit_and_what_it_reached(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

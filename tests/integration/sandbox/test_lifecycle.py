@@ -173,7 +173,7 @@ def test_gateway_that_never_reports_ready_fails_with_its_log(
         "class Silent:\n"
         "    def load(self, loader):\n"
         "        for name in ('egress_policy', 'egress_mode', 'egress_https_deny',\n"
-        "                     'egress_record_dir', 'egress_run_id'):\n"
+        "                     'egress_record_dir', 'egress_run_id', 'egress_dns'):\n"
         "            loader.add_option(name, str, '', name)\n"
         "    def running(self):\n"
         "        print('silent addon running', flush=True)\n"
