@@ -2,9 +2,9 @@
 
 Hooks translate traffic into `Request`s for the pure `Decider` and decisions into actions. The
 facts only the gateway knows (a Host header's port, a destination that is the gateway itself)
-are Request fields too, so every reason comes out of the Decider; the one exception is a name
-that resolves to the gateway only when `server_connect` dials it, which turns the recorded
-allow into a deny after the decision.
+are Request fields too, so every decision comes out of the Decider. Two denials are made here,
+after it: a hook that fails (`Reason.INTERNAL_ERROR`, closed), and an allowed name that
+resolves to the gateway only when `server_connect` dials it (`Reason.GATEWAY_ITSELF`).
 
 - `next_layer`: the first bytes of a transparent connection. A TLS ClientHello is decided on its
   SNI (HTTPS); plain HTTP is left to mitmproxy's HTTP layer and decided per request in
