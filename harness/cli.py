@@ -19,6 +19,7 @@ from typing import Self
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from harness.errors import EnvironmentProblem, ExpectationFailed, HarnessError, InputError
@@ -508,66 +509,37 @@ def progress_verdict(event) -> str:
 
 
 def _print_execution(execution) -> None:
-    scenario = execution.scenario
-    outcome = "[green]success[/green]" if execution.succeeded else "[red]failure[/red]"
-    how = "timed out" if execution.timed_out else f"exit code {execution.exit_code}"
-    stdout.print(
-        f"\nScenario [bold]{scenario.name}[/bold]: {outcome} ({how}, {execution.duration_s:.1f} s)"
-        f" behind policy {execution.policy.name} in {execution.mode} mode"
-    )
-    table = _table("host", "port", "protocol", "action", "rule", "connections", "bytes up/down")
-    for row in execution.destinations:
-        action = _action(row.action)
-        if "Deny" in row.would and "Deny" not in row.action:
-            action = "[dark_orange]would be denied[/dark_orange] (audit mode: allowed)"
-        elif row.would != row.action:
-            action += f" (would {row.would})"
-        if row.upstream_failures:  # an Allow that carried nothing must not read as a plain Allow
-            failed = ", ".join(f"{count} {word}" for word, count in row.upstream_failures.items())
-            action += f" [red](upstream: {failed})[/red]"
-        if row.unreachable:
-            action += " (unreachable from this machine)"
-        table.add_row(
-            row.host, str(row.port), row.protocol, action, row.rule or "(default)",
-            str(row.connections), f"{row.bytes_up}/{row.bytes_down}",
-        )  # fmt: skip
-    if execution.destinations:
-        stdout.print(table)
-    else:
-        stdout.print("No connection left the workload.")
-    _print_steps(execution)
-    if execution.diagnosis is not None:
-        stdout.print("\n[bold]Diagnosis[/bold]")
-        print(execution.diagnosis.render())
-    else:
-        from harness.diagnose import looked_up_only
-
-        names = looked_up_only(execution.events)
-        if names:
-            stdout.print(f"Looked up but never connected to: {', '.join(names)}", markup=False)
-    for failure in execution.failures:
-        stdout.print(f"[red]✗[/red] {failure}", markup=True)
-    stdout.print(f"Recording: {execution.run_dir}")
-
-
-def _print_steps(execution) -> None:
-    """A chain's steps as they ran, and the hosts each reached (harness.steps)."""
-    from harness.steps import events_by_step, read_steps
+    """The blocks harness.render says of a run (the plugin prints the same ones as plain text),
+    in colour; the workload's output was streamed as it ran, so its tail is not repeated."""
+    from harness.render import execution_blocks
+    from harness.steps import read_steps
 
     steps = read_steps(execution.run_dir)
-    if not steps:
-        return
-    reached = events_by_step(execution.events, steps)
-    table = _table("step", "exit", "destinations")
-    for step in steps:
-        hosts = dict.fromkeys(f"{e.host or e.dst}:{e.port}" for e in reached[step.name]
-                              if e.kind in ("tls", "http", "tcp", "udp"))  # fmt: skip
-        exit_text = "timed out" if step.timed_out else str(step.exit_code)
-        table.add_row(step.name, exit_text, ", ".join(hosts) or "(none)")
-    not_run = [s.name for s in execution.scenario.steps if s.name not in {r.name for r in steps}]
-    stdout.print(table)
-    if not_run:
-        stdout.print(f"Not run (an earlier step failed): {', '.join(not_run)}", markup=False)
+    _print_blocks(execution_blocks(execution, steps=steps, output_shown=True))
+
+
+def _print_blocks(blocks) -> None:
+    for index, block in enumerate(blocks):
+        indent = "  " if block.title else ""
+        if index:
+            stdout.print()
+        if block.title:
+            stdout.print(f"[bold]{escape(block.title)}:[/bold]")
+        if block.table is not None:
+            table = _table(*block.table.columns)
+            for row in block.table.rows:
+                table.add_row(*(_markup(cell) for cell in row))
+            stdout.print(Padding(table, (0, 0, 0, len(indent)), expand=False))
+        for line in block.lines:
+            stdout.print(indent + _markup(line), highlight=False)
+
+
+TONES = {"good": "green", "bad": "red", "warn": "dark_orange", "strong": "bold"}
+
+
+def _markup(line) -> str:
+    return "".join(f"[{TONES[span.tone]}]{escape(span.text)}[/{TONES[span.tone]}]" if span.tone
+                   else escape(span.text) for span in line)  # fmt: skip
 
 
 # --- learn, allowlist -------------------------------------------------------------------

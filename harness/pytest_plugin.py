@@ -32,7 +32,6 @@ SANDBOX_RUN = pytest.StashKey[SandboxRun]()
 # The scenarios this session runs (after -k and deselection): only their images are built.
 SESSION_SCENARIOS = pytest.StashKey[list[Scenario]]()
 DEFAULT_PATTERNS = ["*.scenario.yaml", "*.scenario.yml"]
-TAIL_LINES = 25
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -207,34 +206,12 @@ def _line_index(scenario: Scenario) -> int | None:
 
 
 def failure_report(execution: Execution) -> str:
-    """What a person needs to see first: which expectations, what was reached, what was logged."""
-    lines = [f"scenario {execution.scenario.name} ({execution.scenario.path}):"]
-    lines += [f"  {failure}" for failure in execution.failures]
-    lines.append("")
-    lines.append("destinations:")
-    width = max((len(row.label) for row in execution.destinations), default=10)
-    for row in execution.destinations:
-        would = f" (would {row.would})" if row.would != row.action else ""
-        lines.append(
-            f"  {row.label:<{width}}  {row.protocol:<5}  {row.action}{would:<14}  "
-            f"{row.rule or '(default)'}  x{row.connections}"
-        )
-    if not execution.destinations:
-        lines.append("  (no connection left the workload)")
-    if execution.diagnosis is not None:
-        lines.append("")
-        lines.append("diagnosis:")
-        lines += [f"  {line}" for line in execution.diagnosis.render().splitlines()]
-    lines.append("")
-    lines.append(f"last Azure log lines ({min(TAIL_LINES, len(execution.azure_lines))}):")
-    lines += [f"  {line}" for line in execution.azure_lines[-TAIL_LINES:]]
-    output_lines = execution.output.splitlines()
-    lines.append("")
-    lines.append(f"workload output, last {min(TAIL_LINES, len(output_lines))} lines:")
-    lines += [f"  {line}" for line in output_lines[-TAIL_LINES:]]
-    lines.append("")
-    lines.append(f"recording: {execution.run_dir}")
-    return "\n".join(lines)
+    """What a person needs to see first (harness.render, as `egress run` prints it)."""
+    from harness.render import execution_blocks, render_text
+    from harness.steps import read_steps
+
+    steps = read_steps(execution.run_dir)
+    return render_text(execution_blocks(execution, steps=steps))
 
 
 # --- the fixture ------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """The firewall as a mitmproxy addon (transparent mode + DNS mode).
 
-Hooks translate traffic into `Request`s for the pure `Decider` and decisions into actions:
+Hooks translate traffic into `Request`s for the pure `Decider` and decisions into actions. The
+facts only the gateway knows (a Host header's port, a destination that is the gateway itself)
+are Request fields too, so every decision comes out of the Decider. Two denials are made here,
+after it: a hook that fails (`Reason.INTERNAL_ERROR`, closed), and an allowed name that
+resolves to the gateway only when `server_connect` dials it (`Reason.GATEWAY_ITSELF`).
 
 - `next_layer`: the first bytes of a transparent connection. A TLS ClientHello is decided on its
   SNI (HTTPS); plain HTTP is left to mitmproxy's HTTP layer and decided per request in
@@ -90,7 +94,6 @@ READY_BANNER = "egress-harness gateway ready"
 DENY_BODY = b"Action: Deny. Reason: No rule matched. Proceeding with default action."
 # A TLS record (alert, TLS 1.2 record version, length 2) holding a fatal (2) access_denied (49).
 TLS_ACCESS_DENIED_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31])
-GATEWAY_ITSELF = "destination is the gateway itself"
 REFUSED = "denied by the egress firewall"
 UNREACHABLE = "unreachable from this machine"
 DROP_POLL_SECONDS = 0.2
@@ -519,10 +522,9 @@ class Firewall:
         request = Request(
             protocol, src_ip, src_port, dst_port, dst_ip=dst_ip, host=sni,
             dst_names=frozenset(self.names_by_ip.get(dst_ip, ())),
+            to_gateway=self._is_the_gateway(dst_ip, sni),
         )  # fmt: skip
         decision = self._decide(request)
-        if decision.allowed and self._is_the_gateway(dst_ip, sni):
-            decision = Decision(DENY, DENY, GATEWAY_ITSELF)
         event = event_for_decision(
             request, decision, policy_name=self._policy_name, run=self._run_id
         )
@@ -573,23 +575,17 @@ class Firewall:
         url = f"{host}{flow.request.path}" if host else flow.request.path
         request = Request(
             "HTTP", src_ip, src_port, dst_port, dst_ip=dst_ip or None, host=host.lower() or None,
-            dst_names=frozenset(self.names_by_ip.get(dst_ip, ())),
+            dst_names=frozenset(self.names_by_ip.get(dst_ip, ())), host_port=header_port,
+            to_gateway=self._is_the_gateway(dst_ip, host or None),
         )  # fmt: skip
-        if header_port is not None and header_port != dst_port:
-            # Azure drops a request whose Host port differs from the connection's port.
-            decision = Decision(DENY, DENY, Reason.HOST_PORT_MISMATCH)
-            event = event_for_decision(
-                request, decision, policy_name=self._policy_name, run=self._run_id, url=url
-            )
-            self._write(event)
-            flow.kill()
-            return
         decision = self._decide(request)
-        if decision.allowed and self._is_the_gateway(dst_ip, host or None):
-            decision = Decision(DENY, DENY, GATEWAY_ITSELF)
         event = event_for_decision(
             request, decision, policy_name=self._policy_name, run=self._run_id, url=url
         )
+        if decision.reason == Reason.HOST_PORT_MISMATCH:
+            self._write(event)
+            flow.kill()  # Azure drops such a request: no answer, not its 470
+            return
         if not decision.allowed:
             response = http.Response.make(
                 470, DENY_BODY, {"Content-Type": "text/plain; charset=utf-8"}
@@ -695,10 +691,10 @@ class Firewall:
             self._unreachable(data, verdict, target, data.server.error or UNREACHABLE)
             return
         if self._is_the_gateway(host, *addresses):
-            data.server.error = f"{REFUSED}: {GATEWAY_ITSELF}"
-            verdict.refused[target] = GATEWAY_ITSELF
+            data.server.error = f"{REFUSED}: {Reason.GATEWAY_ITSELF}"
+            verdict.refused[target] = Reason.GATEWAY_ITSELF
             if not verdict.written:
-                deny_event(verdict.event, GATEWAY_ITSELF)
+                deny_event(verdict.event, Reason.GATEWAY_ITSELF)
             return
         # Dial the address just checked, not the name again: a second lookup could answer
         # differently (DNS rebinding).

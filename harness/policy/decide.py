@@ -31,7 +31,14 @@ tests/unit/policy/test_decide.py:
 5. A request without a host: HTTPS is denied with `Reason.SNI_MISSING` (no rule); HTTP gets the
    default deny. Both only after the network pass, where a network rule can still allow them.
 6. Audit mode: the action is always Allow; `would`, `reason`, `rule` and `rule_type` are what
-   enforce mode decides.
+   enforce mode decides. Except for the two clauses below, which deny in both modes.
+7. Before any rule: an HTTP request whose Host header names a port other than the connection's
+   (`host_port`) is denied with `Reason.HOST_PORT_MISMATCH` (Azure drops it; no rule is asked,
+   so not even a network rule allows it).
+8. After the rules: a request the rules allow (in audit mode, every request) whose destination
+   is the gateway itself (`to_gateway`) is denied with `Reason.GATEWAY_ITSELF`: the gateway
+   dials with its own unfiltered identity, so no mode lets a workload reach its listeners. A
+   rule's own deny keeps its reason and rule.
 
 Unparseable addresses and ports in a policy match nothing (the loader rejects them first).
 """
@@ -195,6 +202,8 @@ class Decider:
         self.mode: Mode = mode
         self._default = self._decision(DENY, Reason.DEFAULT_DENY, None, None)
         self._sni_missing = self._decision(DENY, Reason.SNI_MISSING, None, None)
+        self._host_port_mismatch = Decision(DENY, DENY, Reason.HOST_PORT_MISMATCH)  # both modes
+        self._gateway_itself = Decision(DENY, DENY, Reason.GATEWAY_ITSELF)  # both modes
         self._network: dict[str, list[_CompiledNetworkRule]] = {"TCP": [], "UDP": [], "ICMP": []}
         # (protocol type, port) -> host patterns -> entries, added in precedence order.
         self._application: dict[tuple[str, int], FqdnIndex[_ApplicationEntry]] = {}
@@ -253,6 +262,17 @@ class Decider:
 
     def decide(self, request: Request) -> Decision:
         """The decision for `request` (module docstring). Never raises for a Request."""
+        if (
+            request.host_port is not None and request.protocol == "HTTP"
+            and request.host_port != request.dst_port
+        ):  # fmt: skip
+            return self._host_port_mismatch
+        decision = self._by_rules(request)
+        if request.to_gateway and decision.allowed:
+            return self._gateway_itself
+        return decision
+
+    def _by_rules(self, request: Request) -> Decision:
         transport = _TRANSPORT.get(request.protocol)
         if transport is None:
             return self._default

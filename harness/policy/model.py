@@ -134,6 +134,11 @@ class Request:
     client sent none. `dst_names` are the names the firewall's own DNS answered with `dst_ip`,
     which is how network rules with destination FQDNs match (Azure needs its DNS proxy for
     those too).
+
+    Two facts only the gateway can establish, decided by the Decider like the rest:
+    `host_port` is the port written in an HTTP Host header (None when it names none), and
+    `to_gateway` says the destination address or name is the gateway itself (loopback, one of
+    its own addresses, `localhost`).
     """
 
     protocol: Wire
@@ -143,6 +148,8 @@ class Request:
     dst_ip: str | None = None
     host: str | None = None
     dst_names: frozenset[str] = frozenset()
+    host_port: int | None = None
+    to_gateway: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,13 +169,24 @@ class RuleRef:
 
 
 class Reason:
-    """Azure's own wording (azure-firewall.md); tests compare these word for word."""
+    """Every reason a decision or an event gives; tests compare them word for word.
+
+    `AZURE`: Azure Firewall's own wording (azure-firewall.md), which its log lines carry.
+    `OURS`: the harness's words for what Azure's logs have none for: a Host port unlike the
+    connection's (Azure drops the request), a destination that is the gateway itself (the
+    simulation's own machine, not a thing Azure has), and a hook that failed (denied closed).
+    """
 
     DEFAULT_DENY = "No rule matched. Proceeding with default action"
     SNI_MISSING = "SNI TLS extension was missing."
     RULE_MATCHED = "Rule matched"
+
     HOST_PORT_MISMATCH = "Host header port differs from the connection's port"
+    GATEWAY_ITSELF = "destination is the gateway itself"
     INTERNAL_ERROR = "internal error"
+
+    AZURE = (DEFAULT_DENY, SNI_MISSING, RULE_MATCHED)
+    OURS = (HOST_PORT_MISMATCH, GATEWAY_ITSELF, INTERNAL_ERROR)
 
 
 @dataclass(frozen=True)

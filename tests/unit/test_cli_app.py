@@ -53,14 +53,13 @@ def test_init_refuses_a_scenario_that_could_not_name_its_app(
     assert not target.exists()
 
 
-def test_a_chain_run_prints_each_step_its_exit_and_what_it_reached(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_chain_run_prints_each_step_its_exit_and_what_it_reached(tmp_path: Path) -> None:
     import json
     from types import SimpleNamespace
 
-    from harness.cli import _print_steps
     from harness.events import Event
+    from harness.render import execution_blocks, render_text
+    from harness.steps import read_steps
 
     (tmp_path / "steps.jsonl").write_text(json.dumps(
         {"step": "kudu-deploy", "started": "2026-12-01T10:00:01.000Z",
@@ -69,8 +68,12 @@ def test_a_chain_run_prints_each_step_its_exit_and_what_it_reached(
                   dst="10.9.0.1:443", host="site.scm.azurewebsites.net", port=443,
                   protocol="HTTPS", action="Deny", would="Deny")  # fmt: skip
     steps = [SimpleNamespace(name="kudu-deploy"), SimpleNamespace(name="pip-install")]
-    _print_steps(SimpleNamespace(run_dir=tmp_path, events=[event],
-                                 scenario=SimpleNamespace(steps=steps)))  # fmt: skip
-    out = capsys.readouterr().out
-    assert "kudu-deploy" in out and "site.scm.azurewebsites.net:443" in out
+    execution = SimpleNamespace(
+        run_dir=tmp_path, events=[event], destinations=[], failures=[], diagnosis=None,
+        scenario=SimpleNamespace(name="chain", path=tmp_path, steps=steps), succeeded=False,
+        timed_out=False, exit_code=1, duration_s=1.0, policy=SimpleNamespace(name="p"),
+        mode="enforce", azure_lines=[], output="",
+    )  # fmt: skip
+    out = render_text(execution_blocks(execution, steps=read_steps(tmp_path)))  # type: ignore[arg-type]
+    assert "kudu-deploy  1     site.scm.azurewebsites.net:443" in out
     assert "Not run (an earlier step failed): pip-install" in out

@@ -26,7 +26,6 @@ from mitmproxy.test import taddons, tflow, tutils
 from harness.events import Event
 from harness.gateway.addon import (
     DENY_BODY,
-    GATEWAY_ITSELF,
     READY_BANNER,
     TLS_ACCESS_DENIED_ALERT,
     CountingPassthrough,
@@ -38,6 +37,7 @@ from harness.recording import EVENTS_FILE, read_events
 
 SRC = ("10.0.0.2", 50000)
 GATEWAY_ADDRESS = "10.0.0.254"  # the gateway's own address in these tests
+REFUSED_AS_GATEWAY = f"denied by the egress firewall: {Reason.GATEWAY_ITSELF}"
 # The gateway's resolver in these tests (the real one asks /etc/hosts and DNS).
 NAMES = {
     "allowed.test": ["192.0.2.10"],
@@ -347,7 +347,7 @@ def test_a_hosts_file_name_of_the_gateway_itself_is_refused(gateway: Gateway) ->
     gateway.addon.hosts_file = {"allowed.test": ["127.0.0.1"]}
     connection = gateway.connection(("192.0.2.10", 443))
     gateway.first_bytes(connection, HELLO["allowed.test"])
-    assert gateway.server_connect(connection) == f"denied by the egress firewall: {GATEWAY_ITSELF}"
+    assert gateway.server_connect(connection) == REFUSED_AS_GATEWAY
 
 
 def test_new_options_while_running_close_one_recording_and_open_the_next(
@@ -382,10 +382,11 @@ def test_an_allowed_name_resolving_to_the_gateway_is_refused(
 ) -> None:
     connection = gateway.connection(("192.0.2.11", 443))
     gateway.first_bytes(connection, client_hello(sni))
-    assert gateway.server_connect(connection) == f"denied by the egress firewall: {GATEWAY_ITSELF}"
+    assert gateway.server_connect(connection) == REFUSED_AS_GATEWAY
     event = gateway.close(connection.client)
-    assert (event.action, event.would, event.reason, event.rule) == ("Deny", "Deny",
-                                                                     GATEWAY_ITSELF, None)  # fmt: skip
+    assert (event.action, event.would, event.reason, event.rule) == (
+        "Deny", "Deny", Reason.GATEWAY_ITSELF, None
+    )  # fmt: skip
     assert event.azure == (f"HTTPS request from 10.0.0.2:50000 to {sni}:443. Action: Deny. "
                            "No rule matched. Proceeding with default action")  # fmt: skip
 
@@ -394,11 +395,11 @@ def test_an_allowed_http_host_resolving_to_the_gateway_is_refused(gateway: Gatew
     flow = http_flow("loopback.wild.test", ("192.0.2.11", 80))
     gateway.addon.requestheaders(flow)
     flow.server_conn.address = (flow.request.host, flow.request.port)  # as mitmproxy dials
-    assert gateway.server_connect(flow) == f"denied by the egress firewall: {GATEWAY_ITSELF}"
+    assert gateway.server_connect(flow) == REFUSED_AS_GATEWAY
     flow.error = tflow.terr("Connection killed")
     gateway.addon.error(flow)
     [event] = gateway.events()
-    assert (event.kind, event.action, event.reason) == ("http", "Deny", GATEWAY_ITSELF)
+    assert (event.kind, event.action, event.reason) == ("http", "Deny", Reason.GATEWAY_ITSELF)
 
 
 ANY_TCP = """\
@@ -430,7 +431,7 @@ def test_a_connection_to_the_gateways_own_address_is_denied(gateway: Gateway, po
     connection = gateway.connection((GATEWAY_ADDRESS, port))
     gateway.first_bytes(connection, HELLO["allowed.test"])
     assert gateway.server_connect(connection) == "denied by the egress firewall"
-    assert gateway.close(connection.client).reason == GATEWAY_ITSELF
+    assert gateway.close(connection.client).reason == Reason.GATEWAY_ITSELF
 
 
 def test_an_allowed_name_that_does_not_resolve_is_refused(gateway: Gateway, tmp_path: Path) -> None:
@@ -463,7 +464,7 @@ def hello_data(connection: context.Context, sni: str | None) -> tls.ClientHelloD
         (None, ("192.0.2.10", 443), ("192.0.2.10", 443), "denied by the egress firewall",
          Reason.SNI_MISSING),
         ("allowed.test", ("127.0.0.1", 443), ("127.0.0.1", 443), "denied by the egress firewall",
-         GATEWAY_ITSELF),
+         Reason.GATEWAY_ITSELF),
     ],
     ids=["allowed-pinned", "denied", "no-sni", "loopback"],
 )  # fmt: skip
@@ -540,8 +541,8 @@ DENIED_HTTPS = [
     ("alt.test", ("192.0.2.12", 443), Reason.DEFAULT_DENY, None),  # Https:8443 only
     ("wild.test", ("192.0.2.11", 443), Reason.DEFAULT_DENY, None),  # *.x does not match x
     (None, ("192.0.2.10", 443), Reason.SNI_MISSING, None),
-    ("allowed.test", ("127.0.0.1", 443), GATEWAY_ITSELF, None),
-    ("alt.test", ("127.0.0.1", 8443), GATEWAY_ITSELF, None),
+    ("allowed.test", ("127.0.0.1", 443), Reason.GATEWAY_ITSELF, None),
+    ("alt.test", ("127.0.0.1", 8443), Reason.GATEWAY_ITSELF, None),
 ]
 DENIED_IDS = ["default", "deny-rule", "wrong-port", "wrong-port-2", "apex", "no-sni",
               "loopback", "listener"]  # fmt: skip
@@ -647,7 +648,7 @@ def test_an_sni_naming_the_gateway_itself_is_denied_even_when_all_is_allowed(
     connection = gateway.connection(("192.0.2.10", 443))
     gateway.first_bytes(connection, client_hello(sni))
     assert gateway.server_connect(connection) == "denied by the egress firewall"
-    assert gateway.close(connection.client).reason == GATEWAY_ITSELF
+    assert gateway.close(connection.client).reason == Reason.GATEWAY_ITSELF
 
 
 def test_a_host_header_naming_the_gateway_itself_is_denied_even_when_all_is_allowed(
@@ -659,7 +660,7 @@ def test_a_host_header_naming_the_gateway_itself_is_denied_even_when_all_is_allo
     flow = http_flow("localhost", ("192.0.2.10", 80))
     gateway.addon.requestheaders(flow)
     assert flow.response is not None and flow.response.status_code == 470
-    assert gateway.events()[0].reason == GATEWAY_ITSELF
+    assert gateway.events()[0].reason == Reason.GATEWAY_ITSELF
 
 
 def test_audit_mode_lets_denied_https_through_and_records_the_deny(gateway: Gateway) -> None:
@@ -814,7 +815,7 @@ DENIED_HTTP = [
     ("alt.test", ("192.0.2.12", 80), Reason.DEFAULT_DENY, None),
     (None, ("192.0.2.10", 80), Reason.DEFAULT_DENY, None),
     ("allowed.test", ("192.0.2.10", 8080), Reason.DEFAULT_DENY, None),
-    ("allowed.test", ("127.0.0.1", 80), GATEWAY_ITSELF, None),
+    ("allowed.test", ("127.0.0.1", 80), Reason.GATEWAY_ITSELF, None),
 ]
 
 

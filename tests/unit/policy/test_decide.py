@@ -488,6 +488,63 @@ def test_audit_mode_allows_and_keeps_what_enforce_would_do() -> None:
     assert audit.decide(https("c.test")).would == DENY
 
 
+# --- 7. a Host port unlike the connection's; 8. the gateway itself --------------------------
+
+ALLOW_ALL = policy(
+    group("nets", 200, collection("any", 100, ALLOW, NetworkRule(
+        "tcp-any", ip_protocols=("TCP",), destination_addresses=("*",), destination_ports=("*",)))),
+    group("apps", 300, collection("apps", 100, ALLOW, app_rule("all", "*", protocols=HTTP + HTTPS))),
+)  # fmt: skip
+DENY_A = app_policy(app_rule("deny-a", "a.test", protocols=HTTP + HTTPS), action=DENY)
+HOST_PORT = "Host header port differs from the connection's port"
+GATEWAY = "destination is the gateway itself"
+
+
+@pytest.mark.parametrize(
+    ("the_policy", "mode", "request_", "expected"),
+    [
+        # 7: denied before any rule, a network rule allowing everything included, in both modes
+        (ALLOW_ALL, "enforce", Request("HTTP", SRC, 50000, 80, "192.0.2.10", "a.test",
+                                       host_port=8080), Decision(DENY, DENY, HOST_PORT)),
+        (ALLOW_ALL, "audit", Request("HTTP", SRC, 50000, 80, "192.0.2.10", "a.test",
+                                     host_port=8080), Decision(DENY, DENY, HOST_PORT)),
+        # 7 holds for HTTP only, and a Host port equal to the connection's is no mismatch
+        (ALLOW_ALL, "enforce", Request("HTTP", SRC, 50000, 80, "192.0.2.10", "a.test",
+                                       host_port=80), Decision(ALLOW, ALLOW, Reason.RULE_MATCHED,
+         RuleRef("test-policy", "nets", "any", "tcp-any"), NETWORK_RULE)),
+        (ALLOW_ALL, "enforce", Request("HTTPS", SRC, 50000, 443, "192.0.2.10", "a.test",
+                                       host_port=8443), Decision(ALLOW, ALLOW, Reason.RULE_MATCHED,
+         RuleRef("test-policy", "nets", "any", "tcp-any"), NETWORK_RULE)),
+        # 8: what the rules allow, and in audit mode everything, is denied at the gateway itself
+        (ALLOW_ALL, "enforce", Request("HTTPS", SRC, 50000, 443, "127.0.0.1", "a.test",
+                                       to_gateway=True), Decision(DENY, DENY, GATEWAY)),
+        (DENY_A, "audit", Request("HTTP", SRC, 50000, 80, "127.0.0.1", "b.test",
+                                  to_gateway=True), Decision(DENY, DENY, GATEWAY)),
+        # 8 leaves a rule's own deny as it was, with its reason and rule
+        (DENY_A, "enforce", Request("HTTPS", SRC, 50000, 443, "127.0.0.1", "a.test",
+                                    to_gateway=True), Decision(DENY, DENY, Reason.RULE_MATCHED,
+         RuleRef("test-policy", "apps", "allow-apps", "deny-a"), APPLICATION_RULE)),
+        (DENY_A, "enforce", Request("TCP", SRC, 50000, 22, "127.0.0.1", to_gateway=True),
+         Decision(DENY, DENY, Reason.DEFAULT_DENY)),
+    ],
+    ids=["host-port-enforce", "host-port-audit", "host-port-equal", "host-port-not-http",
+         "gateway-allowed", "gateway-audit", "gateway-rule-deny", "gateway-default-deny"],
+)  # fmt: skip
+def test_the_gateways_own_facts_are_decided_with_our_reasons(
+    the_policy: Policy, mode: str, request_: Request, expected: Decision
+) -> None:
+    assert Decider(the_policy, mode=mode).decide(request_) == expected  # type: ignore[arg-type]
+
+
+def test_reasons_are_azures_words_or_ours_never_both() -> None:
+    constants = {value for name, value in vars(Reason).items() if name.isupper()
+                 and isinstance(value, str)}  # fmt: skip
+    assert set(Reason.AZURE) | set(Reason.OURS) == constants
+    assert not set(Reason.AZURE) & set(Reason.OURS)
+    assert Reason.AZURE == ("No rule matched. Proceeding with default action",
+                            "SNI TLS extension was missing.", "Rule matched")  # fmt: skip
+
+
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="mode"):
         Decider(policy(), mode="report")  # type: ignore[arg-type]
