@@ -103,6 +103,17 @@ class Recorder:
         except (OSError, ValueError) as error:
             raise RecorderError(f"cannot write to {self.folder}: {error}") from error
 
+    def write_lines(self, events: list[str], azure: list[str]) -> None:
+        """Lines already rendered (`Event.to_json()` and `Event.azure`, without newlines), in one
+        write each: an import's batches."""
+        try:
+            if events:
+                self._events.write("\n".join(events) + "\n")
+            if azure:
+                self._azure.write("\n".join(azure) + "\n")
+        except (OSError, ValueError) as error:
+            raise RecorderError(f"cannot write to {self.folder}: {error}") from error
+
     def close(self) -> None:
         """Raises RecorderError when buffered events cannot be written out."""
         failed = None
