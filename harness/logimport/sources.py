@@ -21,7 +21,10 @@ as `Bad(message)` and the stream goes on at the next row.
 
 from __future__ import annotations
 
-__all__ = ["FORMATS", "Bad", "Line", "LocalTimes", "Row", "UnknownFormat", "detect", "stream"]
+__all__ = [
+    "FORMATS", "Bad", "Line", "LocalTimes", "Row", "UnknownFormat", "detect", "stream",
+    "stream_csv_cells",
+]  # fmt: skip
 
 import codecs
 import csv
@@ -227,15 +230,37 @@ def _text_lines(text: IO[str], progress: Progress | None, tell) -> Iterator[tupl
 
 
 def _csv_rows(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[int, Item]]:
+    cells_of = _csv_cells(text, progress, tell)
+    names = next(cells_of)[1]
+    for line, cells in cells_of:
+        # An empty cell is an empty column, as in the portal; "None" is only az's.
+        yield line, Row(dict(zip(names, cells))) if cells.__class__ is list else cells  # type: ignore[arg-type]
+
+
+def stream_csv_cells(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, Any]]:
+    """A CSV file as `stream` reads it, the rows left as lists of cells (no dict each): first
+    (0, the column names), then (line number, cells or Bad)."""
+    raw, text = _open_text(path)
+    try:
+        yield from _csv_cells(text, progress, (lambda: raw.tell()) if progress else None)
+    finally:
+        text.close()
+        raw.close()
+
+
+def _csv_cells(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[int, Any]]:
     reader = csv.reader(text)
     try:
         header = next(reader)
     except StopIteration:
+        yield 0, []
         return
     except csv.Error as error:
+        yield 0, []
         yield reader.line_num, Bad(f"the header is not CSV: {error}")
         return
     names = [_column_name(name) for name in header]
+    yield 0, names
     width = len(names)
     count = 0
     while True:
@@ -250,8 +275,7 @@ def _csv_rows(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[
             if cells:
                 yield reader.line_num, Bad(f"{len(cells)} cells where the header has {width}")
             continue
-        # An empty cell is an empty column, as in the portal; "None" is only az's.
-        yield reader.line_num, Row(dict(zip(names, cells)))
+        yield reader.line_num, cells
         count += 1
         if progress and not count % 20000:
             progress(tell())
