@@ -114,6 +114,14 @@ class Recorder:
         except (OSError, ValueError) as error:
             raise RecorderError(f"cannot write to {self.folder}: {error}") from error
 
+    def write_text(self, events: str, azure: str) -> None:
+        """Lines already joined, each with its newline."""
+        try:
+            self._events.write(events)
+            self._azure.write(azure)
+        except (OSError, ValueError) as error:
+            raise RecorderError(f"cannot write to {self.folder}: {error}") from error
+
     def close(self) -> None:
         """Raises RecorderError when buffered events cannot be written out."""
         failed = None

@@ -39,6 +39,7 @@ from pathlib import Path
 from harness.errors import InputError, Location
 from harness.events import Event
 from harness.logimport.fast import DeniedTally, Rendered, RowRenderer, escape, identity, source
+from harness.logimport.parallel import read_csv_in_parallel
 from harness.logimport.rows import (
     RowError,
     Unsupported,
@@ -269,8 +270,10 @@ def import_logs(
             report = _reporter(progress, str(path), size, totals)
             chosen = selector if filtering else None
             if fast and fmt == "csv":
-                _read_fast_csv(stream_csv_cells(path, report), result, run, chosen, recorder,
-                               totals, denied)  # fmt: skip
+                if not read_csv_in_parallel(path, result, run, filters, recorder, totals,
+                                            denied, report):  # fmt: skip
+                    _read_fast_csv(stream_csv_cells(path, report), result, run, chosen,
+                                   recorder, totals, denied)  # fmt: skip
             else:
                 read(stream(path, fmt, report), result, run, chosen, recorder, totals, denied)
             if progress:
@@ -402,12 +405,14 @@ def _read_fast(items, result: FileResult, run: str, selector: _Selector | None,
 
 
 def _read_fast_csv(items, result: FileResult, run: str, selector: _Selector | None,
-                   recorder: Recorder, totals: _Totals, denied: DeniedTally) -> None:  # fmt: skip
+                   recorder: Recorder, totals: _Totals, denied: DeniedTally,
+                   renderer: RowRenderer | None = None) -> None:  # fmt: skip
     """_read_fast for a CSV, its rows left as lists of cells: a row whose columns were rendered
     before takes its template straight from its cells (no dict, no Row, no Rendered). This
     loop is most of an import's time, hence written out in one piece."""
     names = next(items)[1]
-    renderer = RowRenderer(run, names)
+    if renderer is None:
+        renderer = RowRenderer(run, names)
     templates, cells_key = renderer.templates_by_cells, renderer.cells_key
     time_and_source = renderer.time_and_source
     render_cells = renderer.render_cells

@@ -22,16 +22,25 @@ as `Bad(message)` and the stream goes on at the next row.
 from __future__ import annotations
 
 __all__ = [
-    "FORMATS", "Bad", "Line", "LocalTimes", "Row", "UnknownFormat", "detect", "stream",
+    "FORMATS",
+    "Bad",
+    "Line",
+    "LocalTimes",
+    "Row",
+    "UnknownFormat",
+    "csv_range_cells",
+    "detect",
+    "stream",
     "stream_csv_cells",
 ]  # fmt: skip
 
 import codecs
 import csv
 import io
+import itertools
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -237,29 +246,47 @@ def _csv_rows(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[
         yield line, Row(dict(zip(names, cells))) if cells.__class__ is list else cells  # type: ignore[arg-type]
 
 
-def stream_csv_cells(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, Any]]:
+def stream_csv_cells(path: Path, progress: Progress | None = None, *, start: int = 0,
+                     names: list[str] | None = None, first_line: int = 0,
+                     ) -> Iterator[tuple[int, Any]]:  # fmt: skip
     """A CSV file as `stream` reads it, the rows left as lists of cells (no dict each): first
-    (0, the column names), then (line number, cells or Bad)."""
-    raw, text = _open_text(path)
+    (0, the column names), then (line number, cells or Bad). From `start` (a byte offset where
+    a row begins, after line `first_line`) with the header's `names`, to read on from there."""
+    raw = open(path, "rb")  # noqa: SIM115 - closed below
     try:
-        yield from _csv_cells(text, progress, (lambda: raw.tell()) if progress else None)
+        raw.seek(start)
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig" if start == 0 else "utf-8",
+                                errors="replace", newline="")  # fmt: skip
+        yield from _csv_cells(text, progress, (lambda: raw.tell()) if progress else None,
+                              names=names, first_line=first_line)  # fmt: skip
     finally:
-        text.close()
         raw.close()
 
 
-def _csv_cells(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[int, Any]]:
+def csv_range_cells(text: str, names: list[str], sentinel: str, clean: list[bool],
+                    ) -> Iterator[tuple[int, Any]]:  # fmt: skip
+    """The rows of `text`, part of a CSV file from a row's start to just after a newline, as
+    stream_csv_cells gives them (line numbers from the part's start). `clean` gets True when the
+    part ended between rows: the line `sentinel` fed after it came back as a row of its own."""
+    lines = itertools.chain(io.StringIO(text, newline=""), [sentinel + "\r\n"])
+    yield from _csv_cells(lines, None, None, names=names, sentinel=sentinel, clean=clean)
+
+
+def _csv_cells(text: Iterable[str], progress: Progress | None, tell, *,
+               names: list[str] | None = None, first_line: int = 0, sentinel: str | None = None,
+               clean: list[bool] | None = None) -> Iterator[tuple[int, Any]]:  # fmt: skip
     reader = csv.reader(text)
-    try:
-        header = next(reader)
-    except StopIteration:
-        yield 0, []
-        return
-    except csv.Error as error:
-        yield 0, []
-        yield reader.line_num, Bad(f"the header is not CSV: {error}")
-        return
-    names = [_column_name(name) for name in header]
+    if names is None:
+        try:
+            header = next(reader)
+        except StopIteration:
+            yield 0, []
+            return
+        except csv.Error as error:
+            yield 0, []
+            yield reader.line_num, Bad(f"the header is not CSV: {error}")
+            return
+        names = [_column_name(name) for name in header]
     yield 0, names
     width = len(names)
     count = 0
@@ -269,13 +296,17 @@ def _csv_cells(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple
         except StopIteration:
             return
         except csv.Error as error:
-            yield reader.line_num, Bad(f"not CSV: {error}")
+            yield reader.line_num + first_line, Bad(f"not CSV: {error}")
             continue
         if len(cells) != width:
+            if sentinel is not None and cells == [sentinel]:
+                clean.append(True)  # type: ignore[union-attr]
+                return
             if cells:
-                yield reader.line_num, Bad(f"{len(cells)} cells where the header has {width}")
+                yield reader.line_num + first_line, Bad(
+                    f"{len(cells)} cells where the header has {width}")  # fmt: skip
             continue
-        yield reader.line_num, cells
+        yield reader.line_num + first_line, cells
         count += 1
         if progress and not count % 20000:
             progress(tell())
