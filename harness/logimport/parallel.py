@@ -9,7 +9,8 @@ between rows exactly when that line comes back as a row of its own. A range that
 check is thrown away with every range after it, and the rest of the file is read in this
 process from where that range began (a row's start, since every range before it passed).
 
-Memory: at most WINDOW ranges are out at a time, each RANGE_BYTES of CSV and its lines.
+Memory: at most WINDOW ranges are out at a time, each RANGE_BYTES of CSV; their lines go to
+files in the recording's folder, appended to its own by the kernel and removed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = ["RANGE_BYTES", "WORKERS", "read_csv_in_parallel"]
 import multiprocessing
 import os
 import signal
+import tempfile
 import uuid
 from collections import deque
 from pathlib import Path
@@ -123,8 +125,9 @@ def _worker_start() -> None:
 
 
 def _read_range(path: str, start: int, end: int, names: list[str], run: str, filters: Any,
-                sentinel: str) -> tuple:  # fmt: skip
-    """In a worker: one range through the import's own CSV loop; what it found, to merge."""
+                sentinel: str, parts: str) -> tuple:  # fmt: skip
+    """In a worker: one range through the import's own CSV loop, its lines written to two files
+    in `parts` (passed on by the kernel, not through a pipe); what it found, to merge."""
     from harness.logimport import FileResult, Filters, _read_fast_csv, _Selector, _Totals
     from harness.logimport.fast import RowRenderer
     from harness.logimport.sources import csv_range_cells
@@ -135,35 +138,45 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     clean: list[bool] = []
     result = FileResult(path, "csv")
     totals = _Totals()
-    lines = _Lines()
+    lines = _PartFiles(Path(parts) / f"range-{start}")
     denials = _Denials()
     selector = _Selector(filters) if filters != Filters() else None
     key = (run, tuple(names))
     if key not in _RENDERERS:  # one a worker: its templates serve every range it reads
         _RENDERERS.clear()
         _RENDERERS[key] = RowRenderer(run, names)
-    _read_fast_csv(csv_range_cells(text, names, sentinel, clean), result, run, selector, lines,
-                   totals, denials, _RENDERERS[key])  # type: ignore[arg-type]  # fmt: skip
+    try:
+        _read_fast_csv(csv_range_cells(text, names, sentinel, clean), result, run, selector,
+                       lines, totals, denials, _RENDERERS[key])  # type: ignore[arg-type]  # fmt: skip
+    finally:
+        lines.close()
     if not clean:
         return (False,)
-    return (True, _line_count(text), "".join(lines.events), "".join(lines.azure), result.rows,
+    return (True, _line_count(text), lines.events_path, lines.azure_path, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
             denials.found)  # fmt: skip
 
 
-class _Lines:
-    """A Recorder's write_lines, kept for the parent to write."""
+class _PartFiles:
+    """A Recorder's write_lines into a range's own two files, opened as the Recorder opens its
+    own, so that their bytes are the ones it would write."""
 
-    def __init__(self) -> None:
-        self.events: list[str] = []
-        self.azure: list[str] = []
+    def __init__(self, stem: Path) -> None:
+        self.events_path = f"{stem}.events"
+        self.azure_path = f"{stem}.azure"
+        self._events = open(self.events_path, "w", encoding="utf-8")  # noqa: SIM115
+        self._azure = open(self.azure_path, "w", encoding="utf-8")  # noqa: SIM115
 
     def write_lines(self, events: list[str], azure: list[str]) -> None:
         if events:
-            self.events.append("\n".join(events) + "\n")
+            self._events.write("\n".join(events) + "\n")
         if azure:
-            self.azure.append("\n".join(azure) + "\n")
+            self._azure.write("\n".join(azure) + "\n")
+
+    def close(self) -> None:
+        self._events.close()
+        self._azure.close()
 
 
 class _Denials:
@@ -194,7 +207,8 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
     context = multiprocessing.get_context("fork")
     pending: deque = deque()
     resume: tuple[int, int] | None = None  # (offset, line) to read on from in this process
-    with context.Pool(WORKERS, initializer=_worker_start) as pool:
+    with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
+          context.Pool(WORKERS, initializer=_worker_start) as pool):  # fmt: skip
         ranges = _ends(path, start, size, RANGE_BYTES)
         begin = start
         exhausted = False
@@ -205,7 +219,7 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
                     exhausted = True
                     break
                 pending.append((begin, end, pool.apply_async(
-                    _read_range, (str(path), begin, end, names, run, filters, sentinel))))  # fmt: skip
+                    _read_range, (str(path), begin, end, names, run, filters, sentinel, parts))))  # fmt: skip
                 begin = end
             if not pending:
                 break
@@ -235,7 +249,9 @@ def _filtering(filters) -> bool:
 def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) -> int:
     (_, lines, events, azure, rows, imported, filtered, skipped, problems, unsupported,
      first_seen, last_seen, policies, denials) = found  # fmt: skip
-    recorder.write_text(events, azure)
+    recorder.append_files(events, azure)
+    os.remove(events)
+    os.remove(azure)
     result.rows += rows
     result.imported += imported
     result.filtered += filtered

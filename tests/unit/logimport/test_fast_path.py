@@ -25,13 +25,14 @@ OUTPUTS = ("events.jsonl", "azure.log", "summary.json", "policy.yaml")
 def _both(tmp_path: Path, files: list[Path], **filters: str) -> dict[str, tuple[bytes, bytes]]:
     """Each output file as (reference, fast); both folders named alike, since the folder's
     name is the events' run."""
-    written = {}
+    written: dict[str, list[bytes]] = {}
     for fast in (False, True):
         folder = tmp_path / ("fast" if fast else "reference") / "imported"
-        import_logs(files, folder, parse_filters(**filters), fast=fast)
+        result = import_logs(files, folder, parse_filters(**filters), fast=fast)
         for name in OUTPUTS:
             text = (folder / name).read_bytes().replace(str(folder).encode(), b"OUT")
             written.setdefault(name, []).append(text)
+        written.setdefault("warnings", []).append("\n".join(result.warnings).encode())
     return {name: tuple(pair) for name, pair in written.items()}  # type: ignore[misc]
 
 
@@ -178,3 +179,77 @@ def test_a_template_is_checked_against_the_event_path(monkeypatch: pytest.Monkey
     other = fast.RowRenderer("run")
     assert other.render(dict(row)) is None
     assert other.render(dict(row)) is None  # and remembered as not usable
+
+
+# --- two workers over byte ranges ------------------------------------------------------------
+
+
+@pytest.fixture
+def in_parallel(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """Every CSV read by the workers in ranges of a few rows; what happened, to check."""
+    from harness.logimport import parallel, sources
+
+    monkeypatch.setattr(parallel, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(parallel, "RANGE_BYTES", 1500)
+    monkeypatch.setattr(parallel, "workers_available", lambda: 2)
+    seen: dict[str, list] = {"parallel": [], "resumed": []}
+    real_parallel, real_cells = logimport.read_csv_in_parallel, sources.stream_csv_cells
+
+    def spied_parallel(*args, **kwargs):
+        seen["parallel"].append(real_parallel(*args, **kwargs))
+        return seen["parallel"][-1]
+
+    def spied_cells(*args, **kwargs):
+        if kwargs.get("start"):
+            seen["resumed"].append(kwargs["start"])
+        return real_cells(*args, **kwargs)
+
+    monkeypatch.setattr(logimport, "read_csv_in_parallel", spied_parallel)
+    monkeypatch.setattr(sources, "stream_csv_cells", spied_cells)
+    return seen
+
+
+def test_a_csv_read_in_ranges_is_written_as_in_one_piece(
+    tmp_path: Path, in_parallel: dict[str, list], monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    monkeypatch.setattr(logimport, "FOLD_EVERY", 7)
+    rows = _rows(2000)
+    for index, row in enumerate(rows[::50]):  # quoted cells with newlines, across ranges
+        row["TargetUrl"] = f"http://x.test/{index}\nsecond line\r\nthird"
+    export = _write_csv(tmp_path / "export.csv", rows)
+    written = _both(tmp_path / "plain", [export])
+    assert in_parallel["parallel"] == [True]
+    # Only the last range, which ends in the unclosed quote of the broken last row, is read
+    # again in this process.
+    (resumed,) = in_parallel["resumed"]
+    assert resumed > export.stat().st_size - 3000
+    assert b"line " in written["warnings"][0]  # the first problems, with their line numbers
+    _assert_same(written)
+    _assert_same(_both(tmp_path / "filtered", [export, export], source="10.0.2.0/24",
+                       action="deny"))  # fmt: skip
+    assert in_parallel["parallel"] == [True] * 3
+
+
+def test_a_damaged_csv_that_fools_the_ranges_is_read_on_in_one_process(
+    tmp_path: Path, in_parallel: dict[str, list]
+) -> None:  # fmt: skip
+    export = _write_csv(tmp_path / "export.csv", _rows(1500))
+    text = export.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    # A stray quote in an unquoted cell: the csv module keeps it as text, the quote count
+    # that chooses the ranges goes odd, and a range ends inside a row.
+    text[700] = text[700].replace(",t,", ',t"x,', 1)
+    export.write_text("".join(text), encoding="utf-8-sig")
+    written = _both(tmp_path, [export])
+    assert in_parallel["parallel"] == [True]
+    assert in_parallel["resumed"]
+    _assert_same(written)
+
+
+def test_a_csv_too_plain_to_split_is_read_in_one_process(
+    tmp_path: Path, in_parallel: dict[str, list]
+) -> None:  # fmt: skip
+    export = tmp_path / "export.csv"
+    # A bare carriage return in the header's line: two rows before the first newline.
+    export.write_text("Type,Fqdn\rSourceIp,x\r\n" + "AZFWApplicationRule,x.test\r\n" * 50)
+    _assert_same(_both(tmp_path, [export]))
+    assert in_parallel["parallel"] == [False]
