@@ -31,6 +31,7 @@ __all__ = [
     "parse_filters",
 ]
 
+import csv
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,13 +52,14 @@ from harness.logimport.rows import (
 from harness.logimport.sources import (
     FORMATS,
     Bad,
+    CsvCells,
     Line,
     LocalTimes,
     Row,
     UnknownFormat,
     detect,
+    open_csv_cells,
     stream,
-    stream_csv_cells,
 )
 from harness.recording import EVENTS_FILE, Recorder, RecorderError
 
@@ -272,8 +274,8 @@ def import_logs(
             if fast and fmt == "csv":
                 if not read_csv_in_parallel(path, result, run, filters, recorder, totals,
                                             denied, report):  # fmt: skip
-                    _read_fast_csv(stream_csv_cells(path, report), result, run, chosen,
-                                   recorder, totals, denied)  # fmt: skip
+                    with open_csv_cells(path, report) as cells:
+                        _read_fast_csv(cells, result, run, chosen, recorder, totals, denied)
             else:
                 read(stream(path, fmt, report), result, run, chosen, recorder, totals, denied)
             if progress:
@@ -404,85 +406,115 @@ def _read_fast(items, result: FileResult, run: str, selector: _Selector | None,
     totals.events = written_before + imported
 
 
-def _read_fast_csv(items, result: FileResult, run: str, selector: _Selector | None,
-                   recorder: Recorder, totals: _Totals, denied: DeniedTally,
-                   renderer: RowRenderer | None = None) -> None:  # fmt: skip
+def _read_fast_csv(source_cells: CsvCells, result: FileResult, run: str,
+                   selector: _Selector | None, recorder: Recorder, totals: _Totals,
+                   denied: DeniedTally, renderer: RowRenderer | None = None,
+                   ) -> None:  # fmt: skip
     """_read_fast for a CSV, its rows left as lists of cells: a row whose columns were rendered
     before takes its template straight from its cells (no dict, no Row, no Rendered). This
-    loop is most of an import's time, hence written out in one piece."""
-    names = next(items)[1]
+    loop is most of an import's time, hence written out in one piece, the csv reader's own
+    loop included."""
+    names = source_cells.names
     if renderer is None:
         renderer = RowRenderer(run, names)
     templates, cells_key = renderer.templates_by_cells, renderer.cells_key
     time_and_source = renderer.time_and_source
     render_cells = renderer.render_cells
+    reader, first_line, sentinel = source_cells.reader, source_cells.first_line, source_cells.sentinel
+    progress, tell = source_cells.progress, source_cells.tell
+    width = len(names)
     lines: list[str] = []
     azure: list[str] = []
     add_line, add_azure = lines.append, azure.append
     first_seen, last_seen = totals.first_seen, totals.last_seen
     policies = totals.policies
-    imported = rows = 0
+    imported = rows = count = 0
     written_before = totals.events
+    reading = not source_cells.ended
+    if source_cells.header_problem:
+        rows += 1
+        header_line, problem = source_cells.header_problem
+        _skip(result, header_line, problem.message)
     try:
-        for line, cells in items:
-            rows += 1
+        while reading:
             try:
-                if cells.__class__ is not list:
-                    _skip(result, line, cells.message)
-                    continue
-                template = None
-                if time_and_source is not None:
-                    template = templates.get(cells_key(cells))  # type: ignore[misc]
-                if template is not None:
-                    head, middle, tail, end, azure_head, azure_tail, action, policy, found = template
-                    stamp, ip, port = time_and_source(cells)  # type: ignore[misc]
-                    ts = normalize_time(stamp)  # as table_event: a bad time is its error
-                    src = source(ip, port)
-                    if src is None:
+                for cells in reader:
+                    if len(cells) != width:
+                        if sentinel is not None and cells == [sentinel]:
+                            source_cells.clean = True
+                            reading = False
+                            break
+                        if cells:
+                            rows += 1
+                            _skip(result, reader.line_num + first_line,
+                                  f"{len(cells)} cells where the header has {width}")  # fmt: skip
+                        continue
+                    rows += 1
+                    count += 1
+                    if progress and not count % 20000:
+                        progress(tell())  # type: ignore[misc]
+                    try:
                         template = None
-                if template is None:
-                    done, values = render_cells(cells)
+                        if time_and_source is not None:
+                            template = templates.get(cells_key(cells))  # type: ignore[misc]
+                        if template is not None:
+                            (head, middle, tail, end, azure_head, azure_tail, action, policy,
+                             found) = template  # fmt: skip
+                            stamp, ip, port = time_and_source(cells)  # type: ignore[misc]
+                            ts = normalize_time(stamp)  # as table_event: a bad time is its error
+                            src = source(ip, port)
+                            if src is None:
+                                template = None
+                        if template is None:
+                            done, values = render_cells(cells)
+                            if done is None:
+                                done = _rendered(_event(Row(values), run))
+                            ts, src, action, policy, found = (done.ts, done.src, done.action,
+                                                              done.policy, done.denied)  # fmt: skip
+                            size = done.size
+                        else:
+                            done = None
+                            size = 0
+                    except Unsupported as what:
+                        result.unsupported[str(what)] = result.unsupported.get(str(what), 0) + 1
+                        continue
+                    except RowError as error:
+                        _skip(result, reader.line_num + first_line, str(error))
+                        continue
+                    if selector is not None and not selector.keep(ts, action, src):
+                        result.filtered += 1
+                        continue
                     if done is None:
-                        done = _rendered(_event(Row(values), run))
-                    ts, src, action, policy, found = done.ts, done.src, done.action, done.policy, done.denied
-                    size = done.size
+                        escaped = escape(src)[1:-1]
+                        if end is None:
+                            add_line(f"{head}{escape(ts)[1:-1]}{middle}{escaped}{tail}")
+                        else:
+                            add_line(f"{head}{escape(ts)[1:-1]}{middle}{escaped}{tail}{escaped}"
+                                     f"{end}")  # fmt: skip
+                            add_azure(f"{azure_head}{src}{azure_tail}")
+                    else:
+                        add_line(done.line)
+                        if done.azure:
+                            add_azure(done.azure)
+                    imported += 1
+                    if ts:
+                        if not first_seen or ts < first_seen:
+                            first_seen = ts
+                        last_seen = max(last_seen, ts)
+                    if policy:
+                        policies.setdefault(policy, None)
+                    if action == "Deny":
+                        denied.add(found, ts, size)
+                    if len(lines) >= WRITE_EVERY:
+                        recorder.write_lines(lines, azure)
+                        lines.clear()
+                        azure.clear()
+                        totals.events = written_before + imported  # for the progress line
                 else:
-                    done = None
-                    size = 0
-            except Unsupported as what:
-                result.unsupported[str(what)] = result.unsupported.get(str(what), 0) + 1
-                continue
-            except RowError as error:
-                _skip(result, line, str(error))
-                continue
-            if selector is not None and not selector.keep(ts, action, src):
-                result.filtered += 1
-                continue
-            if done is None:
-                escaped = escape(src)[1:-1]
-                if end is None:
-                    add_line(f"{head}{escape(ts)[1:-1]}{middle}{escaped}{tail}")
-                else:
-                    add_line(f"{head}{escape(ts)[1:-1]}{middle}{escaped}{tail}{escaped}{end}")
-                    add_azure(f"{azure_head}{src}{azure_tail}")
-            else:
-                add_line(done.line)
-                if done.azure:
-                    add_azure(done.azure)
-            imported += 1
-            if ts:
-                if not first_seen or ts < first_seen:
-                    first_seen = ts
-                last_seen = max(last_seen, ts)
-            if policy:
-                policies.setdefault(policy, None)
-            if action == "Deny":
-                denied.add(found, ts, size)
-            if len(lines) >= WRITE_EVERY:
-                recorder.write_lines(lines, azure)
-                lines.clear()
-                azure.clear()
-                totals.events = written_before + imported  # for the progress line
+                    reading = False
+            except csv.Error as error:  # the reader goes on at the next line
+                rows += 1
+                _skip(result, reader.line_num + first_line, f"not CSV: {error}")
     finally:
         totals.first_seen, totals.last_seen = first_seen, last_seen
         result.rows += rows

@@ -96,18 +96,11 @@ def _header_end(path: Path, size: int, sentinel: str) -> tuple[int, list[str], i
         index = newline + 1
     end = newline + 1
     text = head[:end].decode("utf-8-sig", errors="replace")
-    clean: list[bool] = []
-    rows = list(csv_range_cells(text, ["", ""], sentinel, clean))
-    # The header is read as a row of two-column names: one row (any width, as Bad), then the
-    # sentinel on its own.
-    if not clean or len(rows) != 2:
+    # The header is the text's one row when the sentinel comes back as the next row by itself.
+    header = csv_range_cells(text, None, sentinel)
+    if header.ended or not header.names or list(header.reader) != [[sentinel]]:
         return None
-    from harness.logimport.sources import stream_csv_cells
-
-    names = next(stream_csv_cells(path))[1]
-    if not names:  # the header is not CSV: one process says so
-        return None
-    return end, names, _line_count(text)
+    return end, header.names, _line_count(text)
 
 
 def _line_count(text: str) -> int:
@@ -135,7 +128,6 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     with open(path, "rb") as handle:
         handle.seek(start)
         text = handle.read(end - start).decode("utf-8", errors="replace")
-    clean: list[bool] = []
     result = FileResult(path, "csv")
     totals = _Totals()
     lines = _PartFiles(Path(parts) / f"range-{start}")
@@ -145,12 +137,13 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     if key not in _RENDERERS:  # one a worker: its templates serve every range it reads
         _RENDERERS.clear()
         _RENDERERS[key] = RowRenderer(run, names)
+    cells = csv_range_cells(text, names, sentinel)
     try:
-        _read_fast_csv(csv_range_cells(text, names, sentinel, clean), result, run, selector,
-                       lines, totals, denials, _RENDERERS[key])  # type: ignore[arg-type]  # fmt: skip
+        _read_fast_csv(cells, result, run, selector, lines, totals, denials,  # type: ignore[arg-type]
+                       _RENDERERS[key])  # fmt: skip
     finally:
         lines.close()
-    if not clean:
+    if not cells.clean:
         return (False,)
     return (True, _line_count(text), lines.events_path, lines.azure_path, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
@@ -194,7 +187,7 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
     """Import the CSV at `path` with WORKERS processes; False (nothing read) when it is too
     small, the machine has one core, or its header is not plain enough to split after."""
     from harness.logimport import _read_fast_csv, _Selector
-    from harness.logimport.sources import stream_csv_cells
+    from harness.logimport.sources import open_csv_cells
 
     size = path.stat().st_size
     if size < PARALLEL_FROM or workers_available() < 2:
@@ -234,9 +227,9 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
         pool.terminate()
     if resume is not None:
         offset, line = resume
-        _read_fast_csv(stream_csv_cells(path, report, start=offset, names=names, first_line=line),
-                       result, run, _Selector(filters) if _filtering(filters) else None,
-                       recorder, totals, denied)  # fmt: skip
+        with open_csv_cells(path, report, start=offset, names=names, first_line=line) as cells:
+            _read_fast_csv(cells, result, run, _Selector(filters) if _filtering(filters) else None,
+                           recorder, totals, denied)  # fmt: skip
     return True
 
 

@@ -193,7 +193,7 @@ def in_parallel(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     monkeypatch.setattr(parallel, "RANGE_BYTES", 1500)
     monkeypatch.setattr(parallel, "workers_available", lambda: 2)
     seen: dict[str, list] = {"parallel": [], "resumed": []}
-    real_parallel, real_cells = logimport.read_csv_in_parallel, sources.stream_csv_cells
+    real_parallel, real_cells = logimport.read_csv_in_parallel, sources.open_csv_cells
 
     def spied_parallel(*args, **kwargs):
         seen["parallel"].append(real_parallel(*args, **kwargs))
@@ -205,7 +205,7 @@ def in_parallel(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         return real_cells(*args, **kwargs)
 
     monkeypatch.setattr(logimport, "read_csv_in_parallel", spied_parallel)
-    monkeypatch.setattr(sources, "stream_csv_cells", spied_cells)
+    monkeypatch.setattr(sources, "open_csv_cells", spied_cells)
     return seen
 
 
