@@ -21,14 +21,28 @@ as `Bad(message)` and the stream goes on at the next row.
 
 from __future__ import annotations
 
-__all__ = ["FORMATS", "Bad", "Line", "LocalTimes", "Row", "UnknownFormat", "detect", "stream"]
+__all__ = [
+    "FORMATS",
+    "Bad",
+    "CsvCells",
+    "Line",
+    "LocalTimes",
+    "Row",
+    "UnknownFormat",
+    "csv_range_cells",
+    "detect",
+    "open_csv_cells",
+    "stream",
+]  # fmt: skip
 
 import codecs
+import contextlib
 import csv
 import io
+import itertools
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -227,15 +241,81 @@ def _text_lines(text: IO[str], progress: Progress | None, tell) -> Iterator[tupl
 
 
 def _csv_rows(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[int, Item]]:
+    cells_of = _csv_cells(text, progress, tell)
+    names = next(cells_of)[1]
+    for line, cells in cells_of:
+        # An empty cell is an empty column, as in the portal; "None" is only az's.
+        yield line, Row(dict(zip(names, cells))) if cells.__class__ is list else cells  # type: ignore[arg-type]
+
+
+class CsvCells:
+    """A CSV's rows as the csv module reads them, for a loop that checks their widths itself
+    (the import's: a generator's step a row cost as much as the rest of the row). `names`:
+    the header's, or None to read it first; `ended`: nothing more to read (no header);
+    `header_problem`: (line, Bad) when the header is not CSV. With a `sentinel`, the loop sets
+    `clean` when it comes back as a row of its own (see csv_range_cells)."""
+
+    def __init__(self, lines: Iterable[str], *, names: list[str] | None = None,
+                 first_line: int = 0, sentinel: str | None = None,
+                 progress: Progress | None = None, tell: Callable[[], int] | None = None,
+                 ) -> None:  # fmt: skip
+        self.reader = csv.reader(lines)
+        self.first_line = first_line
+        self.sentinel = sentinel
+        self.clean = False
+        self.progress = progress
+        self.tell = tell
+        self.ended = False
+        self.header_problem: tuple[int, Bad] | None = None
+        if names is None:
+            try:
+                header = next(self.reader)
+            except StopIteration:
+                header, self.ended = [], True
+            except csv.Error as error:
+                header, self.ended = [], True
+                self.header_problem = (self.reader.line_num,
+                                       Bad(f"the header is not CSV: {error}"))  # fmt: skip
+            names = [_column_name(name) for name in header]
+        self.names = names
+
+
+@contextlib.contextmanager
+def open_csv_cells(path: Path, progress: Progress | None = None, *, start: int = 0,
+                   names: list[str] | None = None, first_line: int = 0,
+                   ) -> Iterator[CsvCells]:  # fmt: skip
+    """A CSV file as `stream` reads it, its rows left as lists of cells. From `start` (a byte
+    offset where a row begins, after line `first_line`) with the header's `names`, to read
+    on from there."""
+    with open(path, "rb") as raw:
+        raw.seek(start)
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig" if start == 0 else "utf-8",
+                                errors="replace", newline="")  # fmt: skip
+        yield CsvCells(text, names=names, first_line=first_line, progress=progress,
+                       tell=(lambda: raw.tell()) if progress else None)  # fmt: skip
+
+
+def csv_range_cells(text: str, names: list[str] | None, sentinel: str) -> CsvCells:
+    """The rows of `text`, part of a CSV file from a row's start to just after a newline, as
+    open_csv_cells gives them (line numbers from the part's start), then the line `sentinel`:
+    the part ended between rows when that comes back as a row of its own (`clean`)."""
+    lines = itertools.chain(io.StringIO(text, newline=""), [sentinel + "\r\n"])
+    return CsvCells(lines, names=names, sentinel=sentinel)
+
+
+def _csv_cells(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[int, Any]]:
     reader = csv.reader(text)
     try:
         header = next(reader)
     except StopIteration:
+        yield 0, []
         return
     except csv.Error as error:
+        yield 0, []
         yield reader.line_num, Bad(f"the header is not CSV: {error}")
         return
     names = [_column_name(name) for name in header]
+    yield 0, names
     width = len(names)
     count = 0
     while True:
@@ -250,8 +330,7 @@ def _csv_rows(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[
             if cells:
                 yield reader.line_num, Bad(f"{len(cells)} cells where the header has {width}")
             continue
-        # An empty cell is an empty column, as in the portal; "None" is only az's.
-        yield reader.line_num, Row(dict(zip(names, cells)))
+        yield reader.line_num, cells
         count += 1
         if progress and not count % 20000:
             progress(tell())

@@ -1,0 +1,255 @@
+"""The fast path of `import_logs` (templates per destination, rows as cells) writes the very
+bytes the row-by-row Event path (`fast=False`) writes: events.jsonl, azure.log, summary.json
+and policy.yaml, for every fixture export and for generated exports whose rows repeat (so
+templates are reused) with the values that could trip a template: IPv6 and portless sources,
+ports with leading zeros or out of range, quotes, backslashes and non-ASCII text, an address
+that is both an HTTPS Fqdn and a network destination, bad times, ICMP and legacy rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from harness import logimport
+from harness.logimport import import_logs, parse_filters
+
+EXPORTS = Path(__file__).parent / "exports"
+FIXTURES = sorted(path.name for path in EXPORTS.iterdir() if path.name != "production-policy.yaml")
+OUTPUTS = ("events.jsonl", "azure.log", "summary.json", "policy.yaml")
+
+
+def _both(tmp_path: Path, files: list[Path], **filters: str) -> dict[str, tuple[bytes, bytes]]:
+    """Each output file as (reference, fast); both folders named alike, since the folder's
+    name is the events' run."""
+    written: dict[str, list[bytes]] = {}
+    for fast in (False, True):
+        folder = tmp_path / ("fast" if fast else "reference") / "imported"
+        result = import_logs(files, folder, parse_filters(**filters), fast=fast)
+        for name in OUTPUTS:
+            text = (folder / name).read_bytes().replace(str(folder).encode(), b"OUT")
+            written.setdefault(name, []).append(text)
+        written.setdefault("warnings", []).append("\n".join(result.warnings).encode())
+    return {name: tuple(pair) for name, pair in written.items()}  # type: ignore[misc]
+
+
+def _assert_same(written: dict[str, tuple[bytes, bytes]]) -> None:
+    for name, (reference, fast) in written.items():
+        assert fast == reference, f"{name} differs"
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_every_fixture_is_written_the_same_by_both_paths(name: str, tmp_path: Path) -> None:
+    written = _both(tmp_path, [EXPORTS / name])
+    assert written["events.jsonl"][0]  # something was imported
+    _assert_same(written)
+
+
+def test_all_fixtures_at_once_and_filtered_the_same(tmp_path: Path) -> None:
+    files = [EXPORTS / name for name in FIXTURES]
+    _assert_same(_both(tmp_path / "all", files))
+    _assert_same(_both(tmp_path / "filtered", files, source="10.0.2.0/24", action="deny",
+                       since="2026-11-28T12:00:02Z"))  # fmt: skip
+
+
+COLUMNS = [
+    "TenantId", "TimeGenerated [UTC]", "Protocol", "SourceIp", "SourcePort", "DestinationPort",
+    "Fqdn", "TargetUrl", "Action", "Policy", "RuleCollectionGroup", "RuleCollection", "Rule",
+    "ActionReason", "IsTlsInspected", "DestinationIp", "Type", "msg_s",
+]  # fmt: skip
+SOURCES = [("10.0.2.4", "50000"), ("10.0.2.5", "0443"), ("fd00::5", "40000"), ("10.0.2.6", ""),
+           ("10.0.2.7", "70000"), ("", "1"), ("10.0.2.8", " 12"), ("10.0.9.4", "65535"),
+           ("10.0.2.ü\\\"", "7")]  # fmt: skip
+TIMES = ["11/28/2026, 12:00:01.234 PM", "11/28/2026, 12:00:01.235 PM", "2026-11-28T12:00:02Z",
+         "2026-11-28 12:00:03.1234567+01:00", "", "not a time", "11/28/2026, 9:59:59.999 AM"]  # fmt: skip
+
+
+def _destinations() -> list[dict[str, str]]:
+    rule = {"Policy": "fw-prod", "RuleCollectionGroup": "DefaultApplicationRuleCollectionGroup",
+            "RuleCollection": "allow-build", "Rule": "build"}  # fmt: skip
+    deny = {"ActionReason": "Default Action"}
+    return [
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTPS", "DestinationPort": "443",
+         "Fqdn": "mysite.scm.azurewebsites.net", "Action": "Deny", **deny},
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTPS", "DestinationPort": "443",
+         "Fqdn": "files.contoso.test", "Action": "Allow", **rule},
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTP", "DestinationPort": "80",
+         "Fqdn": 'we"ird\\host.test', "TargetUrl": 'http://we"ird/ä?q=1', "Action": "Deny", **deny},
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTPS", "DestinationPort": "8443",
+         "Fqdn": "203.0.113.7", "Action": "Deny", **deny},
+        {"Type": "AZFWNetworkRule", "Protocol": "TCP", "DestinationPort": "8443",
+         "DestinationIp": "203.0.113.7", "Action": "Deny", **deny},
+        {"Type": "AZFWNetworkRule", "Protocol": "UDP", "DestinationPort": "123",
+         "DestinationIp": "2001:db8::1", "Action": "Allow", **rule, "Policy": "fw-ñ"},
+        {"Type": "AZFWNetworkRule", "Protocol": "ICMP", "DestinationIp": "203.0.113.9",
+         "Action": "Deny"},
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTPS", "DestinationPort": "443",
+         "Fqdn": "oryx-cdn.microsoft.io", "Action": "deny", **deny},
+        {"Type": "AZFWApplicationRule", "Protocol": "FTP", "Fqdn": "x.test", "Action": "Deny"},
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTPS", "DestinationPort": "99999",
+         "Fqdn": "y.test", "Action": "Deny"},
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTPS", "DestinationPort": "443",
+         "Fqdn": "", "Action": "Deny", **deny},
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTPS", "DestinationPort": "443",
+         "Fqdn": "\ue000src\ue001.test", "Action": "Deny", **deny},
+        {"Type": "", "msg_s": "HTTPS request from 10.0.2.9:5000 to legacy.test:443. Action: Deny."
+         " No rule matched. Proceeding with default action"},
+        {"Type": "AZFWApplicationRule", "Protocol": "HTTPS", "DestinationPort": "443",
+         "Fqdn": "nosource.test", "Action": "", **deny},
+    ]  # fmt: skip
+
+
+def _rows(count: int) -> list[dict[str, str]]:
+    rng = random.Random(13)
+    destinations = _destinations()
+    rows = []
+    for _ in range(count):
+        ip, port = rng.choice(SOURCES) if rng.random() < 0.3 else SOURCES[0]
+        row = dict.fromkeys(COLUMNS, "")
+        row.update(rng.choice(destinations))
+        row.update({"TimeGenerated [UTC]": rng.choice(TIMES) if rng.random() < 0.2 else TIMES[0],
+                    "SourceIp": ip, "SourcePort": port, "TenantId": "t"})  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow(row.values())
+        handle.write('"broken,row\r\n')  # unreadable to the end: a Bad row at the end
+    return path
+
+
+def _write_az(path: Path, rows: list[dict[str, str]]) -> Path:
+    items = []
+    for row in rows:
+        item = {"TableName": "PrimaryResult"}
+        for column, value in row.items():
+            item[column.removesuffix(" [UTC]")] = "None" if value == "" else value
+        items.append(item)
+    path.write_text(json.dumps(items, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def _write_json_lines(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for index, row in enumerate(rows):
+            item: dict[str, object] = {k.removesuffix(" [UTC]"): v for k, v in row.items() if v}
+            if index % 3 == 0 and str(item.get("SourcePort", "")).isdigit():
+                item["SourcePort"] = int(item["SourcePort"])  # type: ignore[arg-type]
+            if index % 7 == 0 and str(item.get("DestinationPort", "")).isdigit():
+                item["DestinationPort"] = int(item["DestinationPort"])  # type: ignore[arg-type]
+            if index % 11 == 0:
+                item["DestinationPort"] = True
+            handle.write(json.dumps(item) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("write", [_write_csv, _write_az, _write_json_lines])
+def test_generated_exports_are_written_the_same_by_both_paths(
+    write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    # Small fold batches, so that the denied destinations are merged across many of them.
+    monkeypatch.setattr(logimport, "FOLD_EVERY", 7)
+    export = write(tmp_path / f"export{write.__name__}", _rows(3000))
+    written = _both(tmp_path / "plain", [export])
+    assert written["events.jsonl"][0].count(b"\n") > 2000
+    assert json.loads(written["summary.json"][0])["files"][0]["skipped"] > 0
+    _assert_same(written)
+    _assert_same(_both(tmp_path / "filtered", [export, export], source="fd00::/64"))
+    _assert_same(_both(tmp_path / "allowed", [export], action="allow", until="2026-11-28"))
+
+
+def test_a_template_is_checked_against_the_event_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template that would render a row differently from the Event path is not used."""
+    from harness.logimport import fast
+
+    renderer = fast.RowRenderer("run")
+    row = dict.fromkeys(COLUMNS, "") | _destinations()[0] | {
+        "TimeGenerated": "2026-11-28T12:00:01Z", "SourceIp": "10.0.2.4", "SourcePort": "5"}
+    assert renderer.render(dict(row)) is not None
+    monkeypatch.setattr(fast, "_template", lambda event: fast._Template(
+        "x", "", "", None, "", "", "Deny", None, None))  # fmt: skip
+    other = fast.RowRenderer("run")
+    assert other.render(dict(row)) is None
+    assert other.render(dict(row)) is None  # and remembered as not usable
+
+
+# --- two workers over byte ranges ------------------------------------------------------------
+
+
+@pytest.fixture
+def in_parallel(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """Every CSV read by the workers in ranges of a few rows; what happened, to check."""
+    from harness.logimport import parallel, sources
+
+    monkeypatch.setattr(parallel, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(parallel, "RANGE_BYTES", 1500)
+    monkeypatch.setattr(parallel, "workers_available", lambda: 2)
+    seen: dict[str, list] = {"parallel": [], "resumed": []}
+    real_parallel, real_cells = logimport.read_csv_in_parallel, sources.open_csv_cells
+
+    def spied_parallel(*args, **kwargs):
+        seen["parallel"].append(real_parallel(*args, **kwargs))
+        return seen["parallel"][-1]
+
+    def spied_cells(*args, **kwargs):
+        if kwargs.get("start"):
+            seen["resumed"].append(kwargs["start"])
+        return real_cells(*args, **kwargs)
+
+    monkeypatch.setattr(logimport, "read_csv_in_parallel", spied_parallel)
+    monkeypatch.setattr(sources, "open_csv_cells", spied_cells)
+    return seen
+
+
+def test_a_csv_read_in_ranges_is_written_as_in_one_piece(
+    tmp_path: Path, in_parallel: dict[str, list], monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    monkeypatch.setattr(logimport, "FOLD_EVERY", 7)
+    rows = _rows(2000)
+    for index, row in enumerate(rows[::50]):  # quoted cells with newlines, across ranges
+        row["TargetUrl"] = f"http://x.test/{index}\nsecond line\r\nthird"
+    export = _write_csv(tmp_path / "export.csv", rows)
+    written = _both(tmp_path / "plain", [export])
+    assert in_parallel["parallel"] == [True]
+    # Only the last range, which ends in the unclosed quote of the broken last row, is read
+    # again in this process.
+    (resumed,) = in_parallel["resumed"]
+    assert resumed > export.stat().st_size - 3000
+    assert b"line " in written["warnings"][0]  # the first problems, with their line numbers
+    _assert_same(written)
+    _assert_same(_both(tmp_path / "filtered", [export, export], source="10.0.2.0/24",
+                       action="deny"))  # fmt: skip
+    assert in_parallel["parallel"] == [True] * 3
+
+
+def test_a_damaged_csv_that_fools_the_ranges_is_read_on_in_one_process(
+    tmp_path: Path, in_parallel: dict[str, list]
+) -> None:  # fmt: skip
+    export = _write_csv(tmp_path / "export.csv", _rows(1500))
+    text = export.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    # A stray quote in an unquoted cell: the csv module keeps it as text, the quote count
+    # that chooses the ranges goes odd, and a range ends inside a row.
+    text[700] = text[700].replace(",t,", ',t"x,', 1)
+    export.write_text("".join(text), encoding="utf-8-sig")
+    written = _both(tmp_path, [export])
+    assert in_parallel["parallel"] == [True]
+    assert in_parallel["resumed"]
+    _assert_same(written)
+
+
+def test_a_csv_too_plain_to_split_is_read_in_one_process(
+    tmp_path: Path, in_parallel: dict[str, list]
+) -> None:  # fmt: skip
+    export = tmp_path / "export.csv"
+    # A bare carriage return in the header's line: two rows before the first newline.
+    export.write_text("Type,Fqdn\rSourceIp,x\r\n" + "AZFWApplicationRule,x.test\r\n" * 50)
+    _assert_same(_both(tmp_path, [export]))
+    assert in_parallel["parallel"] == [False]
