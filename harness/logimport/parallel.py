@@ -197,7 +197,9 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
     if header is None:
         return False
     start, names, lines_before = header
-    context = multiprocessing.get_context("fork")
+    # forkserver, not fork: the caller may have threads (pytest, a progress thread), and a
+    # forked child of a threaded process can deadlock on a lock some thread held.
+    context = multiprocessing.get_context("forkserver")
     pending: deque = deque()
     resume: tuple[int, int] | None = None  # (offset, line) to read on from in this process
     with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
