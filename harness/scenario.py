@@ -267,6 +267,23 @@ def scenario_from_node(root: Node, source: Path) -> Scenario:
     )
 
 
+def _unique_name(
+    item: Node, found: dict[str, Node], taken: list[str], what: str, example: str, names: str
+) -> str:
+    """A step's or an upstream's `name:`: lower-case letters, digits and '-', 40 at most (it
+    names containers), and not one already `taken` in the list."""
+    name_node = required(item, found, "name", YAML, f"name: {example}")
+    name = string_of(name_node, f"a {what} name")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name):
+        raise name_node.error(
+            f"{what} name {name!r} is not lower-case letters, digits and '-' (40 at most)",
+            f"it names {names}; e.g. {example}",
+        )
+    if name in taken:
+        raise name_node.error(f"{what} name {name!r} is used twice", "give each its own")
+    return name
+
+
 def _steps(node: Node, source: Path) -> tuple[Step, ...]:
     """`steps:`: a non-empty list of named workloads, each with an optional client."""
     if not isinstance(node.value, list) or not node.value:
@@ -277,15 +294,8 @@ def _steps(node: Node, source: Path) -> tuple[Step, ...]:
     steps: list[Step] = []
     for item in node.elements():
         found = fields_of(item, YAML, _STEP, what="a step")
-        name_node = required(item, found, "name", YAML, "name: pip-install")
-        name = string_of(name_node, "a step name")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name):
-            raise name_node.error(
-                f"step name {name!r} is not lower-case letters, digits and '-' (40 at most)",
-                "it names the step's containers and its `# via` evidence; e.g. pip-install",
-            )
-        if any(step.name == name for step in steps):
-            raise name_node.error(f"step name {name!r} is used twice", "give each its own")
+        name = _unique_name(item, found, [step.name for step in steps], "step", "pip-install",
+                            "the step's containers and its `# via` evidence")  # fmt: skip
         workload = _workload(item, source, allowed=_STEP)
         client = _client(found["client"], source) if "client" in found else None
         steps.append(Step(name, workload, client))
@@ -475,15 +485,8 @@ def _upstreams(node: Node | None, firewall: Firewall) -> tuple[Upstream, ...]:
     upstreams: list[Upstream] = []
     for item in node.elements():
         found = fields_of(item, YAML, _UPSTREAM, what="an upstream")
-        name_node = required(item, found, "name", YAML, "name: kudu-site")
-        name = string_of(name_node, "an upstream name")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name):
-            raise name_node.error(
-                f"upstream name {name!r} is not lower-case letters, digits and '-' (40 at most)",
-                "it names a container and a folder of the recording; e.g. kudu-site",
-            )
-        if any(upstream.name == name for upstream in upstreams):
-            raise name_node.error(f"upstream name {name!r} is used twice", "give each its own")
+        name = _unique_name(item, found, [upstream.name for upstream in upstreams], "upstream",
+                            "kudu-site", "a container and a folder of the recording")  # fmt: skip
         image = string_of(
             required(item, found, "image", YAML, "image: egress/upstreams"), "an image name"
         )

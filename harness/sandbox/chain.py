@@ -25,7 +25,6 @@ import docker
 
 from harness.events import now_iso
 from harness.sandbox.client import Client, client_network, run_with_client
-from harness.sandbox.gateway import start_gateway
 from harness.sandbox.upstreams import start_upstreams
 from harness.sandbox.workload import run_workload
 from harness.steps import STEPS_FILE
@@ -48,7 +47,7 @@ def run_chain(spec, *, engine: docker.DockerClient, run_dir: Path, run_id: str,
               on_output: Callable[[str], None] | None = None):  # fmt: skip
     """Run `spec.steps` (a RunSpec's) behind one gateway; the RunResult of the last step run
     (the first that failed, or the last one), with the whole chain's duration."""
-    from harness.sandbox.runner import GATEWAY_LOG, RunResult
+    from harness.sandbox.runner import GATEWAY_LOG, RunResult, spec_gateway
 
     started = time.monotonic()
     needs_client = any(step.client is not None for step in spec.steps)
@@ -59,18 +58,8 @@ def run_chain(spec, *, engine: docker.DockerClient, run_dir: Path, run_id: str,
         )
         client_net = stack.enter_context(client_network(engine, run_id)) if needs_client else None
         gateway = stack.enter_context(
-            start_gateway(
-                run_dir=run_dir,
-                run_id=run_id,
-                policy_path=spec.policy_path,
-                mode=spec.mode,
-                https_deny=spec.https_deny,
-                hosts={**sites.hosts, **spec.hosts},
-                dns=spec.dns,
-                networks=[*spec.networks, *sites.networks, *([client_net] if client_net else [])],
-                engine=engine,
-                addon_root=spec.addon_root,
-            )
+            spec_gateway(spec, run_dir=run_dir, run_id=run_id, sites=sites, client_net=client_net,
+                         engine=engine)
         )
         try:
             with (run_dir / STEPS_FILE).open("a", encoding="utf-8") as steps_log:

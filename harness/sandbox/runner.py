@@ -105,6 +105,27 @@ class _EarlyWorkload:
         self.holder.close()
 
 
+def spec_gateway(spec: RunSpec, *, run_dir: Path, run_id: str, sites, client_net: str | None,
+                 engine, **extra):  # fmt: skip
+    """The gateway a run's spec asks for (its policy, mode, deny style, DNS mode, hosts and
+    networks, with the upstreams' and the client's), as `start_gateway`'s context manager:
+    the one place a RunSpec becomes a gateway, for a single run, a chain and a shared gateway.
+    `extra` goes to `start_gateway` as it is (on_started, shared_root)."""
+    return start_gateway(
+        run_dir=run_dir,
+        run_id=run_id,
+        policy_path=spec.policy_path,
+        mode=spec.mode,
+        https_deny=spec.https_deny,
+        hosts={**sites.hosts, **spec.hosts},
+        dns=spec.dns,
+        networks=[*spec.networks, *sites.networks, *([client_net] if client_net else [])],
+        engine=engine,
+        addon_root=spec.addon_root,
+        **extra,
+    )
+
+
 def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunResult:
     """Start the gateway, run the workload behind it (and the client outside it), remove all;
     the recording stays in run_dir (events.jsonl, azure.log from the addon; workload.log,
@@ -132,19 +153,9 @@ def run(spec: RunSpec, on_output: Callable[[str], None] | None = None) -> RunRes
         early = _EarlyWorkload(spec, trust, engine)
         stack.callback(early.close)
         gateway = stack.enter_context(
-            start_gateway(
-                run_dir=run_dir,
-                run_id=run_id,
-                policy_path=spec.policy_path,
-                mode=spec.mode,
-                https_deny=spec.https_deny,
-                hosts={**sites.hosts, **spec.hosts},
-                dns=spec.dns,
-                networks=[*spec.networks, *sites.networks, *([client_net] if client_net else [])],
-                engine=engine,
-                addon_root=spec.addon_root,
-                on_started=early.prepare if spec.client is None else None,
-            )
+            spec_gateway(spec, run_dir=run_dir, run_id=run_id, sites=sites, client_net=client_net,
+                         engine=engine,
+                         on_started=early.prepare if spec.client is None else None)
         )
         workload = {
             "image": spec.image,

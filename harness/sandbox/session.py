@@ -27,10 +27,17 @@ from typing import Self
 from harness.sandbox.client import client_network, require_client_image, run_with_client
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.engine import local_image
-from harness.sandbox.gateway import Gateway, start_gateway, writable_by_gateway
+from harness.sandbox.gateway import Gateway, writable_by_gateway
 from harness.sandbox.labels import new_run_id
 from harness.sandbox.pull import ensure_run_images
-from harness.sandbox.runner import CLOSE_GRACE_SECONDS, GATEWAY_LOG, RunResult, RunSpec, run
+from harness.sandbox.runner import (
+    CLOSE_GRACE_SECONDS,
+    GATEWAY_LOG,
+    RunResult,
+    RunSpec,
+    run,
+    spec_gateway,
+)
 from harness.sandbox.upstreams import RunningUpstreams, start_upstreams
 from harness.sandbox.workload import run_workload
 
@@ -126,12 +133,9 @@ class SharedGateway:
                 stack.enter_context(client_network(self.engine, run_id)) if spec.client else None
             )
             gateway = stack.enter_context(
-                start_gateway(
-                    run_dir=run_dir, run_id=run_id, policy_path=spec.policy_path, mode=spec.mode,
-                    https_deny=spec.https_deny, hosts={**sites.hosts, **spec.hosts}, dns=spec.dns,
-                    networks=[*spec.networks, *sites.networks, *([client_net] if client_net else [])],
-                    engine=self.engine, addon_root=spec.addon_root, shared_root=run_dir.parent,
-                )
+                spec_gateway(spec, run_dir=run_dir, run_id=run_id, sites=sites,
+                             client_net=client_net, engine=self.engine,
+                             shared_root=run_dir.parent)
             )  # fmt: skip
         except BaseException:
             stack.close()
