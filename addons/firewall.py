@@ -1,3 +1,3 @@
-from harness.gateway.addon import Firewall
+from harness.gateway.addon import FirewallAddon
 
-addons = [Firewall()]
+addons = [FirewallAddon()]

@@ -26,7 +26,14 @@ import pytest
 from harness.errors import HarnessError, ImageMissing
 from harness.execute import Execution, RunOverrides, SandboxRun, execute, with_policy
 from harness.policy.model import Policy
-from harness.scenario import Expect, Firewall, Scenario, Workload, check_learned, load_scenario
+from harness.scenario import (
+    Expect,
+    FirewallSettings,
+    Scenario,
+    Workload,
+    check_learned,
+    load_scenario,
+)
 
 SANDBOX_RUN = pytest.StashKey[SandboxRun]()
 # The scenarios this session runs (after -k and deselection): only their images are built.
@@ -261,7 +268,7 @@ class EgressFixture:
                 trust=tuple(trust),
                 timeout=timeout,
             ),
-            firewall=Firewall(
+            firewall=FirewallSettings(
                 policy=effective,
                 mode=mode,  # type: ignore[arg-type]
                 https_deny=https_deny,  # type: ignore[arg-type]
@@ -276,6 +283,6 @@ class EgressFixture:
 
 @pytest.fixture
 def egress(request: pytest.FixtureRequest) -> EgressFixture:
-    """Run workloads behind the simulated Azure Firewall; see `EgressFixture.run`."""
+    """Run workloads behind the simulated Azure FirewallSettings; see `EgressFixture.run`."""
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in request.node.name)[:60]
     return EgressFixture(request.config, safe)

@@ -18,9 +18,9 @@ them in `derived`, and `harness.execute` fills them in from the workload image w
 from __future__ import annotations
 
 __all__ = [
-    "Client",
     "Expect",
-    "Firewall",
+    "FirewallSettings",
+    "InboundClient",
     "LearnedExpectation",
     "Scenario",
     "Step",
@@ -68,7 +68,7 @@ class Workload:
 
 
 @dataclass(frozen=True)
-class Firewall:
+class FirewallSettings:
     policy: Policy
     policy_source: Path | None = None  # the file it came from; None for an inline policy
     mode: Mode = "enforce"
@@ -93,7 +93,7 @@ class Upstream:
 
 
 @dataclass(frozen=True)
-class Client:
+class InboundClient:
     """A command run outside the firewall once the workload listens on `port` (the deploy
     client of docs/kudu.md, `az webapp deploy`). It resolves each of `hosts` to the workload
     (the gateway's address on the client's network); when a scenario has one, the run's
@@ -117,7 +117,7 @@ class Step:
 
     name: str
     workload: Workload
-    client: Client | None = None
+    client: InboundClient | None = None
 
 
 @dataclass(frozen=True)
@@ -146,14 +146,14 @@ class Scenario:
     name: str
     path: Path
     workload: Workload
-    firewall: Firewall
+    firewall: FirewallSettings
     expect: Expect = field(default_factory=Expect)
     description: str = ""
     # Every use of a `${...}` derived value in the policy and expectations, in file order, with
     # where it is written; empty once `harness.derive.resolve_derived` has filled them in.
     derived: tuple[DerivedUse, ...] = ()
     upstreams: tuple[Upstream, ...] = ()
-    client: Client | None = None
+    client: InboundClient | None = None
     # Where the scenario starts in its file (its `name:` key, else the top), for test reports.
     location: Location | None = None
     # A chain instead of one workload; `workload` is then the last step's (derived values are
@@ -398,7 +398,7 @@ def _workdir(node: Node, source: Path) -> Path:
     return workdir
 
 
-def _client(node: Node, source: Path) -> Client:
+def _client(node: Node, source: Path) -> InboundClient:
     """`client:`: a command outside the firewall that connects to the workload's `port`."""
     found = fields_of(node, YAML, _CLIENT, what="client")
     image = string_of(
@@ -429,7 +429,7 @@ def _client(node: Node, source: Path) -> Client:
             if host in hosts:
                 raise host_node.error(f"{host} is listed twice", "name each host once")
             hosts.append(host)
-    return Client(image, command, port, workdir, env, tuple(hosts), _pull(found))  # type: ignore[arg-type]
+    return InboundClient(image, command, port, workdir, env, tuple(hosts), _pull(found))  # type: ignore[arg-type]
 
 
 def _exact_hosts(node: Node, who: str) -> Iterator[tuple[Node, str]]:
@@ -471,7 +471,7 @@ def _env(node: Node) -> tuple[tuple[str, str], ...]:
     return tuple(env)
 
 
-def _upstreams(node: Node | None, firewall: Firewall) -> tuple[Upstream, ...]:
+def _upstreams(node: Node | None, firewall: FirewallSettings) -> tuple[Upstream, ...]:
     """`upstreams:`: simulated sites, each answering some exact host names."""
     if node is None:
         return ()
@@ -530,12 +530,12 @@ def _choice(node: Node, choices: tuple[str, ...], what: str) -> str:
 
 def _firewall(
     node: Node | None, source: Path, scenario_name: str, uses: list[DerivedUse]
-) -> Firewall:
+) -> FirewallSettings:
     from harness.policy.load import policy_from_document, policy_from_mapping
     from harness.yamlio import load_document
 
     if node is None:
-        return Firewall(policy=Policy(f"{scenario_name}-deny-all"))
+        return FirewallSettings(policy=Policy(f"{scenario_name}-deny-all"))
     found = fields_of(node, YAML, _FIREWALL, what="firewall")
     policy = Policy(f"{scenario_name}-deny-all")
     policy_source = None
@@ -591,7 +591,7 @@ def _firewall(
                 ) from None
             hosts.append((host, address))
     dns = _choice(found["dns"], DNS_MODES, "dns") if "dns" in found else "azure"
-    return Firewall(policy, policy_source, mode, https_deny, tuple(hosts), dns)  # type: ignore[arg-type]
+    return FirewallSettings(policy, policy_source, mode, https_deny, tuple(hosts), dns)  # type: ignore[arg-type]
 
 
 def _destinations(node: Node, uses: list[DerivedUse]) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
 """The only package that imports mitmproxy: the firewall addon and its options."""
 
-from harness.gateway.addon import Firewall
+from harness.gateway.addon import FirewallAddon
 
-__all__ = ["Firewall"]
+__all__ = ["FirewallAddon"]

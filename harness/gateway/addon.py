@@ -44,7 +44,7 @@ reason "internal error". A recording that cannot be written stops the gateway.
 
 from __future__ import annotations
 
-__all__ = ["Firewall"]
+__all__ = ["FirewallAddon"]
 
 import asyncio
 import atexit
@@ -102,7 +102,7 @@ _HOST_WITH_PORT = re.compile(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$")
 
 
 @dataclass
-class Verdict:
+class TrackedConnection:
     """What was decided for one client connection, and what moved through it since."""
 
     event: Event
@@ -139,34 +139,34 @@ def upstream_failure(error: str | None, otherwise: str = "reset") -> str:
 class CountingPassthrough(tcp.TCPLayer):
     """mitmproxy's TCP relay without flows (nothing is stored or intercepted), counting bytes."""
 
-    def __init__(self, context, verdict: Verdict) -> None:
+    def __init__(self, context, tracked: TrackedConnection) -> None:
         super().__init__(context, ignore=True)
-        self.verdict = verdict
+        self.tracked = tracked
 
     @expect(events.DataReceived, events.ConnectionClosed, tcp.TcpMessageInjected)
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
         if isinstance(event, events.DataReceived):
             if event.connection == self.context.client:
-                self.verdict.bytes_up += len(event.data)
+                self.tracked.bytes_up += len(event.data)
             else:
-                self.verdict.bytes_down += len(event.data)
+                self.tracked.bytes_down += len(event.data)
         elif (
             isinstance(event, events.ConnectionClosed)
             and event.connection == self.context.server
-            and self.verdict.bytes_down == 0
-            and self.verdict.upstream_failure is None
+            and self.tracked.bytes_down == 0
+            and self.tracked.upstream_failure is None
             and self.context.client.state & ConnectionState.CAN_READ
         ):
             # The upstream hung up before a single byte came back (a reset, or a full accept
             # queue's close) while the client still waited: its Allow carried nothing.
-            self.verdict.upstream_failure = "reset"
+            self.tracked.upstream_failure = "reset"
         yield from super().relay_messages(event)
 
     @expect(events.DataReceived, events.ConnectionClosed, tcp.TcpMessageInjected)
     def done(self, event: events.Event) -> layer.CommandGenerator[None]:
         # A refused upstream: what the client sent (its ClientHello) still counts as sent.
         if isinstance(event, events.DataReceived) and event.connection == self.context.client:
-            self.verdict.bytes_up += len(event.data)
+            self.tracked.bytes_up += len(event.data)
         yield from ()
 
 
@@ -225,12 +225,12 @@ def deny_event(event: Event, reason: str) -> None:
     event.azure = azure_line(event)
 
 
-class Firewall:
+class FirewallAddon:
     def __init__(self) -> None:
         self.config: GatewayConfig | None = None
         self.decider: Decider | None = None
         self.recorder: Recorder | None = None
-        self.verdicts: dict[str, Verdict] = {}
+        self.connections: dict[str, TrackedConnection] = {}
         self.names_by_ip: dict[str, set[str]] = {}
         self.sinkhole = Sinkhole()
         self.dns_started: dict[str, float] = {}
@@ -329,16 +329,16 @@ class Firewall:
 
     def _end_run(self) -> None:
         """Close the previous run's recording before the options of the next one apply: what
-        is still open is written to it, and nothing learned in it (DNS answers, verdicts)
+        is still open is written to it, and nothing learned in it (DNS answers, connection state)
         carries over, so each run sees the gateway as a fresh one would."""
         try:
-            for verdict in list(self.verdicts.values()):
-                self._finish(verdict)
+            for tracked in list(self.connections.values()):
+                self._finish(tracked)
             if self.recorder is not None:
                 self.recorder.write(lifecycle_event(self._run_id, "stopped"))
         except RecorderError as error:
             raise exceptions.OptionsError(f"the previous run's recording failed: {error}") from None
-        self.verdicts.clear()
+        self.connections.clear()
         self.names_by_ip.clear()
         self.dns_started.clear()
 
@@ -354,8 +354,8 @@ class Firewall:
     def done(self) -> None:
         try:
             if self.recording_failed is None:
-                for verdict in list(self.verdicts.values()):
-                    self._finish(verdict)
+                for tracked in list(self.connections.values()):
+                    self._finish(tracked)
                 if self.recorder is not None:
                     self.recorder.write(lifecycle_event(self._run_id, "stopped"))
         except RecorderError:
@@ -406,16 +406,16 @@ class Firewall:
             ctx.master.shutdown()
             raise
 
-    def _finish(self, verdict: Verdict) -> None:
-        if verdict.written:
+    def _finish(self, tracked: TrackedConnection) -> None:
+        if tracked.written:
             return
-        verdict.written = True
-        verdict.event.bytes_up = verdict.bytes_up
-        verdict.event.bytes_down = verdict.bytes_down
-        if verdict.upstream_failure and verdict.event.action != DENY:
-            verdict.event.upstream = verdict.upstream_failure
-        verdict.event.duration_ms = int((time.monotonic() - verdict.started) * 1000)
-        self._write(verdict.event)
+        tracked.written = True
+        tracked.event.bytes_up = tracked.bytes_up
+        tracked.event.bytes_down = tracked.bytes_down
+        if tracked.upstream_failure and tracked.event.action != DENY:
+            tracked.event.upstream = tracked.upstream_failure
+        tracked.event.duration_ms = int((time.monotonic() - tracked.started) * 1000)
+        self._write(tracked.event)
 
     def _decide(self, request: Request) -> Decision:
         assert self.decider is not None
@@ -453,8 +453,8 @@ class Firewall:
 
         def deny(reason: str | None) -> None:
             # No approval: server_connect refuses the upstream and the client is closed.
-            verdict = self._internal_error_verdict(context, "tcp", written=reason is None)
-            nextlayer.layer = CountingPassthrough(context, verdict)
+            tracked = self._internal_error_connection(context, "tcp", written=reason is None)
+            nextlayer.layer = CountingPassthrough(context, tracked)
 
         with self._deny_on_error(deny):
             data = nextlayer.data_client()
@@ -464,18 +464,18 @@ class Firewall:
                 try:
                     sni = client_hello_sni(data)
                 except ValueError:  # not TLS after all: a network-rule decision
-                    verdict = self._decide_connection(context, "TCP", None)
-                    nextlayer.layer = CountingPassthrough(context, verdict)
+                    tracked = self._decide_connection(context, "TCP", None)
+                    nextlayer.layer = CountingPassthrough(context, tracked)
                     return
                 if sni is INCOMPLETE:
                     nextlayer.layer = None  # the ClientHello is not complete yet
                     return
-                verdict = self._decide_connection(context, "HTTPS", sni or None)  # type: ignore[arg-type]
+                tracked = self._decide_connection(context, "HTTPS", sni or None)  # type: ignore[arg-type]
             elif _HTTP_REQUEST_START.match(data):
                 return  # mitmproxy's HTTP layer; decided per request in requestheaders
             else:
-                verdict = self._decide_connection(context, "TCP", None)
-            nextlayer.layer = CountingPassthrough(context, verdict)
+                tracked = self._decide_connection(context, "TCP", None)
+            nextlayer.layer = CountingPassthrough(context, tracked)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         """A ClientHello that reached mitmproxy's own TLS layer (not the transparent path above):
@@ -484,18 +484,18 @@ class Firewall:
         data.ignore_connection = True
 
         def deny(reason: str | None) -> None:
-            self._internal_error_verdict(context, "tls", written=reason is None)
+            self._internal_error_connection(context, "tls", written=reason is None)
 
         with self._deny_on_error(deny):
             self._decide_connection(context, "HTTPS", data.client_hello.sni or None)
 
-    def _internal_error_verdict(
+    def _internal_error_connection(
         self, context: proxy_context.Context, kind: str, written: bool
-    ) -> Verdict:
-        verdict = Verdict(self._internal_error(kind, context.client, context.server.address, None))
-        verdict.written = written  # a recorder failure has already stopped the gateway
-        self.verdicts[context.client.id] = verdict
-        return verdict
+    ) -> TrackedConnection:
+        tracked = TrackedConnection(self._internal_error(kind, context.client, context.server.address, None))
+        tracked.written = written  # a recorder failure has already stopped the gateway
+        self.connections[context.client.id] = tracked
+        return tracked
 
     def _request_base(self, client: Client, server: Server) -> tuple[str, int, str, int]:
         src_ip, src_port = client.peername[:2]
@@ -515,7 +515,7 @@ class Firewall:
 
     def _decide_connection(
         self, context: proxy_context.Context, protocol: str, sni: str | None
-    ) -> Verdict:
+    ) -> TrackedConnection:
         """HTTPS (on its SNI) or raw TCP: decide, pin the upstream and approve it, or leave it
         unapproved (server_connect then refuses it); the event waits for the close."""
         src_ip, src_port, dst_ip, dst_port = self._request_base(context.client, context.server)
@@ -528,20 +528,20 @@ class Firewall:
         event = event_for_decision(
             request, decision, policy_name=self._policy_name, run=self._run_id
         )
-        verdict = Verdict(event, client_dst=dst_ip)
-        self.verdicts[context.client.id] = verdict
+        tracked = TrackedConnection(event, client_dst=dst_ip)
+        self.connections[context.client.id] = tracked
         if decision.allowed:
             # Pin the upstream to the name that was allowed; a network-rule allow without SNI
             # keeps the address the client chose, which is what the rule allowed.
             target = (sni, dst_port) if sni else (dst_ip, dst_port)
             context.server.address = target
-            verdict.approved.add(target)
+            tracked.approved.add(target)
         elif protocol == "HTTPS":
-            verdict.deny_style = self.config.https_deny if self.config else "close"
-            if verdict.deny_style == "alert" and self.alert_address is not None:
+            tracked.deny_style = self.config.https_deny if self.config else "close"
+            if tracked.deny_style == "alert" and self.alert_address is not None:
                 context.server.address = self.alert_address
-                verdict.approved.add(self.alert_address)
-        return verdict
+                tracked.approved.add(self.alert_address)
+        return tracked
 
     @property
     def _policy_name(self) -> str:
@@ -601,8 +601,8 @@ class Firewall:
         flow.request.host = target_host
         flow.request.port = dst_port
         flow.request.host_header = host_header or None
-        verdict = self.verdicts.setdefault(client.id, Verdict(event, written=True))
-        verdict.approved.add((target_host, dst_port))
+        tracked = self.connections.setdefault(client.id, TrackedConnection(event, written=True))
+        tracked.approved.add((target_host, dst_port))
         flow.metadata["egress_event"] = event
         flow.metadata["egress_started"] = time.monotonic()
 
@@ -617,15 +617,15 @@ class Firewall:
         if event is None:
             return
         try:
-            verdict = self.verdicts.get(flow.client_conn.id)
+            tracked = self.connections.get(flow.client_conn.id)
             refusal = (
-                verdict.refused.get((flow.request.host, flow.request.port)) if verdict else None
+                tracked.refused.get((flow.request.host, flow.request.port)) if tracked else None
             )
             if refusal is not None and flow.response is None:
                 deny_event(event, refusal)
             elif (
-                verdict is not None and flow.response is None
-                and (flow.request.host, flow.request.port) in verdict.unreachable
+                tracked is not None and flow.response is None
+                and (flow.request.host, flow.request.port) in tracked.unreachable
             ):  # fmt: skip
                 event.upstream = UPSTREAM_UNREACHABLE
             elif (
@@ -661,18 +661,18 @@ class Firewall:
             logger.exception("egress: internal error; the upstream connection is refused")
             data.server.error = f"{REFUSED} (internal error)"
             try:
-                verdict = self.verdicts.get(data.client.id)
-                if verdict is not None and not verdict.written:
-                    deny_event(verdict.event, Reason.INTERNAL_ERROR)
+                tracked = self.connections.get(data.client.id)
+                if tracked is not None and not tracked.written:
+                    deny_event(tracked.event, Reason.INTERNAL_ERROR)
             except Exception:  # the refusal above stands; the record is best effort
                 logger.exception("egress: cannot mark the connection's event")
 
     async def _check_upstream(self, data: ServerConnectionHookData) -> None:
-        verdict = self.verdicts.get(data.client.id)
+        tracked = self.connections.get(data.client.id)
         address = data.server.address
         target = (address[0], address[1]) if address else None
-        if verdict is None or target is None or target not in verdict.approved:
-            if verdict is not None and verdict.deny_style == "drop":
+        if tracked is None or target is None or target not in tracked.approved:
+            if tracked is not None and tracked.deny_style == "drop":
                 await self._hold_silent(data.client)
             data.server.error = REFUSED
             return
@@ -680,56 +680,56 @@ class Firewall:
             return
         host, port = target
         if self.sinkhole.unreachable(host):
-            self._unreachable(data, verdict, target, f"{host}: {UNREACHABLE} (no DNS answer)")
+            self._unreachable(data, tracked, target, f"{host}: {UNREACHABLE} (no DNS answer)")
             return
         if self._is_ip(host):
             addresses = [host]
         else:
-            known = self._known_addresses(host, verdict)
+            known = self._known_addresses(host, tracked)
             addresses = known if known else await self._resolve_or_refuse(data, host)
         if not addresses:
-            self._unreachable(data, verdict, target, data.server.error or UNREACHABLE)
+            self._unreachable(data, tracked, target, data.server.error or UNREACHABLE)
             return
         if self._is_the_gateway(host, *addresses):
             data.server.error = f"{REFUSED}: {Reason.GATEWAY_ITSELF}"
-            verdict.refused[target] = Reason.GATEWAY_ITSELF
-            if not verdict.written:
-                deny_event(verdict.event, Reason.GATEWAY_ITSELF)
+            tracked.refused[target] = Reason.GATEWAY_ITSELF
+            if not tracked.written:
+                deny_event(tracked.event, Reason.GATEWAY_ITSELF)
             return
         # Dial the address just checked, not the name again: a second lookup could answer
         # differently (DNS rebinding).
         data.server.address = (addresses[0], port)
-        verdict.dialled[data.server.address] = target
+        tracked.dialled[data.server.address] = target
 
     @staticmethod
     def _unreachable(
-        data: ServerConnectionHookData, verdict: Verdict, target: tuple[str, int], why: str
+        data: ServerConnectionHookData, tracked: TrackedConnection, target: tuple[str, int], why: str
     ) -> None:
         """An approved upstream this machine cannot reach: the connection ends as a failed
         dial ends, and is recorded as allowed with `upstream: unreachable`, not as a deny."""
         data.server.error = why
-        verdict.unreachable.add(target)
-        if not verdict.written:
-            verdict.event.upstream = UPSTREAM_UNREACHABLE
+        tracked.unreachable.add(target)
+        if not tracked.written:
+            tracked.event.upstream = UPSTREAM_UNREACHABLE
 
     def server_connect_error(self, data: ServerConnectionHookData) -> None:
         """A dial approved by server_connect failed: the event says why (`refused`, `timeout`,
         `unreachable`), and the destination counts as unreachable from this machine, so learn
         marks it needed but not verified."""
         try:
-            verdict = self.verdicts.get(data.client.id)
+            tracked = self.connections.get(data.client.id)
             address = data.server.address
             dialled = (address[0], address[1]) if address else None
-            if verdict is None or dialled not in verdict.dialled:
+            if tracked is None or dialled not in tracked.dialled:
                 return  # refused by server_connect: its own record says why
-            verdict.unreachable.add(verdict.dialled[dialled])
-            verdict.upstream_failure = upstream_failure(data.server.error, UPSTREAM_UNREACHABLE)
-            if not verdict.written:
-                verdict.event.upstream = verdict.upstream_failure
+            tracked.unreachable.add(tracked.dialled[dialled])
+            tracked.upstream_failure = upstream_failure(data.server.error, UPSTREAM_UNREACHABLE)
+            if not tracked.written:
+                tracked.event.upstream = tracked.upstream_failure
         except Exception:  # the connection has failed anyway; the record is best effort
             logger.exception("egress: internal error while recording an upstream failure")
 
-    def _known_addresses(self, host: str, verdict: Verdict) -> list[str]:
+    def _known_addresses(self, host: str, tracked: TrackedConnection) -> list[str]:
         """Addresses for `host` that need no lookup in the thread pool: the gateway's hosts
         file, or the address the client dialled when the firewall's own DNS answered this
         client that address for this name (the lookup would ask the same resolver)."""
@@ -737,8 +737,8 @@ class Firewall:
         listed = (self.hosts_file or {}).get(name)
         if listed:
             return sorted(dict.fromkeys(listed), key=lambda address: ":" in address)
-        if verdict.client_dst and name in self.names_by_ip.get(verdict.client_dst, ()):
-            return [verdict.client_dst]
+        if tracked.client_dst and name in self.names_by_ip.get(tracked.client_dst, ()):
+            return [tracked.client_dst]
         return []
 
     @staticmethod
@@ -772,10 +772,10 @@ class Firewall:
             await asyncio.sleep(min(DROP_POLL_SECONDS, remaining))
 
     def client_disconnected(self, client: Client) -> None:
-        verdict = self.verdicts.pop(client.id, None)
-        if verdict is not None:
+        tracked = self.connections.pop(client.id, None)
+        if tracked is not None:
             try:
-                self._finish(verdict)
+                self._finish(tracked)
             except RecorderError:
                 pass
             except Exception:  # the connection is over; keep the gateway up

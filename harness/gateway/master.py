@@ -3,20 +3,20 @@
 mitmdump loads 35 addons (playback, maps, cookies, HAR export, ...) and mitmproxy calls every one
 of them on every hook; profiled at 32 concurrent connections that dispatch was 29 % of the event
 loop's time, and importing them (pyparsing's filter grammar above all) half of the start-up. The
-firewall needs six: Core (options), Proxyserver (the transparent and DNS listeners), the Firewall,
+firewall needs six: Core (options), Proxyserver (the transparent and DNS listeners), the FirewallAddon,
 DnsResolver (answers queries), NextLayer (HTTP and DNS layers) and ErrorCheck (a bad option stops
-start-up), in mitmdump's relative order: the Firewall's hooks run before the resolver's (a denied
+start-up), in mitmdump's relative order: the FirewallAddon's hooks run before the resolver's (a denied
 name is never asked upstream) and its `next_layer` before NextLayer's, which then leaves a layer
-the Firewall chose alone. TermLog prints the log, as mitmdump does.
+the FirewallAddon chose alone. TermLog prints the log, as mitmdump does.
 
     python -m harness.gateway.master --mode transparent@127.0.0.1:15001 --mode dns@... \
         -s /opt/egress/addons/firewall.py --set egress_policy=/egress/policy.yaml ...
 
 `--mode`, `--set` and `-s` (a file whose `addons` list is added after the lean set; without
-one, the Firewall) mean what they mean to mitmdump. SIGTERM and SIGINT shut down cleanly.
+one, the FirewallAddon) mean what they mean to mitmdump. SIGTERM and SIGINT shut down cleanly.
 SIGHUP re-reads `EGRESS_CONTROL_FILE` (JSON `{"option": value}`) and applies it as one option
 update: a shared gateway (harness.sandbox.session) switches policy, mode and recording folder
-between runs without a restart; the Firewall writes a `ready` event into the new recording once
+between runs without a restart; the FirewallAddon writes a `ready` event into the new recording once
 the switch is done.
 """
 
@@ -57,7 +57,7 @@ def _skip_the_addons_package_init() -> None:
 def make_master(
     modes: Sequence[str], settings: Sequence[str], scripts: Sequence[str] = (), loop=None
 ):
-    """A master with the lean addon set, the scripts' `addons` after it (default: the Firewall)
+    """A master with the lean addon set, the scripts' `addons` after it (default: the FirewallAddon)
     and the options applied (OptionsError when bad)."""
     _skip_the_addons_package_init()
     from mitmproxy import master, options
@@ -68,13 +68,13 @@ def make_master(
         # Loaded once, as mitmdump's -s does at start (no reloading: the gateway lives one run).
         own.extend(runpy.run_path(script, run_name="__egress_addon__").get("addons", []))
     if not scripts:
-        from harness.gateway.addon import Firewall
+        from harness.gateway.addon import FirewallAddon
 
-        own.append(Firewall())
+        own.append(FirewallAddon())
     opts = options.Options()
     gateway = master.Master(opts, event_loop=loop, with_termlog=True)
     # mitmdump's order: script addons come after the proxy server and before the resolver and
-    # NextLayer, so a denied name is never asked upstream and the Firewall's layer stands.
+    # NextLayer, so a denied name is never asked upstream and the FirewallAddon's layer stands.
     gateway.addons.add(
         core.Core(),
         proxyserver.Proxyserver(),

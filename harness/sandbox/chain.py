@@ -24,7 +24,7 @@ from pathlib import Path
 import docker
 
 from harness.events import now_iso
-from harness.sandbox.client import Client, client_network, run_with_client
+from harness.sandbox.inbound import InboundClient, client_network, run_with_client
 from harness.sandbox.upstreams import start_upstreams
 from harness.sandbox.workload import run_workload
 from harness.steps import STEPS_FILE
@@ -39,7 +39,7 @@ class StepSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     trust: Sequence[str] = ()
     timeout: float = 600.0
-    client: Client | None = None
+    client: InboundClient | None = None
     pull: str = "missing"
 
 

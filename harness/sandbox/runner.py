@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.runfolder import GATEWAY_LOG
-from harness.sandbox.client import (
-    Client,
+from harness.sandbox.engine import client as engine_client
+from harness.sandbox.engine import local_image
+from harness.sandbox.gateway import Gateway, HttpsDeny, Mode, start_gateway
+from harness.sandbox.inbound import (
+    InboundClient,
     client_network,
     require_client_image,
     run_with_client,
 )
-from harness.sandbox.engine import client as engine_client
-from harness.sandbox.engine import local_image
-from harness.sandbox.gateway import Gateway, HttpsDeny, Mode, start_gateway
 from harness.sandbox.labels import new_run_id
 from harness.sandbox.pull import ensure_run_images
 from harness.sandbox.upstreams import Upstream, start_upstreams
@@ -52,9 +52,9 @@ class RunSpec:
     # Simulated sites started before the gateway (harness.sandbox.upstreams): their hosts are
     # added to `hosts`, their network to `networks`, their test CA to `trust`.
     upstreams: Sequence[Upstream] = ()
-    # A command outside the firewall that connects to the workload (harness.sandbox.client):
+    # A command outside the firewall that connects to the workload (harness.sandbox.inbound):
     # the workload then serves until the client is done, and the result is the client's.
-    client: Client | None = None
+    client: InboundClient | None = None
     # When to pull `image` from its registry (harness.sandbox.pull).
     pull: str = "missing"
     # A chain (harness.sandbox.chain.StepSpec) run behind one gateway instead of `image`.

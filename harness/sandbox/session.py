@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from harness.sandbox.client import client_network, require_client_image, run_with_client
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import Gateway, writable_by_gateway
+from harness.sandbox.inbound import client_network, require_client_image, run_with_client
 from harness.sandbox.labels import new_run_id
 from harness.sandbox.pull import ensure_run_images
 from harness.sandbox.runner import (

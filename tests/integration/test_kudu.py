@@ -16,11 +16,11 @@ from docker.errors import NotFound
 from harness.errors import EnvironmentProblem
 from harness.execute import execute
 from harness.sandbox import RunResult, RunSpec, leftovers, run
-from harness.sandbox.client import CLIENT_LOG
 from harness.sandbox.images import KUDU_SIM_IMAGE, UPSTREAMS_IMAGE
+from harness.sandbox.inbound import CLIENT_LOG
 from harness.sandbox.upstreams import UPSTREAMS_DIR, read_requests
 from harness.sandbox.workload import WORKLOAD_LOG
-from harness.scenario import Client, Upstream, load_scenario
+from harness.scenario import InboundClient, Upstream, load_scenario
 
 pytestmark = pytest.mark.docker
 
@@ -36,7 +36,7 @@ KUDU_500 = {
     "StackTrace": None,
 }
 # `az webapp deploy`, outside the firewall: the SCM site's name is the workload, for it alone.
-CLIENT = Client(
+CLIENT = InboundClient(
     KUDU_SIM_IMAGE,
     "kudu-sim client --site mysite --src /app --port 8080",
     port=8080,
@@ -105,7 +105,7 @@ def test_deploy_with_the_scm_wildcard_allowed_reaches_the_site_and_succeeds(
 
 def test_publish_endpoint_calls_the_site_as_zipdeploy_does(engine, images, run_dir, addon_root):
     (run_dir / "policy.yaml").write_text('allow: ["*.scm.azurewebsites.net"]\n')
-    publish = Client(
+    publish = InboundClient(
         KUDU_SIM_IMAGE,
         "kudu-sim client --site mysite --src /app --endpoint publish",
         port=8080,
@@ -219,7 +219,7 @@ def test_a_missing_client_image_is_reported_before_anything_starts(
     engine, images, run_dir, addon_root, write_policy
 ):
     write_policy(run_dir, [])
-    missing = Client("egress/no-such-client", "true", port=8080)
+    missing = InboundClient("egress/no-such-client", "true", port=8080)
     with pytest.raises(EnvironmentProblem, match="egress/no-such-client of the client is missing"):
         deploy(run_dir, addon_root, client=missing, run_id="kudu-missing-client")
     assert leftovers(engine, "kudu-missing-client") == []

@@ -14,7 +14,7 @@ from harness.policy.decide import Decider
 from harness.policy.load import load_policy
 from harness.policy.model import Policy, Request
 from harness.recording import Recorder
-from harness.scenario import Firewall, Scenario, Workload
+from harness.scenario import FirewallSettings, Scenario, Workload
 
 NEEDED = ("index.example.test", "files.example.test")
 OPTIONAL = ("telemetry.example.test",)
@@ -58,7 +58,7 @@ def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
         name="fake",
         path=tmp_path / "fake.scenario.yaml",
         workload=Workload(image="egress/python", command="build"),
-        firewall=Firewall(policy=Policy("deny-all")),
+        firewall=FirewallSettings(policy=Policy("deny-all")),
     )
 
 
@@ -184,7 +184,7 @@ def _scenario(tmp_path: Path, name: str, *hosts: str) -> Scenario:
         name=name,
         path=tmp_path / f"{name}.scenario.yaml",
         workload=Workload(image="egress/python", command="needs " + " ".join(hosts)),
-        firewall=Firewall(policy=Policy("deny-all")),
+        firewall=FirewallSettings(policy=Policy("deny-all")),
     )
 
 

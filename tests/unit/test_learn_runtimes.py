@@ -13,7 +13,7 @@ from test_learn import NEEDED, OPTIONAL, FakeRuntime
 
 from harness.learn import learn, learn_together
 from harness.policy.model import Policy
-from harness.scenario import Firewall, Scenario, Workload
+from harness.scenario import FirewallSettings, Scenario, Workload
 
 
 class OneAtATime(FakeRuntime):
@@ -58,7 +58,7 @@ def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
     return Scenario(name="fake", path=tmp_path / "fake.scenario.yaml",
                     workload=Workload(image="egress/python", command="build"),
-                    firewall=Firewall(policy=Policy("deny-all")))  # fmt: skip
+                    firewall=FirewallSettings(policy=Policy("deny-all")))  # fmt: skip
 
 
 @pytest.mark.parametrize("parallel", [1, 2, 3])

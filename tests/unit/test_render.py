@@ -13,7 +13,7 @@ from harness.execute import Execution
 from harness.policy.model import Policy
 from harness.render import Block, Span, execution_blocks, plain, render_text, verdict
 from harness.report import Destination
-from harness.scenario import Failure, Firewall, Scenario, Workload
+from harness.scenario import Failure, FirewallSettings, Scenario, Workload
 
 
 def destination(host: str, action: str, would: str, **more: object) -> Destination:
@@ -25,7 +25,7 @@ def execution(tmp_path: Path, *, failures: int = 1, **more: object) -> Execution
     policy = Policy("pol")
     scenario = Scenario(name="build", path=tmp_path / "build.scenario.yaml",
                         workload=Workload(image="egress/python", command="build"),
-                        firewall=Firewall(policy=policy))  # fmt: skip
+                        firewall=FirewallSettings(policy=policy))  # fmt: skip
     failed = Failure("outcome", "expected success, but the workload exited with 1",
                      Location(scenario.path, 7, 3))  # fmt: skip
     values: dict[str, object] = {

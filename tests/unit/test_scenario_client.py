@@ -1,4 +1,4 @@
-"""The scenario format's `client:` (a command outside the firewall, formats.md "Client"), the
+"""The scenario format's `client:` (a command outside the firewall, formats.md "InboundClient"), the
 run spec it becomes and whose exit status the outcome is. No Docker."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from harness.errors import InputError
 from harness.execute import execute
-from harness.scenario import Client, Expect, Observed, check_expectations, load_scenario
+from harness.scenario import Expect, InboundClient, Observed, check_expectations, load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -43,7 +43,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_client_loads_with_normalized_hosts_and_a_resolved_workdir(tmp_path: Path) -> None:
     scenario = load_scenario(write(tmp_path, GOOD))
-    assert scenario.client == Client(
+    assert scenario.client == InboundClient(
         image="egress/kudu-sim",
         command="kudu-sim client --site mysite --src /app",
         port=8080,
@@ -55,7 +55,7 @@ def test_client_loads_with_normalized_hosts_and_a_resolved_workdir(tmp_path: Pat
 
 def test_client_needs_only_image_command_and_port(tmp_path: Path) -> None:
     text = GOOD.split("client:")[0] + "client: {image: i, command: [run, it], port: 1}\n"
-    assert load_scenario(write(tmp_path, text)).client == Client("i", ("run", "it"), 1)
+    assert load_scenario(write(tmp_path, text)).client == InboundClient("i", ("run", "it"), 1)
 
 
 def test_a_scenario_without_client_has_none(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The Firewall addon inside mitmproxy's test harness: hand-built transparent connections fed a
+"""The FirewallAddon addon inside mitmproxy's test harness: hand-built transparent connections fed a
 real ClientHello, HTTP and DNS flows from mitmproxy.test, and the recording they leave."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from harness.gateway.addon import (
     READY_BANNER,
     TLS_ACCESS_DENIED_ALERT,
     CountingPassthrough,
-    Firewall,
+    FirewallAddon,
     upstream_failure,
 )
 from harness.policy.model import Reason
@@ -129,7 +129,7 @@ HELLO = {sni: client_hello(sni) for sni in ("allowed.test", "denied.test")}
 class Gateway:
     """The addon under test, mitmproxy's test context and where the recording goes."""
 
-    addon: Firewall
+    addon: FirewallAddon
     tctx: taddons.context
     record_dir: Path
 
@@ -180,7 +180,7 @@ def policy_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def gateway(tmp_path: Path, policy_file: Path) -> Iterator[Gateway]:
-    addon = Firewall()
+    addon = FirewallAddon()
     # Proxyserver declares connection_strategy, which the addon forces to lazy.
     with taddons.context(Proxyserver(), addon) as tctx:
         record_dir = tmp_path / "run"
@@ -364,7 +364,7 @@ def test_new_options_while_running_close_one_recording_and_open_the_next(
     assert first_events == [("run-1", "lifecycle", "ready"), ("run-1", "tls", Reason.RULE_MATCHED),
                             ("run-1", "lifecycle", "stopped")]  # fmt: skip
     assert [(e.run, e.reason) for e in read_events(second)] == [("run-2", "ready")]
-    assert gateway.addon.names_by_ip == {} and gateway.addon.verdicts == {}
+    assert gateway.addon.names_by_ip == {} and gateway.addon.connections == {}
     assert gateway.addon.config is not None and gateway.addon.config.mode == "audit"
 
 
@@ -679,7 +679,7 @@ def test_an_incomplete_client_hello_waits_for_more(gateway: Gateway) -> None:
     hello = HELLO["allowed.test"]
     nextlayer = gateway.first_bytes(connection, hello[:20])
     assert nextlayer.layer is None
-    assert gateway.addon.verdicts == {}
+    assert gateway.addon.connections == {}
     nextlayer.events.append(events.DataReceived(connection.client, hello[20:]))
     gateway.addon.next_layer(nextlayer)
     assert isinstance(nextlayer.layer, CountingPassthrough)
@@ -691,7 +691,7 @@ def test_no_bytes_yet_decides_nothing(gateway: Gateway) -> None:
     nextlayer = layer.NextLayer(connection)
     gateway.addon.next_layer(nextlayer)
     assert nextlayer.layer is None
-    assert gateway.addon.verdicts == {}
+    assert gateway.addon.connections == {}
 
 
 def test_a_connection_no_decision_approved_is_refused(gateway: Gateway) -> None:
@@ -713,7 +713,7 @@ def test_other_proxy_modes_are_left_to_mitmproxy(gateway: Gateway, mode: str) ->
     connection.client.proxy_mode = ProxyMode.parse(mode)
     nextlayer = gateway.first_bytes(connection, HELLO["allowed.test"])
     assert nextlayer.layer is None
-    assert gateway.addon.verdicts == {}
+    assert gateway.addon.connections == {}
 
 
 # --- raw TCP ------------------------------------------------------------------------------------
@@ -965,11 +965,11 @@ def test_a_failing_decider_kills_the_http_flow(
 
 
 def test_a_failing_server_connect_check_still_refuses(gateway: Gateway) -> None:
-    class BrokenVerdicts(dict):
+    class BrokenConnections(dict):
         def get(self, *args: object) -> None:
             raise RuntimeError("bug")
 
-    gateway.addon.verdicts = BrokenVerdicts()
+    gateway.addon.connections = BrokenConnections()
     connection = gateway.connection(("192.0.2.10", 443))
     assert gateway.server_connect(connection) == "denied by the egress firewall (internal error)"
 

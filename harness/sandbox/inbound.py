@@ -1,4 +1,4 @@
-"""The scenario's client (formats.md "Client"): a command run outside the firewall against the
+"""The scenario's client (formats.md "InboundClient"): a command run outside the firewall against the
 workload, as `az webapp deploy` reaches Kudu from the internet (docs/kudu.md).
 
 For a run with a client:
@@ -22,7 +22,7 @@ from __future__ import annotations
 __all__ = [
     "CLIENT_LOG",
     "LISTEN_TIMEOUT",
-    "Client",
+    "InboundClient",
     "client_network",
     "require_client_image",
     "run_with_client",
@@ -71,8 +71,8 @@ sys.exit(1)
 OutputCallback = Callable[[str], None]
 
 
-class Client(Protocol):
-    """What the sandbox needs of a client (harness.scenario.Client has this shape)."""
+class InboundClient(Protocol):
+    """What the sandbox needs of a client (harness.scenario.InboundClient has this shape)."""
 
     @property
     def image(self) -> str: ...
@@ -88,7 +88,7 @@ class Client(Protocol):
     def hosts(self) -> Sequence[str]: ...
 
 
-def require_client_image(engine: docker.DockerClient, client: Client) -> None:
+def require_client_image(engine: docker.DockerClient, client: InboundClient) -> None:
     """Before anything starts: the client's image must be in the local engine."""
     local_image(engine, client.image, f"the image {client.image} of the client")
 
@@ -108,7 +108,7 @@ def client_network(engine: docker.DockerClient, run_id: str) -> Iterator[str]:
 
 def run_with_client(
     gateway: Gateway,
-    client: Client,
+    client: InboundClient,
     *,
     network: str,
     image: str,
@@ -226,7 +226,7 @@ def _wait_listening(
 
 def _run_client(
     engine: docker.DockerClient,
-    client: Client,
+    client: InboundClient,
     run_id: str,
     network: str,
     address: str,
