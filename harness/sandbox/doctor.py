@@ -12,10 +12,11 @@ import docker
 from docker.errors import DockerException
 
 from harness.errors import EnvironmentProblem
+from harness.sandbox.containers import labelled_container
 from harness.sandbox.engine import NO_ENGINE_FIX
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.images import ALL_IMAGES, GATEWAY_IMAGE, TAG, debian_mirror, image_is_current
-from harness.sandbox.labels import labels, new_run_id
+from harness.sandbox.labels import new_run_id
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,13 @@ def _gateway_iptables(engine: docker.DockerClient) -> Check:
     name = "iptables in the gateway"
     if image_is_current(engine, GATEWAY_IMAGE) is None:
         return Check(name, False, f"{GATEWAY_IMAGE} is missing", "egress images build")
-    run_id = new_run_id("doctor")
-    container = None
     try:
-        container = engine.containers.create(
+        with labelled_container(
+            engine,
             f"{GATEWAY_IMAGE}:{TAG}",
+            run_id=new_run_id("doctor"),
+            role="doctor",
+            what="the iptables check",
             entrypoint=["/bin/sh", "-c"],
             command=[
                 (
@@ -106,20 +109,12 @@ def _gateway_iptables(engine: docker.DockerClient) -> Check:
                 )
             ],
             cap_add=["NET_ADMIN"],
-            labels=labels(run_id, "doctor"),
-            name=f"egress-{run_id}-doctor",
-        )
-        container.start()
-        status = container.wait(timeout=60)
-        output = container.logs().decode(errors="replace").strip()
+        ) as container:
+            container.start()
+            status = container.wait(timeout=60)
+            output = container.logs().decode(errors="replace").strip()
     except DockerException as error:
         return Check(name, False, f"could not run the check: {error}", NO_ENGINE_FIX)
-    finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except DockerException:
-                pass
     if status.get("StatusCode") == 0:
         return Check(name, True, "iptables and ip6tables work with NET_ADMIN")
     return Check(

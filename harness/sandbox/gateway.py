@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import DockerException, NotFound
 
 from harness.errors import EnvironmentProblem, InputError
 from harness.firewall_settings import DNS_MODES, HTTPS_DENY_STYLES, MODES, HttpsDeny, Mode
 from harness.runfolder import EVENTS, POLICY
+from harness.sandbox.containers import labelled_container, with_log_tail
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.images import GATEWAY_IMAGE, TAG
-from harness.sandbox.labels import labels, safe_name
 
 GATEWAY_UID = 64666
 TRANSPARENT_PORT = 15001
@@ -177,8 +177,6 @@ def start_gateway(
 
     events = run_dir / EVENTS_FILE
     events_offset = events.stat().st_size if events.exists() else 0
-    container = None
-    gateway: Gateway | None = None
     control_dir = Path(tempfile.mkdtemp(prefix="egress-control-")) if shared_root else None
     if shared_root is not None and control_dir is not None:
         control_dir.chmod(0o755)
@@ -191,16 +189,20 @@ def start_gateway(
             str(policy_path): {"bind": POLICY_MOUNT, "mode": "ro"},
             str(run_dir): {"bind": RECORD_MOUNT, "mode": "rw"},
         }
+    started: list[Gateway] = []  # the gateway once its container runs: how to stop it
     with writable_by_gateway(run_dir), _traversable_by_gateway(shared_root):
         try:
-            container = engine.containers.create(
+            with labelled_container(
+                engine,
                 f"{GATEWAY_IMAGE}:{TAG}",
+                run_id=run_id,
+                role="gateway",
+                what="the gateway",
+                before_remove=lambda container: _stop(container, started[0] if started else None),
                 command=_gateway_arguments(mode, https_deny, run_id, policy_file, record_dir, dns),
                 # The runtime entrypoint and the lean master come from the checkout, like the
                 # addon: docker/gateway-run/entrypoint.sh (docker/README.md).
                 entrypoint=[RUNTIME_ENTRYPOINT],
-                name=f"egress-{safe_name(run_id)}-gateway",
-                labels=labels(run_id, "gateway"),
                 cap_add=["NET_ADMIN"],
                 environment={
                     "EGRESS_GATEWAY_UID": str(GATEWAY_UID),
@@ -217,19 +219,18 @@ def start_gateway(
                     **mounts,
                 },
                 detach=True,
-            )
-            for network in networks:
-                engine.networks.get(network).connect(container)
-            container.start()
-            gateway = Gateway(container=container, run_id=run_id, run_dir=run_dir,
-                              shared_root=shared_root, control_dir=control_dir)  # fmt: skip
-            if on_started is not None:
-                on_started(gateway)
-            _wait_until_ready(gateway, events, events_offset, ready_timeout)
-            yield gateway
+            ) as container:
+                for network in networks:
+                    engine.networks.get(network).connect(container)
+                container.start()
+                gateway = Gateway(container=container, run_id=run_id, run_dir=run_dir,
+                                  shared_root=shared_root, control_dir=control_dir)  # fmt: skip
+                started.append(gateway)
+                if on_started is not None:
+                    on_started(gateway)
+                _wait_until_ready(gateway, events, events_offset, ready_timeout)
+                yield gateway
         finally:
-            if container is not None:
-                _remove(container, gateway)
             if control_dir is not None:
                 shutil.rmtree(control_dir, ignore_errors=True)
 
@@ -350,18 +351,20 @@ def _wait_until_ready(gateway: Gateway, events: Path, offset: int, timeout: floa
                 "a firewall rule could not be installed: the engine must grant NET_ADMIN and "
                 "the kernel needs iptables and ip6tables support (`egress doctor` checks)"
                 if code == 70
-                else "the addon failed to start; its error is above"
+                else "the addon failed to start; its error is in the log below"
             )
-            raise EnvironmentProblem(
-                f"the gateway stopped before it was ready (exit {code}); its last log lines:\n"
-                f"{gateway.log_tail()}\n{hint}"
-            )
+            raise with_log_tail(
+                EnvironmentProblem(f"the gateway stopped before it was ready (exit {code}); {hint}"),
+                gateway.container, "the gateway", since=gateway.log_since,
+            )  # fmt: skip
         if time.monotonic() > deadline:
-            raise EnvironmentProblem(
-                f"the gateway did not report ready within {timeout:.0f} s; its last log lines:\n"
-                f"{gateway.log_tail()}\n"
-                "check the addon's output above; a slow machine may need a longer ready timeout"
-            )
+            raise with_log_tail(
+                EnvironmentProblem(
+                    f"the gateway did not report ready within {timeout:.0f} s; check the "
+                    "addon's output below; a slow machine may need a longer ready timeout"
+                ),
+                gateway.container, "the gateway", since=gateway.log_since,
+            )  # fmt: skip
         time.sleep(0.05)
 
 
@@ -430,10 +433,11 @@ def writable_by_gateway(run_dir: Path) -> Iterator[None]:
                 pass
 
 
-def _remove(container: docker.models.containers.Container, gateway: Gateway | None) -> None:
+def _stop(container: docker.models.containers.Container, gateway: Gateway | None) -> None:
     """SIGTERM first: the master then closes its connections and the addon its recording with
-    a `stopped` event; once that is written the container is removed by force. (Measured: 0.2 s
-    against 0.5 s for `docker stop`, which also waits for the engine's own teardown.)"""
+    a `stopped` event; once that is written the choke point removes the container by force.
+    (Measured: 0.2 s against 0.5 s for `docker stop`, which also waits for the engine's own
+    teardown.)"""
     try:
         container.kill(signal="SIGTERM")
     except DockerException:
@@ -441,13 +445,6 @@ def _remove(container: docker.models.containers.Container, gateway: Gateway | No
     else:
         if gateway is not None:
             _wait_for_stopped(gateway, STOP_TIMEOUT)
-    try:
-        container.remove(force=True)
-    except NotFound:
-        pass
-    except APIError as error:
-        if "already in progress" not in str(error):
-            raise
 
 
 def _wait_for_stopped(gateway: Gateway, timeout: float) -> None:

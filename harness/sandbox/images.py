@@ -54,8 +54,9 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from harness.errors import EnvironmentProblem
+from harness.sandbox.containers import labelled_container
 from harness.sandbox.engine import client as engine_client
-from harness.sandbox.labels import HASH_LABEL, LABEL, labels, new_run_id
+from harness.sandbox.labels import HASH_LABEL, LABEL, new_run_id
 from harness.scenario import Scenario
 
 TAG = "latest"
@@ -471,45 +472,46 @@ def _build_gateway(
     ca_dir = tempfile.mkdtemp(prefix="egress-build-ca-")
     shutil.copy(HOST_CA_BUNDLE, Path(ca_dir) / "ca.crt")
     os.chmod(ca_dir, 0o755)
-    container = engine.containers.create(
-        system_layer,
-        entrypoint=["/bin/sh", "-c"],
-        command=[
-            (
-                "/opt/egress/venv/bin/pip install --quiet --no-cache-dir"
-                f" --disable-pip-version-check --cert {BUILD_CA_FILE}"
-                " -r /opt/egress/requirements.txt && /opt/egress/venv/bin/mitmdump --version"
-            )
-        ],
-        volumes={ca_dir: {"bind": BUILD_CA_DIR, "mode": "ro"}},
-        labels=labels(run_id, "build"),
-        name=f"egress-{run_id}",
-    )
     try:
-        container.start()
-        status = container.wait(timeout=900)
-        output = container.logs().decode(errors="replace")
-        if status.get("StatusCode") != 0:
-            tail = "\n".join(output.splitlines()[-15:])
-            raise EnvironmentProblem(
-                f"installing the gateway's Python packages failed:\n{tail}\n"
-                "check that pip's index answers from this machine, then run "
-                "`egress images build` again"
-            )
-        _refuse_ca_in_layer(container)
-        container.commit(
-            repository=GATEWAY_IMAGE,
-            tag=TAG,
-            changes=[
-                f"LABEL {LABEL}=1 {HASH_LABEL}={wanted}",
-                "ENV PYTHONPATH=/opt/egress PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
-                'ENTRYPOINT ["/opt/egress/entrypoint.sh"]',
-                "CMD []",
-                "WORKDIR /",
+        with labelled_container(
+            engine,
+            system_layer,
+            run_id=run_id,
+            role="build",
+            what="the gateway's package install",
+            entrypoint=["/bin/sh", "-c"],
+            command=[
+                (
+                    "/opt/egress/venv/bin/pip install --quiet --no-cache-dir"
+                    f" --disable-pip-version-check --cert {BUILD_CA_FILE}"
+                    " -r /opt/egress/requirements.txt && /opt/egress/venv/bin/mitmdump --version"
+                )
             ],
-        )
+            volumes={ca_dir: {"bind": BUILD_CA_DIR, "mode": "ro"}},
+        ) as container:
+            container.start()
+            status = container.wait(timeout=900)
+            output = container.logs().decode(errors="replace")
+            if status.get("StatusCode") != 0:
+                tail = "\n".join(output.splitlines()[-15:])
+                raise EnvironmentProblem(
+                    f"installing the gateway's Python packages failed:\n{tail}\n"
+                    "check that pip's index answers from this machine, then run "
+                    "`egress images build` again"
+                )
+            _refuse_ca_in_layer(container)
+            container.commit(
+                repository=GATEWAY_IMAGE,
+                tag=TAG,
+                changes=[
+                    f"LABEL {LABEL}=1 {HASH_LABEL}={wanted}",
+                    "ENV PYTHONPATH=/opt/egress PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
+                    'ENTRYPOINT ["/opt/egress/entrypoint.sh"]',
+                    "CMD []",
+                    "WORKDIR /",
+                ],
+            )
     finally:
-        container.remove(force=True)
         shutil.rmtree(ca_dir, ignore_errors=True)
     try:
         engine.images.remove(f"{GATEWAY_IMAGE}:system", noprune=True)

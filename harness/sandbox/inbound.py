@@ -36,14 +36,15 @@ from pathlib import Path
 from typing import Protocol
 
 import docker
-from docker.errors import DockerException, NotFound
+from docker.errors import NotFound
 
 from harness.errors import EnvironmentProblem
 from harness.runfolder import CLIENT_LOG
+from harness.sandbox.containers import labelled_container, with_log_tail
 from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import Gateway
 from harness.sandbox.images import GATEWAY_IMAGE, TAG
-from harness.sandbox.labels import create_network, labels, safe_name
+from harness.sandbox.labels import create_network
 from harness.sandbox.workload import (
     WORKLOAD_CAP_DROP,
     WORKLOAD_SECURITY_OPT,
@@ -179,19 +180,20 @@ def _wait_listening(
     workload: RunningWorkload,
     timeout: float,
 ) -> None:
-    probe = engine.containers.create(
+    with labelled_container(
+        engine,
         f"{GATEWAY_IMAGE}:{TAG}",
+        run_id=run_id,
+        role="probe",
+        what="the listening probe",
         entrypoint=["python3", "-c", _PROBE],
         command=[address, str(port), str(timeout)],
-        name=f"egress-{safe_name(run_id)}-probe",
-        labels=labels(run_id, "probe"),
         network=network,
         user="65534:65534",
         cap_drop=["ALL"],
         security_opt=WORKLOAD_SECURITY_OPT,
         detach=True,
-    )
-    try:
+    ) as probe:
         probe.start()
         deadline = time.monotonic() + timeout + 5
         while True:
@@ -202,26 +204,19 @@ def _wait_listening(
                 break
             code = workload.exit_code()
             if code is not None:
-                raise EnvironmentProblem(
+                raise with_log_tail(EnvironmentProblem(
                     f"the workload exited (status {code}) before it accepted connections on "
-                    f"port {port}, so the client was not run; its last output:\n"
-                    f"{workload.output_tail()}\n"
-                    f"a workload with a client must keep serving on port {port} until stopped"
-                )
+                    f"port {port}, so the client was not run; a workload with a client must "
+                    f"keep serving on port {port} until stopped"
+                ), workload.container, "the workload")  # fmt: skip
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        raise EnvironmentProblem(
+        raise with_log_tail(EnvironmentProblem(
             f"the workload did not accept connections on port {port} within {timeout:.0f} s, "
-            f"so the client was not run; its last output:\n{workload.output_tail()}\n"
-            f"it must listen on 0.0.0.0:{port} (not 127.0.0.1): the client reaches it at the "
-            "gateway's address"
-        )
-    finally:
-        try:
-            probe.remove(force=True)
-        except NotFound:
-            pass
+            f"so the client was not run; it must listen on 0.0.0.0:{port} (not 127.0.0.1): "
+            "the client reaches it at the gateway's address"
+        ), workload.container, "the workload")  # fmt: skip
 
 
 def _run_client(
@@ -236,11 +231,13 @@ def _run_client(
 ) -> WorkloadResult:
     command = client.command
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-    container = engine.containers.create(
+    with labelled_container(
+        engine,
         client.image,
+        run_id=run_id,
+        role="client",
+        what="the client",
         command=argv,
-        name=f"egress-{safe_name(run_id)}-client",
-        labels=labels(run_id, "client"),
         network=network,
         extra_hosts={host: address for host in client.hosts},
         environment=dict(client.env),
@@ -251,13 +248,7 @@ def _run_client(
         security_opt=WORKLOAD_SECURITY_OPT,
         privileged=False,
         detach=True,
-    )
-    try:
+    ) as container:
         if client.workdir is not None:
             container.put_archive("/", _tar_of(Path(client.workdir)))
         return _run_to_end(container, run_dir / CLIENT_LOG, timeout, on_output)
-    finally:
-        try:
-            container.remove(force=True)
-        except (NotFound, DockerException):
-            pass

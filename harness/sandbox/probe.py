@@ -13,12 +13,13 @@ from pathlib import Path
 
 import docker
 import requests
-from docker.errors import APIError, NotFound
+from docker.errors import APIError
 
 from harness.derive import Prober, ProbeRequest, ProbeResult
+from harness.sandbox.containers import labelled_container
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.engine import local_image
-from harness.sandbox.labels import labels, new_run_id
+from harness.sandbox.labels import new_run_id
 from harness.sandbox.workload import WORKLOAD_CAP_DROP, WORKLOAD_SECURITY_OPT, _tar_of
 
 PROBE_TIMEOUT = 60.0
@@ -37,19 +38,21 @@ def run_probe(
     /app, and return its exit code and output. The container is removed however this ends."""
     engine = engine or engine_client()
     local_image(engine, request.image)
-    container = engine.containers.create(
+    with labelled_container(
+        engine,
         request.image,
+        run_id=new_run_id("probe"),
+        role="probe",
+        what=f"the probe of {request.image}",
         entrypoint=[request.command[0]],
         command=list(request.command[1:]),
-        labels=labels(new_run_id("probe"), "probe"),
         network_disabled=True,
         cap_drop=WORKLOAD_CAP_DROP,
         security_opt=WORKLOAD_SECURITY_OPT,
         environment=dict(request.env),
         working_dir="/app" if request.workdir is not None else None,
         detach=True,
-    )
-    try:
+    ) as container:
         if request.workdir is not None:
             container.put_archive("/", _tar_of(request.workdir))
         try:
@@ -65,11 +68,6 @@ def run_probe(
             container.logs(stdout=True, stderr=False).decode(errors="replace"),
             container.logs(stdout=False, stderr=True).decode(errors="replace"),
         )
-    finally:
-        try:
-            container.remove(force=True)
-        except NotFound:
-            pass
 
 
 def docker_prober() -> Prober:

@@ -39,8 +39,9 @@ from docker.errors import DockerException, NotFound
 
 from harness.errors import EnvironmentProblem
 from harness.runfolder import UPSTREAMS as UPSTREAMS_DIR
+from harness.sandbox.containers import labelled_container, with_log_tail
 from harness.sandbox.engine import local_image
-from harness.sandbox.labels import create_network, labels, safe_name
+from harness.sandbox.labels import create_network
 
 CA_FILE = "ca.pem"
 CERT_MOUNT = "/egress/upstream"
@@ -183,17 +184,21 @@ def start_upstreams(
         running.networks.append(network.name)
         for upstream in upstreams:
             command = upstream.command
-            container = engine.containers.create(
+            log_path = folder / f"{upstream.name}.log"
+            container = cleanup.enter_context(labelled_container(
+                engine,
                 upstream.image,
+                run_id=run_id,
+                role="upstream",
+                instance=upstream.name,
+                what=f"upstream {upstream.name}",
+                before_remove=lambda container, path=log_path: _keep_log(container, path),
                 command=_argv(command),
-                name=f"egress-{safe_name(run_id)}-upstream-{safe_name(upstream.name)}",
-                labels=labels(run_id, "upstream"),
                 network=network.name,
                 environment=_env_items(upstream.env),
                 volumes={str(folder / upstream.name): {"bind": CERT_MOUNT, "mode": "ro"}},
                 detach=True,
-            )
-            cleanup.callback(_remove_container, container, folder / f"{upstream.name}.log")
+            ))  # fmt: skip
             running.containers[upstream.name] = container
             container.start()
         for upstream in upstreams:
@@ -230,24 +235,18 @@ def _wait_listening(container, upstream: Upstream, timeout: float) -> str:
                 return address
         if container.status in ("exited", "dead") or time.monotonic() > deadline:
             state = "stopped" if container.status in ("exited", "dead") else "is not listening"
-            tail = container.logs(tail=20).decode(errors="replace")
-            raise EnvironmentProblem(
-                f"upstream {upstream.name} ({upstream.image}) {state} after "
-                f"{timeout:.0f} s; its last output:\n{tail}\n"
+            raise with_log_tail(EnvironmentProblem(
+                f"upstream {upstream.name} ({upstream.image}) {state} after {timeout:.0f} s; "
                 'an upstream must print a JSON line with "event": "listening" once it '
                 "answers (docker/upstreams/upstream_server.py does)"
-            )
+            ), container, f"upstream {upstream.name}")  # fmt: skip
         time.sleep(0.05)
 
 
-def _remove_container(container, log_path: Path) -> None:
+def _keep_log(container, log_path: Path) -> None:
     try:
         log_path.write_bytes(container.logs())
     except (DockerException, OSError):
-        pass
-    try:
-        container.remove(force=True)
-    except NotFound:
         pass
 
 

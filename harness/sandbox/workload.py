@@ -35,10 +35,10 @@ from docker.errors import DockerException, NotFound
 
 from harness.errors import InputError
 from harness.runfolder import WORKLOAD_LOG
+from harness.sandbox.containers import labelled_container
 from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import GATEWAY_UID, Gateway
 from harness.sandbox.images import HOST_CA_BUNDLE
-from harness.sandbox.labels import labels, safe_name
 
 # NET_ADMIN/NET_RAW: no changing or sidestepping the rules; SETUID/SETGID: root in W could
 # otherwise become the gateway's uid, which the rules exempt (measured: sandbox.md).
@@ -251,12 +251,14 @@ def _workload_container(
         if bundle is not None:
             # Over the system store too: clients that ignore the variables read that file.
             volumes = [f"{bundle}:{TRUST_PATH}:ro", f"{bundle}:{SYSTEM_CA_STORE}:ro"]
-        container = engine.containers.create(
+        with labelled_container(
+            engine,
             image,
+            run_id=gateway.run_id,
+            role=role,
+            what=f"the {role}",
             command=argv,
             entrypoint=list(entrypoint) if entrypoint is not None else None,
-            name=f"egress-{safe_name(gateway.run_id)}-{role}",
-            labels=labels(gateway.run_id, role),
             network_mode=f"container:{gateway.id}",
             cap_drop=WORKLOAD_CAP_DROP,
             security_opt=WORKLOAD_SECURITY_OPT,
@@ -267,8 +269,7 @@ def _workload_container(
             volumes=volumes,
             init=init or None,
             detach=True,
-        )
-        try:
+        ) as container:
             if user and not user.split(":")[0].isdigit():
                 _refuse_named_gateway_user(container, user)
             if bundle is not None:
@@ -278,11 +279,6 @@ def _workload_container(
             if workdir is not None:
                 container.put_archive("/", _tar_of(Path(workdir)))
             yield container
-        finally:
-            try:
-                container.remove(force=True)
-            except NotFound:
-                pass
 
 
 def _run_to_end(
@@ -389,17 +385,11 @@ def _image_ca_store(engine: docker.DockerClient, image: str, run_id: str) -> str
     Read through a second, never started container: the workload's own one already has the
     bundle mounted over that path, and the engine reads archives through mounts.
     """
-    probe = engine.containers.create(
-        image,
-        command=["true"],
-        network_disabled=True,
-        labels=labels(run_id, "ca-store"),
-        entrypoint=[],
-    )
-    try:
+    with labelled_container(
+        engine, image, run_id=run_id, role="ca-store", what=f"the CA store of {image}",
+        command=["true"], network_disabled=True, entrypoint=[],
+    ) as probe:  # fmt: skip
         return _read_from_container(probe, SYSTEM_CA_STORE)
-    finally:
-        probe.remove(force=True)
 
 
 def _read_from_container(container, path: str) -> str:
