@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import click
 from rich.console import Console
@@ -25,6 +25,9 @@ from rich.table import Table
 from harness.errors import EnvironmentProblem, ExpectationFailed, HarnessError, InputError
 from harness.firewall_settings import HTTPS_DENY_STYLES, MODES
 from harness.interrupt import Terminated, unwind_on_sigterm
+
+if TYPE_CHECKING:
+    from harness.runtime import Runtime
 
 # Piped output (CI logs) has no width; rich would assume 80 columns and fold every table row
 # with a long host name. COLUMNS still wins when set.
@@ -43,10 +46,12 @@ def cli() -> None:
     needs from the network."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; the only place that maps errors to messages and exit codes."""
+def main(argv: list[str] | None = None, runtime: Runtime | None = None) -> int:
+    """Run the CLI; the only place that maps errors to messages and exit codes. Scenarios run
+    on `runtime` (default: Docker, `harness.runtime.docker_runtime`; tests pass a
+    `harness.testing.FakeRuntime`)."""
     try:
-        cli.main(args=argv, prog_name="egress", standalone_mode=False)
+        cli.main(args=argv, prog_name="egress", standalone_mode=False, obj=runtime)
     except HarnessError as error:
         stderr.print(f"egress: {error}", markup=False)
         return error.exit_code
@@ -428,17 +433,20 @@ def run_command(
         )
 
 
-def _sandbox_run(scenarios):
-    from harness.sandbox import build_images, run
-    from harness.sandbox.images import images_for_scenarios
+def _sandbox_run(scenarios) -> Runtime:
+    """The runtime `main` was given (default: Docker), prepared for these scenarios."""
+    from harness.runtime import docker_runtime
 
-    # Cached by content hash: silent when the images are current, a progress line per step when not.
+    context = click.get_current_context(silent=True)
+    runtime = (context.obj if context is not None else None) or docker_runtime()
+
+    # Images are cached by content hash: silent when current, a progress line per step when not.
     def progress(line: str) -> None:
         if "up to date" not in line and "images ready" not in line:
             stderr.print(f"[dim]images:[/dim] {line}", markup=True)
 
-    build_images(progress, only=images_for_scenarios(scenarios))  # only what these scenarios run
-    return run
+    runtime.prepare(scenarios, progress)  # only what these scenarios run
+    return runtime
 
 
 class LiveProgress:

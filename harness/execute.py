@@ -34,7 +34,8 @@ from harness.scenario import Failure, Observed, Scenario, check_expectations
 
 
 class SandboxRun(Protocol):
-    """`harness.sandbox.run`'s shape, so a fake runtime can stand in for Docker."""
+    """What `execute` needs of a runtime (harness.runtime.Runtime): one run of a spec; tests
+    pass a harness.testing.FakeRuntime."""
 
     def __call__(self, spec: Any, on_output: Callable[[str], None] | None = None) -> Any: ...
 
@@ -147,10 +148,11 @@ def execute(
     run_suffix: str = "",
     prober: Prober | None = None,
 ) -> Execution:
-    from harness.sandbox.runner import RunSpec  # the spec is plain data; no engine is touched
+    from harness.runtime import RunSpec
 
     firewall = scenario.firewall
     policy = overrides.policy or firewall.policy
+    prober = prober or getattr(sandbox_run, "prober", None)  # a fake runtime brings its own
     if scenario.derived:  # `${pip.index_host}` and kin: asked of the workload's image
         from harness.sandbox.probe import docker_prober
 
@@ -240,7 +242,7 @@ def execute(
 def _step_specs(scenario: Scenario) -> tuple:
     if not scenario.steps:
         return ()
-    from harness.sandbox.chain import StepSpec  # plain data, as RunSpec
+    from harness.runtime import StepSpec
 
     return tuple(
         StepSpec(

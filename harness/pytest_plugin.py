@@ -7,8 +7,9 @@
   into report sections. A bad scenario file fails collection with its error line, no traceback.
 - The `egress` fixture runs a workload from Python: `egress.run(image=..., command=..., ...)`.
 
-The sandbox is looked up in `config.stash[SANDBOX_RUN]`, so tests put a fake runtime there;
-by default it is Docker (`harness.sandbox.run`, images built once per worker).
+The runtime is looked up in `config.stash[SANDBOX_RUN]`: a conftest puts a
+`harness.testing.FakeRuntime` there to run without Docker; by default it is Docker
+(`harness.runtime.docker_runtime`, images built once per worker).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from harness.scenario import (
 SANDBOX_RUN = pytest.StashKey[SandboxRun]()
 # The scenarios this session runs (after -k and deselection): only their images are built.
 SESSION_SCENARIOS = pytest.StashKey[list[Scenario]]()
+PREPARED = pytest.StashKey[bool]()
 DEFAULT_PATTERNS = ["*.scenario.yaml", "*.scenario.yml"]
 
 
@@ -62,21 +64,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def sandbox_run(config: pytest.Config) -> SandboxRun:
-    """The runtime scenarios run on: a fake one a test stashed, else Docker."""
+    """The runtime scenarios run on: one a conftest stashed (a harness.testing.FakeRuntime),
+    else Docker; prepared once (the images of the session's scenarios) before the first run."""
     if SANDBOX_RUN not in config.stash:
         from harness.interrupt import unwind_on_sigterm
-        from harness.sandbox import build_images, run
+        from harness.runtime import docker_runtime
 
         unwind_on_sigterm()  # a cancelled CI job still removes the running scenario's containers
-        scenarios = config.stash.get(SESSION_SCENARIOS, None)
-        if scenarios is None:
-            build_images(lambda line: None)
-        else:
-            from harness.sandbox.images import images_for_scenarios
-
-            build_images(lambda line: None, only=images_for_scenarios(scenarios))
-        config.stash[SANDBOX_RUN] = run
-    return config.stash[SANDBOX_RUN]
+        config.stash[SANDBOX_RUN] = docker_runtime()
+    runtime = config.stash[SANDBOX_RUN]
+    if not config.stash.get(PREPARED, False):
+        prepare = getattr(runtime, "prepare", None)  # a bare function needs nothing prepared
+        if prepare is not None:
+            prepare(config.stash.get(SESSION_SCENARIOS, None), lambda line: None)
+        config.stash[PREPARED] = True
+    return runtime
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

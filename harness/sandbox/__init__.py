@@ -7,10 +7,15 @@ The only package that imports docker.
     run(RunSpec, on_output) -> RunResult   gateway + workload + cleanup
     shared_gateway() -> SharedGateway  a `run` whose calls share one gateway (learn; session.py)
     start_gateway(...) / run_workload(...) the two halves, for tests and tools that need both
+    labelled_container(...)           the one place a container is created (containers.py):
+                                      named, labelled, removed, its log on a failure
+    DockerRuntime                     harness.runtime.Runtime over all this (docker_runtime.py)
     gc() -> int                       remove labelled leftovers
     doctor() -> list[Check]           what this machine lacks, with fixes
 """
 
+from harness.sandbox.containers import labelled_container
+from harness.sandbox.docker_runtime import DockerRuntime
 from harness.sandbox.doctor import Check, doctor
 from harness.sandbox.gateway import (
     DNS_PORT,
@@ -35,6 +40,7 @@ from harness.sandbox.upstreams import Upstream, start_upstreams
 from harness.sandbox.workload import WorkloadResult, run_workload
 
 # `learn` asks a runtime for `.shared()`: every run of one learn then goes through one gateway.
+# DockerRuntime has it; kept on the bare `run` too for callers that pass `run` to `learn`.
 run.shared = shared_gateway  # type: ignore[attr-defined]
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "PYTHON_IMAGE",
     "TRANSPARENT_PORT",
     "Check",
+    "DockerRuntime",
     "Gateway",
     "RunResult",
     "RunSpec",
@@ -56,6 +63,7 @@ __all__ = [
     "build_images",
     "doctor",
     "gc",
+    "labelled_container",
     "labels",
     "leftovers",
     "new_run_id",

@@ -16,31 +16,18 @@ __all__ = ["STEPS_FILE", "StepSpec", "run_chain"]
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 
 from harness.events import now_iso
-from harness.sandbox.inbound import InboundClient, client_network, run_with_client
+from harness.runtime import StepSpec  # plain data: the runtime seam's
+from harness.sandbox.inbound import client_network, run_with_client
 from harness.sandbox.upstreams import start_upstreams
 from harness.sandbox.workload import run_workload
 from harness.steps import STEPS_FILE
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    name: str
-    image: str
-    command: str | Sequence[str]
-    workdir: Path | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    trust: Sequence[str] = ()
-    timeout: float = 600.0
-    client: InboundClient | None = None
-    pull: str = "missing"
 
 
 def run_chain(spec, *, engine: docker.DockerClient, run_dir: Path, run_id: str,

@@ -5,69 +5,27 @@ from __future__ import annotations
 __all__ = ["RunResult", "RunSpec", "run"]
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.runfolder import GATEWAY_LOG
+from harness.runtime import RunResult, RunSpec  # plain data: the runtime seam's
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.engine import local_image
-from harness.sandbox.gateway import Gateway, HttpsDeny, Mode, start_gateway
+from harness.sandbox.gateway import Gateway, start_gateway
 from harness.sandbox.inbound import (
-    InboundClient,
     client_network,
     require_client_image,
     run_with_client,
 )
 from harness.sandbox.labels import new_run_id
 from harness.sandbox.pull import ensure_run_images
-from harness.sandbox.upstreams import Upstream, start_upstreams
+from harness.sandbox.upstreams import start_upstreams
 from harness.sandbox.workload import prepared_workload, run_prepared, run_workload
 
 CLOSE_GRACE_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything one run needs. The caller creates `run_dir` and writes policy.yaml in it."""
-
-    run_dir: Path
-    image: str
-    command: str | Sequence[str]
-    workdir: Path | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    trust: Sequence[str] = ()
-    timeout: float = 600.0
-    mode: Mode = "enforce"
-    https_deny: HttpsDeny = "close"
-    hosts: Mapping[str, str] = field(default_factory=dict)
-    dns: str = "azure"  # azure (sinkhole for names that do not resolve here) | resolve
-    policy_path: Path | None = None  # default: run_dir/policy.yaml
-    networks: Sequence[str] = ()  # extra Docker networks the gateway joins (fixture upstreams)
-    user: str | None = None
-    run_id: str | None = None  # default: made from the time and run_dir's name
-    addon_root: Path | None = None  # holds harness/ and addons/; default: this checkout
-    # Simulated sites started before the gateway (harness.sandbox.upstreams): their hosts are
-    # added to `hosts`, their network to `networks`, their test CA to `trust`.
-    upstreams: Sequence[Upstream] = ()
-    # A command outside the firewall that connects to the workload (harness.sandbox.inbound):
-    # the workload then serves until the client is done, and the result is the client's.
-    client: InboundClient | None = None
-    # When to pull `image` from its registry (harness.sandbox.pull).
-    pull: str = "missing"
-    # A chain (harness.sandbox.chain.StepSpec) run behind one gateway instead of `image`.
-    steps: Sequence = ()
-
-
-@dataclass(frozen=True)
-class RunResult:
-    exit_code: int  # the workload's; the client's when the spec has one
-    timed_out: bool
-    duration_s: float  # from the workload's start to its exit (with a client: the client's)
-    run_dir: Path
-    run_id: str
 
 
 class _EarlyWorkload:

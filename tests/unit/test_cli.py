@@ -10,6 +10,7 @@ import pytest
 from harness.cli import main
 from harness.events import Event
 from harness.recording import Recorder
+from harness.testing import FakeRun, FakeRuntime, fetches
 
 POLICY = """\
 name: contoso-build
@@ -417,34 +418,6 @@ def test_allowlist_of_a_damaged_recording_keeps_the_undamaged_events(
 # --- learn with a fake sandbox -------------------------------------------------------------
 
 
-class NeedsRuntime:
-    """Stands in for the Docker sandbox: the workload needs the hosts its command names."""
-
-    def __init__(self) -> None:
-        self.specs: list = []
-
-    def __call__(self, spec, on_output=None):
-        from types import SimpleNamespace
-
-        from harness.events import event_for_decision
-        from harness.policy.decide import Decider
-        from harness.policy.load import load_policy
-        from harness.policy.model import Request
-
-        self.specs.append(spec)
-        decider = Decider(load_policy(spec.policy_path), spec.mode)
-        recorder = Recorder(spec.run_dir)
-        failed = False
-        for port, host in enumerate(spec.command[1:], start=40000):
-            request = Request("HTTPS", "172.18.0.2", port, 443, dst_ip="192.0.2.1", host=host)
-            decision = decider.decide(request)
-            recorder.write(event_for_decision(request, decision, policy_name="p"))
-            failed = failed or not decision.allowed
-        recorder.close()
-        return SimpleNamespace(exit_code=1 if failed else 0, timed_out=False, duration_s=1.0,
-                               run_dir=spec.run_dir, run_id=spec.run_dir.name)  # fmt: skip
-
-
 def _scenario_file(tmp_path: Path, name: str, *hosts: str) -> Path:
     path = tmp_path / f"{name}.scenario.yaml"
     path.write_text(
@@ -457,16 +430,14 @@ def _scenario_file(tmp_path: Path, name: str, *hosts: str) -> Path:
 def test_learn_several_scenarios_writes_one_allowlist_with_provenance(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import harness.cli
     from harness.policy.load import load_policy
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
-    runtime = NeedsRuntime()
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: runtime)
+    runtime = FakeRuntime()  # the workload needs the hosts its command names
     pip = _scenario_file(tmp_path, "pip", "index.example.test", "files.example.test")
     npm = _scenario_file(tmp_path, "npm", "registry.other.test", "files.example.test")
     out = tmp_path / "allow.yaml"
-    code = main(["learn", str(pip), str(npm), "--wildcards", "-o", str(out)])
+    code = main(["learn", str(pip), str(npm), "--wildcards", "-o", str(out)], runtime=runtime)
     printed = capsys.readouterr().out
     assert code == 0, printed
     text = out.read_text()
@@ -484,20 +455,16 @@ def test_learn_several_scenarios_writes_one_allowlist_with_provenance(
 def test_learn_exits_1_when_the_merged_allowlist_does_not_verify(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import harness.cli
 
-    class FailsJoint(NeedsRuntime):
-        def __call__(self, spec, on_output=None):
-            result = super().__call__(spec, on_output)
-            if spec.run_dir.name.endswith("verify-joint"):
-                result.exit_code = 1
-            return result
+    needs = fetches()
+
+    def fails_joint(run: FakeRun) -> int:
+        return needs(run) or (1 if run.name.endswith("verify-joint") else 0)
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: FailsJoint())
     a = _scenario_file(tmp_path, "a", "a.example.test")
     b = _scenario_file(tmp_path, "b", "b.example.test")
-    assert main(["learn", str(a), str(b)]) == 1
+    assert main(["learn", str(a), str(b)], runtime=FakeRuntime(fails_joint)) == 1
     captured = capsys.readouterr()
     assert "NOT verified" in captured.out
     assert "the learned allowlist did not make the workload succeed" in captured.err
@@ -508,13 +475,11 @@ def test_learn_checks_the_scenarios_expect_learned_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     count: int, code: int,
 ) -> None:
-    import harness.cli
 
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: NeedsRuntime())
     path = _scenario_file(tmp_path, "pip", "index.example.test", "files.example.test")
     path.write_text(path.read_text() + f"expect:\n  outcome: failure\n  learned: {{count: {count}}}\n")
-    assert main(["learn", str(path)]) == code
+    assert main(["learn", str(path)], runtime=FakeRuntime()) == code
     captured = capsys.readouterr()
     if code:
         assert (f"{path}:9:3: expect.learned.count: expected 3 destination(s), learned 2"
@@ -527,14 +492,12 @@ def test_learn_checks_the_scenarios_expect_learned_block(
 def test_learn_with_a_bad_scenario_stops_before_any_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import harness.cli
 
-    runtime = NeedsRuntime()
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: runtime)
+    runtime = FakeRuntime()
     good = _scenario_file(tmp_path, "good", "a.example.test")
     bad = tmp_path / "bad.scenario.yaml"
     bad.write_text("name: bad\nworkload:\n  image: egress/python\n  comand: [x]\n")
-    assert main(["learn", str(good), str(bad)]) == 2
+    assert main(["learn", str(good), str(bad)], runtime=runtime) == 2
     err = capsys.readouterr().err
     assert f"{bad}:4:3: workload.comand" in err and "Traceback" not in err
     assert runtime.specs == []

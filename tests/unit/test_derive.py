@@ -3,10 +3,8 @@ cache, resolving a loaded scenario, and execute() writing the resolved policy. N
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from harness.errors import InputError
 from harness.execute import execute
 from harness.policy.fqdn import pattern_problem
 from harness.scenario import load_scenario
+from harness.testing import FakeRun, FakeRuntime
 
 PIP_DEFAULT = (
     "index_url=https://index.example.test/simple\n"
@@ -264,34 +263,20 @@ def test_a_policy_file_may_use_derived_values(tmp_path: Path) -> None:
 # --- execute() -----------------------------------------------------------------------------
 
 
-@dataclass
-class FakeResult:
-    exit_code: int
-    timed_out: bool
-    duration_s: float
-    run_dir: Path
-    run_id: str
-
-
 def test_execute_runs_behind_the_resolved_policy_and_checks_resolved_expectations(
     tmp_path: Path,
 ) -> None:
     seen_policies: list[str] = []
 
-    def sandbox_run(spec, on_output=None):
-        seen_policies.append(spec.policy_path.read_text())
-        line = "HTTPS request from 172.18.0.2:5 to files.example.test:443. Action: Deny"
-        (spec.run_dir / "events.jsonl").write_text(json.dumps({
-            "v": 1, "ts": "2026-11-28T12:00:00.000Z", "run": "r", "kind": "tls",
-            "src": "172.18.0.2:5", "dst": "192.0.2.1:443", "host": "files.example.test",
-            "port": 443, "protocol": "HTTPS", "action": "Deny", "would": "Deny", "rule": None,
-            "reason": "No rule matched. Proceeding with default action", "azure": line,
-        }) + "\n")  # fmt: skip
-        on_output("fetching https://index.example.test/simple")
-        return FakeResult(1, False, 0.1, spec.run_dir, "r")
+    def workload(run: FakeRun) -> int:
+        seen_policies.append(run.spec.policy_path.read_text())
+        run.connect("files.example.test", verdict="Deny")
+        run.say("fetching https://index.example.test/simple")
+        return 1
 
     scenario = load_scenario(write(tmp_path))
-    execution = execute(scenario, sandbox_run, run_dir=tmp_path, prober=Prober(FakeRunner()))
+    runtime = FakeRuntime(workload, prober=Prober(FakeRunner()))
+    execution = execute(scenario, runtime, run_dir=tmp_path)
     assert "index.example.test" in seen_policies[0]
     assert "derived.egress.test" not in seen_policies[0]
     # The index host was never contacted in this fake run: only that expectation fails.

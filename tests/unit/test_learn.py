@@ -3,52 +3,24 @@ index.example.test and files.example.test, and telemetry.example.test only if it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from harness.events import Event, event_for_decision
+from harness.events import Event
 from harness.learn import candidates, learn, learn_together, learned_policy, render_allowlist
-from harness.policy.decide import Decider
 from harness.policy.load import load_policy
-from harness.policy.model import Policy, Request
-from harness.recording import Recorder
+from harness.policy.model import Policy
 from harness.scenario import FirewallSettings, Scenario, Workload
+from harness.testing import FakeRun, FakeRuntime, fetches
 
 NEEDED = ("index.example.test", "files.example.test")
 OPTIONAL = ("telemetry.example.test",)
 
 
-@dataclass
-class FakeResult:
-    exit_code: int
-    timed_out: bool
-    duration_s: float
-    run_dir: Path
-    run_id: str
-
-
-class FakeRuntime:
-    def __init__(self) -> None:
-        self.specs: list = []
-
-    def __call__(self, spec, on_output=None) -> FakeResult:
-        self.specs.append(spec)
-        decider = Decider(load_policy(spec.policy_path), spec.mode)
-        recorder = Recorder(spec.run_dir)
-        failed = False
-        for port, host in enumerate(NEEDED + OPTIONAL, start=40000):
-            request = Request("HTTPS", "172.18.0.2", port, 443, dst_ip="192.0.2.1", host=host)
-            decision = decider.decide(request)
-            event = event_for_decision(request, decision, policy_name="p")
-            event.bytes_up, event.bytes_down = 517, 1000
-            recorder.write(event)
-            if not decision.allowed and host in NEEDED:
-                failed = True
-                break
-        recorder.close()
-        return FakeResult(1 if failed else 0, False, 1.0, spec.run_dir, spec.run_dir.name)
+def fake() -> FakeRuntime:
+    """The workload needs index and files, and takes telemetry only if it can have it."""
+    return FakeRuntime(fetches(*NEEDED, *OPTIONAL, optional=OPTIONAL))
 
 
 @pytest.fixture
@@ -63,7 +35,7 @@ def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
 
 
 def test_audit_then_verify_learns_every_destination(scenario: Scenario) -> None:
-    runtime = FakeRuntime()
+    runtime = fake()
     result = learn(scenario, runtime)
     assert [spec.mode for spec in runtime.specs] == ["audit", "enforce"]
     assert [c.host for c in result.candidates] == [*NEEDED, *OPTIONAL]
@@ -71,7 +43,7 @@ def test_audit_then_verify_learns_every_destination(scenario: Scenario) -> None:
 
 
 def test_classify_marks_required_and_optional_and_drops_optional(scenario: Scenario) -> None:
-    result = learn(scenario, FakeRuntime(), classify=True, parallel=2)
+    result = learn(scenario, fake(), classify=True, parallel=2)
     marks = {c.host: c.classification for c in result.candidates}
     assert marks == {NEEDED[0]: "required", NEEDED[1]: "required", OPTIONAL[0]: "optional"}
     rules = result.policy.rule_collection_groups[0].rule_collections[0].rules
@@ -82,12 +54,9 @@ def test_classify_marks_required_and_optional_and_drops_optional(scenario: Scena
 
 
 def test_not_verified_when_the_learned_list_is_not_enough(scenario: Scenario) -> None:
-    class Stubborn(FakeRuntime):
-        def __call__(self, spec, on_output=None):
-            result = super().__call__(spec, on_output)
-            return FakeResult(1, False, 1.0, result.run_dir, result.run_id)
-
-    assert not learn(scenario, Stubborn()).verified
+    needs = fetches(*NEEDED, *OPTIONAL, optional=OPTIONAL)
+    stubborn = FakeRuntime(lambda run: needs(run) or 1)  # fails whatever it is allowed
+    assert not learn(scenario, stubborn).verified
 
 
 def test_candidates_keep_ports_and_network_destinations() -> None:
@@ -135,7 +104,7 @@ def _policy_hosts(policy: Policy) -> list[str]:
 
 
 def test_wildcards_verify_behind_the_wildcard_policy(scenario: Scenario) -> None:
-    runtime = FakeRuntime()
+    runtime = fake()
     result = learn(scenario, runtime, wildcards=True)
     assert [c.host for c in result.candidates] == [*NEEDED, *OPTIONAL]
     assert [(c.host, c.covers) for c in result.listed] == [("*.example.test", (*NEEDED, *OPTIONAL))]
@@ -147,7 +116,7 @@ def test_wildcards_verify_behind_the_wildcard_policy(scenario: Scenario) -> None
 def test_classify_with_wildcards_denies_exact_hosts_then_wildcards_the_required(
     scenario: Scenario,
 ) -> None:
-    runtime = FakeRuntime()
+    runtime = fake()
     result = learn(scenario, runtime, classify=True, wildcards=True)
     without = [spec for spec in runtime.specs if "-without-" in spec.run_dir.name]
     # Each classification run lists the other hosts exactly: no wildcard lets the host back in.
@@ -158,25 +127,6 @@ def test_classify_with_wildcards_denies_exact_hosts_then_wildcards_the_required(
     assert result.required_verify is result.verify
     assert _policy_hosts(load_policy(result.verify.run_dir / "policy.yaml")) == ["*.example.test"]
     assert result.verified
-
-
-class NeedsRuntime(FakeRuntime):
-    """The workload needs the hosts its command names (`needs a.test b.test`)."""
-
-    def __call__(self, spec, on_output=None) -> FakeResult:
-        self.specs.append(spec)
-        decider = Decider(load_policy(spec.policy_path), spec.mode)
-        recorder = Recorder(spec.run_dir)
-        failed = False
-        for port, host in enumerate(spec.command.split()[1:], start=40000):
-            request = Request("HTTPS", "172.18.0.2", port, 443, dst_ip="192.0.2.1", host=host)
-            decision = decider.decide(request)
-            recorder.write(event_for_decision(request, decision, policy_name="p"))
-            if not decision.allowed:
-                failed = True
-                break
-        recorder.close()
-        return FakeResult(1 if failed else 0, False, 1.0, spec.run_dir, spec.run_dir.name)
 
 
 def _scenario(tmp_path: Path, name: str, *hosts: str) -> Scenario:
@@ -193,7 +143,7 @@ def test_learn_together_merges_with_provenance_and_verifies_each_behind_the_merg
 ) -> None:
     pip = _scenario(tmp_path, "pip", "index.one.test", "files.shared.test")
     npm = _scenario(tmp_path, "npm", "registry.two.test", "files.shared.test")
-    runtime = NeedsRuntime()
+    runtime = FakeRuntime()
     joint = learn_together([pip, npm], runtime)
     assert [(c.host, c.sources) for c in joint.candidates] == [
         ("index.one.test", ["scenario pip"]),
@@ -216,16 +166,14 @@ def test_learn_together_merges_with_provenance_and_verifies_each_behind_the_merg
 def test_learn_together_is_not_verified_when_a_scenario_fails_behind_the_merge(
     scenario: Scenario, tmp_path: Path
 ) -> None:
-    class FailsJoint(NeedsRuntime):
-        def __call__(self, spec, on_output=None):
-            result = super().__call__(spec, on_output)
-            if spec.run_dir.name.endswith("verify-joint"):
-                return FakeResult(1, False, 1.0, result.run_dir, result.run_id)
-            return result
+    needs = fetches()  # the hosts its command names
+
+    def fails_joint(run: FakeRun) -> int:
+        return needs(run) or (1 if run.name.endswith("verify-joint") else 0)
 
     pip = _scenario(tmp_path, "pip", "index.one.test")
     npm = _scenario(tmp_path, "npm", "registry.two.test")
-    joint = learn_together([pip, npm], FailsJoint())
+    joint = learn_together([pip, npm], FakeRuntime(fails_joint))
     assert all(result.verified for result in joint.results)
     assert not joint.verified
 
@@ -235,7 +183,7 @@ def test_learn_together_wildcards_across_scenarios_and_drops_optional_everywhere
 ) -> None:
     a = _scenario(tmp_path, "a", "a.example.test")
     b = _scenario(tmp_path, "b", "b.example.test")
-    joint = learn_together([a, b], NeedsRuntime(), wildcards=True)
+    joint = learn_together([a, b], FakeRuntime(), wildcards=True)
     # Neither scenario alone reached two hosts of example.test; together they did.
     assert [c.host for c in joint.results[0].listed] == ["a.example.test"]
     assert [(c.host, c.covers) for c in joint.listed] == [
@@ -245,7 +193,7 @@ def test_learn_together_wildcards_across_scenarios_and_drops_optional_everywhere
 
 
 def test_learn_together_of_one_scenario_is_learn(scenario: Scenario) -> None:
-    runtime = FakeRuntime()
+    runtime = fake()
     joint = learn_together([scenario], runtime)
     assert len(runtime.specs) == 2 and joint.runs == 2
     assert joint.policy == joint.results[0].policy and joint.verified
@@ -254,7 +202,7 @@ def test_learn_together_of_one_scenario_is_learn(scenario: Scenario) -> None:
 def test_a_learn_keeps_a_record_of_its_runs_for_the_report(scenario: Scenario) -> None:
     import json
 
-    joint = learn_together([scenario], FakeRuntime(), classify=True)
+    joint = learn_together([scenario], fake(), classify=True)
     result = joint.results[0]
     assert result.folder is not None and result.folder.name.endswith("-fake-learn")
     record = json.loads((result.folder / "learn.json").read_text())
@@ -278,7 +226,7 @@ def test_a_learn_record_counts_hosts_under_a_listed_wildcard_as_listed(
 ) -> None:
     import json
 
-    joint = learn_together([scenario], FakeRuntime(), wildcards=True)
+    joint = learn_together([scenario], fake(), wildcards=True)
     record = json.loads((joint.results[0].folder / "learn.json").read_text())
     assert "*.example.test" in record["listed"]
     assert all(d["listed"] for d in record["destinations"])

@@ -3,54 +3,28 @@ time; `parallel` runs at once get up to `parallel` of them, each kept for the wh
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
-from typing import Self
 
 import pytest
-from test_learn import NEEDED, OPTIONAL, FakeRuntime
+from test_learn import NEEDED, OPTIONAL
 
 from harness.learn import learn, learn_together
 from harness.policy.model import Policy
 from harness.scenario import FirewallSettings, Scenario, Workload
+from harness.testing import FakeRun, FakeRuntime, fetches
 
 
-class OneAtATime(FakeRuntime):
-    """A fake shared gateway: refuses a second run while one is going."""
+def runtime() -> FakeRuntime:
+    """Offers `shared()` like the Docker runtime; `gateways` are the shared ones handed out,
+    each refusing a second run while one is going."""
+    needs = fetches(*NEEDED, *OPTIONAL, optional=OPTIONAL)
 
-    one_at_a_time = True
+    def slow(run: FakeRun) -> int:
+        time.sleep(0.02)  # long enough for a second worker to try the same gateway
+        return needs(run)
 
-    def __init__(self, made: list[OneAtATime]) -> None:
-        super().__init__()
-        self.busy = threading.Lock()
-        made.append(self)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.closed = True
-
-    def __call__(self, spec, on_output=None):
-        if not self.busy.acquire(blocking=False):
-            raise AssertionError("two runs at once on one shared gateway")
-        try:
-            time.sleep(0.02)  # long enough for a second worker to try the same gateway
-            return super().__call__(spec, on_output)
-        finally:
-            self.busy.release()
-
-
-class Runtime(FakeRuntime):
-    """Offers `.shared()` like harness.sandbox.run; counts the gateways it hands out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.made: list[OneAtATime] = []
-
-    def shared(self) -> OneAtATime:
-        return OneAtATime(self.made)
+    return FakeRuntime(slow)
 
 
 @pytest.fixture
@@ -65,26 +39,43 @@ def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
 def test_classify_uses_at_most_parallel_gateways_one_run_each_at_a_time(
     scenario: Scenario, parallel: int
 ) -> None:
-    runtime = Runtime()
-    result = learn(scenario, runtime, classify=True, parallel=parallel)
+    fake = runtime()
+    result = learn(scenario, fake, classify=True, parallel=parallel)
     assert result.verified
     assert {c.host: c.classification for c in result.candidates} == {
         NEEDED[0]: "required", NEEDED[1]: "required", OPTIONAL[0]: "optional"}  # fmt: skip
-    assert 1 <= len(runtime.made) <= parallel
-    assert sum(len(gateway.specs) for gateway in runtime.made) == result.runs
-    assert all(getattr(gateway, "closed", False) for gateway in runtime.made)
+    assert 1 <= len(fake.gateways) <= parallel
+    assert sum(len(gateway.specs) for gateway in fake.gateways) == result.runs
+    assert all(gateway.closed for gateway in fake.gateways)
 
 
 def test_without_classify_audit_and_verify_share_one_gateway(scenario: Scenario) -> None:
-    runtime = Runtime()
-    result = learn(scenario, runtime)
-    assert len(runtime.made) == 1 and len(runtime.made[0].specs) == result.runs == 2
+    fake = runtime()
+    result = learn(scenario, fake)
+    assert len(fake.gateways) == 1 and len(fake.gateways[0].specs) == result.runs == 2
 
 
 def test_several_scenarios_share_the_first_gateway(scenario: Scenario, tmp_path: Path) -> None:
-    runtime = Runtime()
+    fake = runtime()
     other = Scenario(name="other", path=tmp_path / "other.scenario.yaml",
                      workload=scenario.workload, firewall=scenario.firewall)  # fmt: skip
-    joint = learn_together([scenario, other], runtime, parallel=1)
+    joint = learn_together([scenario, other], fake, parallel=1)
     assert joint.verified
-    assert len(runtime.made) == 1 and len(runtime.made[0].specs) == joint.runs
+    assert len(fake.gateways) == 1 and len(fake.gateways[0].specs) == joint.runs
+
+
+def test_a_runtime_without_shared_gateways_takes_runs_at_once(scenario: Scenario) -> None:
+    needs = fetches(*NEEDED, *OPTIONAL, optional=OPTIONAL)
+    going, most = [], []
+
+    def overlapping(run: FakeRun) -> int:
+        going.append(run)
+        most.append(len(going))
+        time.sleep(0.05)
+        going.remove(run)
+        return needs(run)
+
+    fake = FakeRuntime(overlapping, shares=False)
+    result = learn(scenario, fake, classify=True, parallel=2)
+    assert result.verified and fake.gateways == []
+    assert max(most) == 2  # the classification runs overlapped

@@ -4,50 +4,30 @@ needed but not verified, and the exit is 1 with a sentence that names it and say
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from harness.cli import main, progress_verdict
-from harness.events import Event, event_for_decision
+from harness.events import Event
 from harness.policy.decide import Decider
 from harness.policy.load import load_policy
 from harness.policy.model import Request
-from harness.recording import Recorder
+from harness.testing import FakeRun, FakeRuntime
 
 FAR = "far:"  # a host given as far:NAME is one this machine cannot reach
 
 
-class FarRuntime:
-    """The sandbox stand-in: the workload fetches each host of its command over HTTPS. A far
-    host's name does not resolve here: the firewall (answering it with a sinkhole) decides its
-    connection by name; when allowed, the upstream is unreachable and the download fails."""
-
-    def __init__(self) -> None:
-        self.specs: list = []
-
-    def __call__(self, spec, on_output=None):
-        self.specs.append(spec)
-        decider = Decider(load_policy(spec.policy_path), spec.mode)
-        recorder = Recorder(spec.run_dir)
-        failed = False
-        for port, word in enumerate(spec.command[1:], start=40000):
-            far = word.startswith(FAR)
-            host = word.removeprefix(FAR)
-            request = Request("HTTPS", "172.18.0.2", port, 443, dst_ip="192.0.2.1", host=host)
-            decision = decider.decide(request)
-            event = event_for_decision(request, decision, policy_name="p")
-            if decision.allowed and far:
-                event.upstream = "unreachable"
-            recorder.write(event)
-            if not decision.allowed or far:
-                failed = True
-                if on_output is not None:
-                    on_output(f"npm error request to https://{host}/tool.tgz failed, reason:"
-                              " socket hang up")  # fmt: skip
-        recorder.close()
-        return SimpleNamespace(exit_code=1 if failed else 0, timed_out=False, duration_s=1.0,
-                               run_dir=spec.run_dir, run_id=spec.run_dir.name)  # fmt: skip
+def far_fetches(run: FakeRun) -> int:
+    """The workload fetches each host of its command over HTTPS. A far host's name does not
+    resolve here: the firewall (answering it with a sinkhole) decides its connection by name;
+    when allowed, the upstream is unreachable and the download fails."""
+    failed = False
+    for word in run.spec.command[1:]:
+        host = word.removeprefix(FAR)
+        if not run.connect(host, unreachable=word.startswith(FAR)):
+            failed = True
+            run.say(f"npm error request to https://{host}/tool.tgz failed, reason: socket hang up")
+    return 1 if failed else 0
 
 
 def scenario_file(tmp_path: Path, *hosts: str) -> Path:
@@ -59,21 +39,17 @@ def scenario_file(tmp_path: Path, *hosts: str) -> Path:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FarRuntime:
-    import harness.cli
-
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRuntime:
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
-    fake = FarRuntime()
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: fake)
-    return fake
+    return FakeRuntime(far_fetches)
 
 
 def test_an_unreachable_host_is_learned_as_needed_but_unverified_and_named(
-    tmp_path: Path, runtime: FarRuntime, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, runtime: FakeRuntime, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "allow.yaml"
     scenario = scenario_file(tmp_path, "registry.example.test", f"{FAR}binaries.example.test")
-    assert main(["learn", str(scenario), "-o", str(out)]) == 1
+    assert main(["learn", str(scenario), "-o", str(out)], runtime=runtime) == 1
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     # The sentence names the host and says why, on the error line.
@@ -95,21 +71,17 @@ def test_an_unreachable_host_is_learned_as_needed_but_unverified_and_named(
 
 
 def test_a_verify_run_failing_for_a_denial_says_that_not_unreachable(
-    tmp_path: Path, runtime: FarRuntime, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, runtime: FakeRuntime, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     # Nothing unreachable: a plain host that the verify run denies is reported as denied.
-    class DeniesInVerify(FarRuntime):
-        def __call__(self, spec, on_output=None):
-            if spec.run_dir.name.endswith("verify"):
-                spec.policy_path.write_text("allow: [nothing.example.test]\n")
-            return super().__call__(spec, on_output)
+    def denies_in_verify(run: FakeRun) -> int:
+        if run.name.endswith("verify"):
+            run.spec.policy_path.write_text("allow: [nothing.example.test]\n")
+        return far_fetches(run)
 
-    import harness.cli
-
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: DeniesInVerify())
     scenario = scenario_file(tmp_path, "registry.example.test")
-    assert main(["learn", str(scenario)]) == 1
+    assert main(["learn", str(scenario)], runtime=FakeRuntime(denies_in_verify)) == 1
     err = capsys.readouterr().err
     assert "registry.example.test:443 denied" in err
     assert "unreachable" not in err
@@ -135,12 +107,12 @@ def test_audit_progress_says_would_deny_never_deny(
 
 @pytest.mark.parametrize("command", ["run", "learn"])
 def test_a_bogus_dns_mode_is_exit_2_at_its_line(
-    tmp_path: Path, runtime: FarRuntime, capsys: pytest.CaptureFixture[str], command: str
+    tmp_path: Path, runtime: FakeRuntime, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     path = tmp_path / "bogus.scenario.yaml"
     path.write_text("name: bogus\nworkload:\n  image: egress/node\n  command: [x]\n"
                     "firewall:\n  dns: bogus\n")  # fmt: skip
-    assert main([command, str(path)]) == 2
+    assert main([command, str(path)], runtime=runtime) == 2
     err = capsys.readouterr().err
     assert f"{path}:6:3: firewall.dns: dns must be one of azure, resolve, not 'bogus'" in err
     assert "Traceback" not in err

@@ -8,53 +8,28 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-# A fake runtime: writes the events a gateway would have recorded and the workload's output,
-# then returns what harness.sandbox.run returns. Denies every host whose name has "blocked".
+# The package's fake runtime, stashed where the plugin looks: each host of HOSTS is fetched,
+# and one whose name has "blocked" is denied (the scenarios name no policy of their own).
 FAKE_RUNTIME = """
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
+from harness.errors import ImageMissing
 from harness.pytest_plugin import SANDBOX_RUN
+from harness.testing import FakeRuntime
 
 
-@dataclass
-class FakeResult:
-    exit_code: int
-    timed_out: bool
-    duration_s: float
-    run_dir: Path
-    run_id: str
-
-
-def fake_run(spec, on_output=None):
-    if spec.image.startswith("absent/"):
-        from harness.errors import ImageMissing
-        raise ImageMissing(spec.image, "load it into the local engine")
-    hosts = spec.env.get("HOSTS", "").split()
-    denied = [host for host in hosts if "blocked" in host]
-    with open(spec.run_dir / "events.jsonl", "w") as events:
-        for port, host in enumerate(hosts, start=40000):
-            action = "Deny" if host in denied else "Allow"
-            tail = ("No rule matched. Proceeding with default action" if action == "Deny"
-                    else "Policy: p. Rule Collection Group: g. Rule Collection: c. Rule: r")
-            events.write(json.dumps({
-                "v": 1, "ts": "2026-11-28T12:00:00.000Z", "run": "fake", "kind": "tls",
-                "src": f"172.18.0.2:{port}", "dst": "192.0.2.1:443", "host": host,
-                "port": 443, "protocol": "HTTPS", "action": action, "would": action,
-                "rule": None, "reason": tail, "bytes_up": 517, "bytes_down": 0,
-                "duration_ms": 3, "url": None, "status": None,
-                "azure": f"HTTPS request from 172.18.0.2:{port} to {host}:443. Action: {action}. {tail}",
-            }) + "\\n")
-    for host in hosts:
-        if on_output:
-            on_output(("ERROR: SSLEOFError for " if host in denied else "fetched ") + host)
-    code = 1 if denied else 0
-    return FakeResult(code, False, 0.1, spec.run_dir, "fake")
+def workload(run):
+    if run.spec.image.startswith("absent/"):
+        raise ImageMissing(run.spec.image, "load it into the local engine")
+    denied = False
+    for host in run.spec.env.get("HOSTS", "").split():
+        blocked = "blocked" in host
+        run.connect(host, verdict="Deny" if blocked else "Allow", duration_ms=3)
+        run.say(("ERROR: SSLEOFError for " if blocked else "fetched ") + host)
+        denied = denied or blocked
+    return 1 if denied else 0
 
 
 def pytest_configure(config):
-    config.stash[SANDBOX_RUN] = fake_run
+    config.stash[SANDBOX_RUN] = FakeRuntime(workload)
 """
 
 SCENARIO = """\

@@ -4,7 +4,6 @@ run spec it becomes and whose exit status the outcome is. No Docker."""
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from harness.errors import InputError
 from harness.execute import execute
 from harness.scenario import Expect, InboundClient, Observed, check_expectations, load_scenario
+from harness.testing import FakeRun, FakeRuntime
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -113,25 +113,15 @@ def test_a_client_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
         load_scenario(path)
 
 
-@dataclass
-class FakeResult:
-    exit_code: int
-    timed_out: bool
-    duration_s: float
-    run_dir: Path
-    run_id: str
-
-
 def test_execute_hands_the_client_to_the_sandbox_and_judges_its_exit(tmp_path: Path) -> None:
-    specs = []
+    def deploy_fails(run: FakeRun) -> int:
+        run.say("HTTP 500")
+        return 1
 
-    def sandbox_run(spec, on_output=None):
-        specs.append(spec)
-        on_output("HTTP 500")
-        return FakeResult(1, False, 0.1, spec.run_dir, "r")
-
+    runtime = FakeRuntime(deploy_fails)
     scenario = load_scenario(write(tmp_path, GOOD))
-    execution = execute(scenario, sandbox_run, run_dir=tmp_path)
+    execution = execute(scenario, runtime, run_dir=tmp_path)
+    specs = runtime.specs
     assert specs[0].client == scenario.client
     assert specs[0].command == "kudu-sim serve --port 8080"
     assert [str(failure) for failure in execution.failures] == [

@@ -7,7 +7,6 @@ import datetime
 import json
 import ssl
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from harness.policy.decide import Decider
 from harness.policy.model import Request
 from harness.sandbox.upstreams import make_certificates
 from harness.scenario import Upstream, load_scenario
+from harness.testing import FakeRuntime
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -105,24 +105,11 @@ def test_bad_upstream_names_line_and_key(
     assert words in message
 
 
-@dataclass
-class FakeResult:
-    exit_code: int
-    timed_out: bool
-    duration_s: float
-    run_dir: Path
-    run_id: str
-
-
 def test_execute_hands_the_upstreams_to_the_sandbox(tmp_path: Path) -> None:
-    specs = []
-
-    def sandbox_run(spec, on_output=None):
-        specs.append(spec)
-        return FakeResult(0, False, 0.1, spec.run_dir, "r")
-
+    runtime = FakeRuntime(lambda run: 0)
     scenario = load_scenario(write(tmp_path, GOOD))
-    execute(scenario, sandbox_run, run_dir=tmp_path)
+    execute(scenario, runtime, run_dir=tmp_path)
+    specs = runtime.specs
     assert [upstream.name for upstream in specs[0].upstreams] == ["kudu-site", "cdn"]
     # The firewall's own overrides stay as written: upstream addresses are added at run time.
     assert specs[0].hosts == {"other.example.test": "10.9.0.5"}

@@ -479,23 +479,18 @@ def test_a_value_outside_allowed_values_is_refused_and_arrays_are_checked_per_it
 def test_run_policy_takes_the_template_with_its_parameters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from types import SimpleNamespace
-
-    import harness.cli
+    from harness.testing import FakeRuntime
 
     seen: list[Any] = []
-
-    def runtime(spec: Any, on_output: Any = None) -> Any:
-        seen.append(load_policy(spec.policy_path))  # the effective policy the gateway loads
-        return SimpleNamespace(exit_code=0, timed_out=False, duration_s=0.1,
-                               run_dir=spec.run_dir, run_id=spec.run_dir.name)  # fmt: skip
-
+    # The effective policy the gateway loads.
+    runtime = FakeRuntime(lambda run: seen.append(load_policy(run.spec.policy_path)))
     monkeypatch.setenv("EGRESS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(harness.cli, "_sandbox_run", lambda _scenarios: runtime)
     scenario = tmp_path / "s.scenario.yaml"
     scenario.write_text('name: s\nworkload:\n  image: egress/python\n  command: ["true"]\n')
-    code = main(["run", str(scenario), "--policy", str(BICEP), "-p", str(BICEP_PARAMETERS)])
+    code = main(["run", str(scenario), "--policy", str(BICEP), "-p", str(BICEP_PARAMETERS)],
+                runtime=runtime)  # fmt: skip
     assert code == 0, capsys.readouterr()
+    assert runtime.prepared == [["s"]]
     (policy,) = seen
     assert policy == load_policy(BICEP, PolicyOptions(parameters=(str(BICEP_PARAMETERS),)))
 

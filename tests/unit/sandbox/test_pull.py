@@ -3,37 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from docker.errors import APIError, ImageNotFound
+from docker.errors import APIError
+from fake_engine import FakeEngine
 
 from harness.errors import ImageMissing
 from harness.sandbox.pull import ensure_image
-
-
-class FakeEngine:
-    def __init__(self, local=(), answer=None, error=None):
-        self.local = set(local)
-        self.pulled: list[tuple[str, str | None]] = []
-        self.answer = answer or [{"status": "Pulling fs layer", "id": "a1"},
-                                 {"status": "Pull complete", "id": "a1"}]  # fmt: skip
-        self.error = error
-        engine = self
-
-        class Images:
-            def get(self, image):
-                if image not in engine.local:
-                    raise ImageNotFound(image)
-                return f"image {image}"
-
-        class Api:
-            def pull(self, repository, tag=None, stream=False, decode=False):
-                engine.pulled.append((repository, tag))
-                if engine.error:
-                    raise engine.error
-                yield from engine.answer
-                if not any("error" in chunk for chunk in engine.answer):
-                    engine.local.add(f"{repository}:{tag}")
-
-        self.images, self.api = Images(), Api()
 
 
 def test_missing_pulls_only_an_image_the_engine_lacks_with_progress():
@@ -63,9 +37,9 @@ def test_the_projects_own_images_are_never_pulled():
 @pytest.mark.parametrize(
     "engine",
     [
-        FakeEngine(error=APIError("500", explanation="Get \"https://r.example.test/v2/\": dial tcp: "
+        FakeEngine(pull_error=APIError("500", explanation="Get \"https://r.example.test/v2/\": dial tcp: "
                                                      "lookup r.example.test: no such host")),
-        FakeEngine(answer=[{"error": "Get \"https://r.example.test/v2/\": dial tcp: lookup "
+        FakeEngine(pull_answer=[{"error": "Get \"https://r.example.test/v2/\": dial tcp: lookup "
                                      "r.example.test: no such host"}]),
     ],
 )  # fmt: skip
