@@ -9,8 +9,9 @@ When the block fails, the error the user sees carries the container's last log l
 in its message, any other error (a bug, an engine error) as a note in its traceback. Only the
 innermost container whose log says something is attached (a workload's failure inside the
 gateway's block shows the workload's log, not the gateway's too); a site that knows which
-container is at fault says so with `with_log_tail`. A user's own mistake (InputError) and an
-interruption get no log: the first is about their files, the second must not wait.
+container is at fault says so with `with_log_tail`. A user's own mistake (InputError), a missing
+image and an interruption get no log: the first two are not the container's doing, the last must
+not wait.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from docker.errors import APIError, DockerException, NotFound
 
-from harness.errors import EnvironmentProblem, ExpectationFailed, InputError
+from harness.errors import EnvironmentProblem, ExpectationFailed, ImageMissing, InputError
 from harness.sandbox.labels import labels, safe_name
 
 LOG_TAIL_LINES = 30
@@ -39,6 +40,8 @@ LOG_LINE_CHARS = 300
 _ATTACHED = "_egress_container_log"
 
 Container = Any  # docker.models.containers.Container, or a test's stand-in
+# Errors no container's log explains: the user's own files, a verdict, an image not there.
+_NOT_ABOUT_LOGS = (InputError, ExpectationFailed, ImageMissing)
 
 
 def container_name(run_id: str, role: str, instance: str = "") -> str:
@@ -108,7 +111,7 @@ def with_log_tail(
 ) -> BaseException:
     """`error` with `container`'s last log lines attached (see the module docstring), once:
     returned, so a site can `raise with_log_tail(EnvironmentProblem(...), container, ...)`."""
-    if isinstance(error, InputError | ExpectationFailed) or getattr(error, _ATTACHED, None):
+    if isinstance(error, _NOT_ABOUT_LOGS) or getattr(error, _ATTACHED, None):
         return error
     tail = log_tail(container, since=since)
     if not tail:

@@ -7,7 +7,7 @@ import pytest
 from docker.errors import APIError
 from fake_engine import FakeEngine
 
-from harness.errors import EnvironmentProblem, InputError
+from harness.errors import EnvironmentProblem, ImageMissing, InputError
 from harness.interrupt import Terminated
 from harness.sandbox.containers import (
     LOG_LINE_CHARS,
@@ -82,6 +82,13 @@ def test_a_bug_inside_gets_the_log_as_a_note_and_a_users_mistake_gets_none():
         c.log = b"noise\n"
         raise InputError("workdir is not a folder")
     assert str(mistake.value) == "workdir is not a folder"
+    with (
+        pytest.raises(ImageMissing) as missing,
+        labelled_container(engine, "i", run_id="r", role="gateway") as c,
+    ):
+        c.log = b"egress-harness gateway ready\n"
+        raise ImageMissing("egress/python", "egress images build")
+    assert "gateway ready" not in str(missing.value)
     assert engine.names() == []
 
 
