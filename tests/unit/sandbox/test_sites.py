@@ -208,3 +208,56 @@ def test_a_derive_probe_runs_without_network_and_is_removed(tmp_path: Path):
     (created,) = [call for call in engine.calls if call[0] == "create"]
     assert created[1].startswith("egress-") and created[1].endswith("-probe")
     assert engine.names() == []
+
+
+class Client:
+    image = "egress/kudu-sim"
+    command = "kudu-sim client --site mysite"
+    port = 8080
+    workdir = None
+    env = ()
+    hosts = ("mysite.scm.azurewebsites.net",)
+
+
+def client_engine(probe_exit: int) -> FakeEngine:
+    def acts(container: FakeContainer) -> None:
+        if container.name.endswith("-probe"):
+            container.status, container.exit_code = "exited", probe_exit
+        elif container.name.endswith("-workload"):
+            container.log = b"kudu-sim: Error: listen EADDRINUSE 0.0.0.0:8080\n"
+        elif container.name.endswith("-client"):
+            container.log = b"deployed\n"
+
+    return FakeEngine({GATEWAY, "egress/kudu-sim"}, behaviour=acts)
+
+
+def test_a_workload_that_never_listens_shows_the_workloads_log_not_the_probes(tmp_path: Path):
+    from harness.sandbox.inbound import run_with_client
+
+    engine = client_engine(probe_exit=1)
+    gateway = a_gateway(engine, tmp_path)
+    gateway.container.networks.append("egress-r-client")
+    with pytest.raises(EnvironmentProblem) as raised:
+        run_with_client(gateway, Client(), network="egress-r-client", image="egress/kudu-sim",
+                        command="kudu-sim serve", run_dir=tmp_path, engine=engine,
+                        listen_timeout=1)  # fmt: skip
+    message = str(raised.value)
+    assert message.startswith("the workload did not accept connections on port 8080 within 1 s")
+    assert message.endswith("last log lines of the workload (egress-r-workload):\n"
+                            "kudu-sim: Error: listen EADDRINUSE 0.0.0.0:8080")  # fmt: skip
+    assert engine.names() == ["egress-r-gateway"]
+
+
+def test_a_client_runs_outside_once_the_workload_listens_and_all_is_removed(tmp_path: Path):
+    from harness.sandbox.inbound import run_with_client
+
+    engine = client_engine(probe_exit=0)
+    gateway = a_gateway(engine, tmp_path)
+    gateway.container.networks.append("egress-r-client")
+    result = run_with_client(gateway, Client(), network="egress-r-client", image="egress/kudu-sim",
+                             command="kudu-sim serve", run_dir=tmp_path, engine=engine)  # fmt: skip
+    assert result.exit_code == 0
+    assert (tmp_path / "client.log").read_text() == "deployed\n"
+    made = [call[1] for call in engine.calls if call[0] == "create"]
+    assert made[-3:] == ["egress-r-workload", "egress-r-probe", "egress-r-client"]
+    assert engine.names() == ["egress-r-gateway"]
