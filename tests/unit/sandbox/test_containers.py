@@ -228,3 +228,22 @@ def test_a_message_that_already_quotes_the_log_is_left_alone():
         c.log = b"ERROR: no matching distribution\n"
         raise EnvironmentProblem("pip failed:\nERROR: no matching distribution\nretry")
     assert str(raised.value) == "pip failed:\nERROR: no matching distribution\nretry"
+
+
+def test_a_lost_answer_to_create_removes_what_the_engine_made_and_keeps_the_error():
+    import requests
+
+    engine = FakeEngine()
+    made = engine.containers.create
+
+    def times_out(image, **options):
+        made(image, **options)
+        raise requests.exceptions.ReadTimeout("engine did not answer in 60 s")
+
+    engine.containers.create = times_out  # type: ignore[method-assign]
+    with (
+        pytest.raises(requests.exceptions.ReadTimeout),
+        labelled_container(engine, "i", run_id="r", role="gateway"),
+    ):
+        pytest.fail("the block must not run")
+    assert engine.names() == []
