@@ -19,10 +19,11 @@ a hook that fails denies closed (`Reason.INTERNAL_ERROR`).
   itself), so a client cannot name an allowed host and reach another address.
 - `server_connect` is the choke point: an upstream connection that no decision approved is
   refused, and so is one the Decider refuses once the name turns out to resolve to the gateway
-  itself (loopback or one of its own addresses); an approved name is resolved there and the connection pinned to the address
-  checked. A denied HTTPS connection ends as `https_deny` says: `close` (EOF right after the
-  ClientHello, as Azure does), `alert` (a local responder answers a fatal access_denied alert)
-  or `drop` (nothing comes back, no close, until the client closes or `egress_drop_seconds`).
+  itself (loopback or one of its own addresses); an approved name is resolved there and the
+  connection pinned to the address checked. A denied HTTPS connection ends as `https_deny`
+  says: `close` (EOF right after the ClientHello, as Azure does), `alert` (a local responder
+  answers a fatal access_denied alert) or `drop` (nothing comes back, no close, until the
+  client closes or `egress_drop_seconds`).
 - Recording: one event per connection, written when the client disconnects (with the bytes
   relayed each way and the duration); one per plain HTTP request, written with its response
   or error; one per DNS query, written with its answer.

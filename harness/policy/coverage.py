@@ -268,4 +268,3 @@ class Coverage:
             Preemption(network_rule, tuple(rules), tuple(fully.get(network_rule, ())))
             for network_rule, rules in taken_by.items()
         ]
-

@@ -38,7 +38,8 @@ tests/unit/policy/test_decide.py:
 8. After the rules: a request the rules allow (in audit mode, every request) whose destination
    is the gateway itself (`to_gateway`) is denied with `Reason.GATEWAY_ITSELF`: the gateway
    dials with its own unfiltered identity, so no mode lets a workload reach its listeners. A
-   rule's own deny keeps its reason and rule.
+   rule's own deny keeps its reason and rule. (The gateway asks again, with the same Request
+   and `to_gateway` set, when an allowed name turns out to resolve to itself as it dials.)
 
 Unparseable addresses and ports in a policy match nothing (the loader rejects them first).
 

@@ -72,7 +72,9 @@ def shadowed(the_policy: Policy) -> list[tuple[str, tuple[str, ...]]]:
         ((), (), True),
     ],
 )  # fmt: skip
-def test_address_sets_contain(outer: tuple[str, ...], inner: tuple[str, ...], expected: bool) -> None:
+def test_address_sets_contain(
+    outer: tuple[str, ...], inner: tuple[str, ...], expected: bool
+) -> None:
     assert addresses_contain(AddressSet(outer), AddressSet(inner)) is expected
 
 
@@ -84,7 +86,9 @@ def test_a_service_tag_with_prefixes_is_contained_as_its_prefixes() -> None:
 
     assert addresses_contain(AddressSet(("10.0.0.0/8",)), AddressSet(("Storage",), lookup))
     assert addresses_contain(AddressSet(("AzureCloud",), lookup), AddressSet(("Storage",), lookup))
-    assert not addresses_contain(AddressSet(("Storage",), lookup), AddressSet(("AzureCloud",), lookup))
+    assert not addresses_contain(
+        AddressSet(("Storage",), lookup), AddressSet(("AzureCloud",), lookup)
+    )
 
 
 @pytest.mark.parametrize(
@@ -98,7 +102,9 @@ def test_a_service_tag_with_prefixes_is_contained_as_its_prefixes() -> None:
         (("1-1000",), ("8080",), False),
     ],
 )  # fmt: skip
-def test_port_ranges_contain(outer: tuple[str, ...], inner: tuple[str, ...], expected: bool) -> None:
+def test_port_ranges_contain(
+    outer: tuple[str, ...], inner: tuple[str, ...], expected: bool
+) -> None:
     assert ports_contain(port_ranges(outer), port_ranges(inner)) is expected
 
 
@@ -116,14 +122,24 @@ def test_the_order_is_the_deciders_group_priority_before_the_written_order() -> 
 
 
 def test_network_rules_cover_by_transport_source_destination_and_port() -> None:
-    rules = (net("any", ports=("*",), protocols=("Any",)), net("tcp-443"), net("udp", protocols=("UDP",)))
-    assert shadowed(policy((100, ((100, "Allow", rules),)))) == [("tcp-443", ("any",)), ("udp", ("any",))]
+    rules = (
+        net("any", ports=("*",), protocols=("Any",)),
+        net("tcp-443"),
+        net("udp", protocols=("UDP",)),
+    )
+    assert shadowed(policy((100, ((100, "Allow", rules),)))) == [
+        ("tcp-443", ("any",)),
+        ("udp", ("any",)),
+    ]
     narrow_first = (net("tcp-443", ("10.0.0.0/8",)), net("wide"), net("icmp", protocols=("ICMP",)))
     assert shadowed(policy((100, ((100, "Allow", narrow_first),)))) == []
 
 
 def test_icmp_has_no_ports_to_cover() -> None:
-    rules = (net("icmp-80", ports=("80",), protocols=("ICMP",)), net("icmp-443", protocols=("ICMP",)))
+    rules = (
+        net("icmp-80", ports=("80",), protocols=("ICMP",)),
+        net("icmp-443", protocols=("ICMP",)),
+    )
     assert shadowed(policy((100, ((100, "Allow", rules),)))) == [("icmp-443", ("icmp-80",))]
 
 
@@ -195,8 +211,12 @@ def test_a_network_rule_to_every_address_takes_the_application_rules_on_its_port
 
 
 def test_only_tcp_to_every_address_preempts() -> None:
-    rules = (net("udp", protocols=("UDP",), ports=("*",)), net("some", ("10.0.0.0/8",), ("*",)),
-             net("v6", ("::/0",), ("*",)), net("narrow-src", sources=("10.0.0.0/8",), ports=("*",)))  # fmt: skip
+    rules = (
+        net("udp", protocols=("UDP",), ports=("*",)),
+        net("some", ("10.0.0.0/8",), ("*",)),
+        net("v6", ("::/0",), ("*",)),
+        net("narrow-src", sources=("10.0.0.0/8",), ports=("*",)),
+    )
     the_policy = policy((100, ((100, "Allow", rules), (200, "Allow", (app("web", ("*",)),)))))
     assert Coverage(the_policy).preempted() == []
 
@@ -217,9 +237,10 @@ def _random_policy(rng: random.Random) -> Policy:
 
     def rule(index: int, kind: str) -> Rule:
         if kind == "net":
-            return net(f"r{index}", some(ADDRESSES, 0, 2), some(PORTS),
-                       some(["TCP", "UDP", "ICMP", "Any"], 1, 2), some(["*", "*", "10.0.0.0/8"], 1, 1),
-                       some(["db.test", "a.test"], 0, 1))  # fmt: skip
+            transports = some(["TCP", "UDP", "ICMP", "Any"])
+            sources = some(["*", "*", "10.0.0.0/8"], 1, 1)
+            names = some(["db.test", "a.test"], 0, 1)
+            return net(f"r{index}", some(ADDRESSES, 0, 2), some(PORTS), transports, sources, names)
         protocols = some([HTTPS, HTTP, Protocol("Https", 8443), Protocol("Http", 8080)])
         return app(f"r{index}", some(PATTERNS), protocols, some(["*", "*", "10.0.0.0/8"], 1, 1))
 
@@ -233,9 +254,13 @@ def _random_policy(rng: random.Random) -> Policy:
             for _ in range(rng.randint(1, 4)):
                 count += 1
                 rules.append(rule(count, kind))
-            collections.append(RuleCollection(f"c{group}{collection}", rng.choice([100, 200, 300]),
-                                              rng.choice(["Allow", "Deny"]), tuple(rules)))  # fmt: skip
-        groups.append(RuleCollectionGroup(f"g{group}", rng.choice([100, 200, 300]), tuple(collections)))
+            priority, action = rng.choice([100, 200, 300]), rng.choice(["Allow", "Deny"])
+            collections.append(
+                RuleCollection(f"c{group}{collection}", priority, action, tuple(rules))  # type: ignore[arg-type]
+            )
+        groups.append(
+            RuleCollectionGroup(f"g{group}", rng.choice([100, 200, 300]), tuple(collections))
+        )
     return Policy("p", tuple(groups))
 
 
