@@ -15,16 +15,14 @@ made behind POLICY itself the decisions are the recorded `would`.
   rule (not the default action) denied it, `denied_by` names that rule: the Allow rule must come
   before it.
 - Unused: rules no recorded connection matched first.
-- Shadowed: rules an earlier rule of the same pass always matches first (Azure's order:
-  network rules, then application rules; groups, collections by priority; rules as written).
-  An application rule is shadowed when each of its (protocol, FQDN pattern) pairs is covered by
-  an earlier rule with that protocol, a pattern matching every name the pair's pattern matches,
-  and sources containing its sources. A network rule is shadowed by one earlier rule whose
-  protocols, sources, destinations and ports contain its own. Different actions (a Deny never
-  applying because an Allow comes first, or the reverse) are the interesting case: `conflict`.
+- Shadowed: rules an earlier rule of the same pass always matches first, in the Decider's
+  order (`harness.policy.coverage`, which says what "covers" means per matcher). Different
+  actions (a Deny never applying because an Allow comes first, or the reverse) are the
+  interesting case: `conflict`.
 - Unreachable: a network rule for TCP (or Any) to every destination (`*`, 0.0.0.0/0) on port
   443, 80 or `*` decides every HTTPS / HTTP request before the application pass, so the
-  application rules' `Https:443` / `Http:80` (any port it covers) never match.
+  application rules' `Https:443` / `Http:80` (any port it covers) never match
+  (`harness.policy.coverage`'s preempted rules).
 
 The CLI exits 1 when rules are missing (`DiffReport.exit_code`), 0 otherwise.
 """
@@ -41,20 +39,18 @@ __all__ = [
     "render_diff",
 ]
 
-import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.policy.decide import Decider
-from harness.policy.fqdn import normalize
+from harness.policy.coverage import Coverage
+from harness.policy.decide import Decider, in_precedence
 from harness.policy.model import (
     ALLOW,
     ApplicationRule,
     NetworkRule,
     Policy,
-    Protocol,
     Rule,
     RuleCollection,
     RuleCollectionGroup,
@@ -229,248 +225,31 @@ def _single_rule_policy(rule: Rule) -> Policy:
     )
 
 
-# --- events to requests: harness.policy.suggest (shared with allowlist and the diagnosis) ------
+# --- shadowed and unreachable: harness.policy.coverage, in the Decider's own terms -----------
 
 
-# --- precedence and coverage ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Placed:
-    ref: RuleRef
-    action: str
-    rule: Rule
-
-
-def _in_precedence(policy: Policy) -> tuple[list[_Placed], list[_Placed]]:
-    """(network rules, application rules), each in the order Azure tries them."""
-    network: list[_Placed] = []
-    application: list[_Placed] = []
-    for group in sorted(policy.rule_collection_groups, key=lambda g: g.priority):
-        for collection in sorted(group.rule_collections, key=lambda c: c.priority):
-            for rule in collection.rules:
-                placed = _Placed(
-                    RuleRef(policy.name, group.name, collection.name, rule.name),
-                    collection.action,
-                    rule,
-                )
-                (network if isinstance(rule, NetworkRule) else application).append(placed)
-    return network, application
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_EVERYWHERE_V4 = ipaddress.ip_network("0.0.0.0/0")
-
-
-def _networks(spec: str) -> list[Network] | None:
-    """An address spec as networks; None when it is no address (a service tag)."""
-    text = spec.strip()
-    try:
-        if "-" in text:
-            low, _, high = text.partition("-")
-            first, last = ipaddress.ip_address(low.strip()), ipaddress.ip_address(high.strip())
-            return list(ipaddress.summarize_address_range(first, last))  # type: ignore[arg-type]
-        return [ipaddress.ip_network(text, strict=False)]
-    except (ValueError, TypeError):
-        return None
-
-
-def _addresses_cover(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
-    """Every address `inner` matches, `outer` matches too."""
-    if any(spec.strip() == "*" for spec in outer):
-        return True
-    outer_networks = [n for spec in outer for n in (_networks(spec) or [])]
-    outer_names = {spec.strip().lower() for spec in outer if _networks(spec) is None}
-    for spec in inner:
-        if spec.strip() == "*":
-            return False
-        networks = _networks(spec)
-        if networks is None:
-            if spec.strip().lower() not in outer_names:
-                return False
-            continue
-        for network in networks:
-            if not any(
-                network.version == candidate.version and network.subnet_of(candidate)  # type: ignore[arg-type]
-                for candidate in outer_networks
-            ):
-                return False
-    return True
-
-
-def _pattern_covers(outer: str, inner: str) -> bool:
-    """Every name FQDN pattern `inner` matches, `outer` matches too (harness.policy.fqdn)."""
-    outer, inner = normalize(outer), normalize(inner)
-    if outer == "*":
-        return True
-    if inner == "*":
-        return False
-    if not outer.startswith("*"):
-        return outer == inner
-    if outer.startswith("*."):
-        key = outer[2:]
-        if inner.startswith("*."):
-            return inner[2:] == key or inner[2:].endswith("." + key)
-        if inner.startswith("*"):
-            return inner[1:].endswith("." + key)
-        return inner.endswith("." + key)
-    key = outer[1:]  # `*x`: a plain suffix
-    if inner.startswith("*."):
-        return ("." + inner[2:]).endswith(key)
-    return inner.lstrip("*").endswith(key)
-
-
-def _transports(protocols: tuple[str, ...]) -> set[str]:
-    found: set[str] = set()
-    for protocol in protocols:
-        found |= {"TCP", "UDP", "ICMP"} if protocol.upper() == "ANY" else {protocol.upper()}
-    return found
-
-
-def _port_ranges(ports: tuple[str, ...]) -> list[tuple[int, int]]:
-    ranges = []
-    for port in ports:
-        text = port.strip()
-        if text == "*":
-            ranges.append((0, 65535))
-            continue
-        low, _, high = text.partition("-")
-        if low.isdigit() and (not high or high.isdigit()):
-            ranges.append((int(low), int(high or low)))
-    return ranges
-
-
-def _ports_cover(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
-    outer_ranges = _port_ranges(outer)
-    return all(
-        any(first <= low and high <= last for first, last in outer_ranges)
-        for low, high in _port_ranges(inner)
-    )
-
-
-def _network_covers(outer: NetworkRule, inner: NetworkRule) -> bool:
-    if not _transports(inner.ip_protocols) <= _transports(outer.ip_protocols):
-        return False
-    if not _addresses_cover(outer.source_addresses, inner.source_addresses):
-        return False
-    if inner.destination_addresses and not _addresses_cover(
-        outer.destination_addresses, inner.destination_addresses
-    ):
-        return False
-    if inner.destination_fqdns and not any(a.strip() == "*" for a in outer.destination_addresses):
-        names = {normalize(name) for name in outer.destination_fqdns}
-        if not all(normalize(name) in names for name in inner.destination_fqdns):
-            return False
-    if _transports(inner.ip_protocols) == {"ICMP"}:
-        return True  # ICMP has no ports
-    return _ports_cover(outer.destination_ports, inner.destination_ports)
-
-
-def _patterns(rule: ApplicationRule, policy: Policy) -> list[str]:
-    patterns = list(rule.target_fqdns)
-    for tag in rule.fqdn_tags:
-        patterns.extend(policy.fqdn_tag(tag) or ())
-    return patterns
-
-
-def _protocol_key(protocol: Protocol) -> tuple[str, int]:
-    return protocol.protocol_type.lower(), protocol.port
-
-
-def _shadowed(
-    policy: Policy, network: list[_Placed], application: list[_Placed]
-) -> list[ShadowedRule]:
+def _shadowed(coverage: Coverage) -> list[ShadowedRule]:
     found = []
-    for index, placed in enumerate(network):
-        rule = placed.rule
-        assert isinstance(rule, NetworkRule)
-        for earlier in network[:index]:
-            assert isinstance(earlier.rule, NetworkRule)
-            if _network_covers(earlier.rule, rule):
-                found.append(ShadowedRule(placed.ref, rule.rule_type, placed.action,
-                                          ((earlier.ref, earlier.action),)))  # fmt: skip
-                break
-    for index, placed in enumerate(application):
-        rule = placed.rule
-        assert isinstance(rule, ApplicationRule)
-        pairs = [
-            (_protocol_key(p), pattern)
-            for p in rule.protocols
-            for pattern in _patterns(rule, policy)
-        ]
-        if not pairs:
-            continue
-        by: list[tuple[RuleRef, str]] = []
-        for protocol, pattern in pairs:
-            cover = next(
-                (
-                    earlier
-                    for earlier in application[:index]
-                    if isinstance(earlier.rule, ApplicationRule)
-                    and protocol in {_protocol_key(p) for p in earlier.rule.protocols}
-                    and _addresses_cover(earlier.rule.source_addresses, rule.source_addresses)
-                    and any(_pattern_covers(o, pattern) for o in _patterns(earlier.rule, policy))
-                ),
-                None,
-            )
-            if cover is None:
-                break
-            if (cover.ref, cover.action) not in by:
-                by.append((cover.ref, cover.action))
-        else:
-            found.append(ShadowedRule(placed.ref, rule.rule_type, placed.action, tuple(by)))
+    for shadowing in coverage.shadowed():
+        placed = shadowing.rule
+        by = tuple((earlier.ref, earlier.action) for earlier in shadowing.by)
+        found.append(ShadowedRule(placed.ref, placed.rule.rule_type, placed.action, by))
     return found
 
 
-def _takes_all_tcp(rule: NetworkRule) -> bool:
-    """The rule matches TCP to every destination: it decides HTTP/HTTPS before the
-    application pass for the ports it lists."""
-    if "TCP" not in _transports(rule.ip_protocols):
-        return False
-    return any(
-        spec.strip() == "*" or _networks(spec) == [_EVERYWHERE_V4]
-        for spec in rule.destination_addresses
-    )
-
-
-def _unreachable(
-    network: list[_Placed], application: list[_Placed]
-) -> list[UnreachableApplicationRules]:
-    taken_by: dict[RuleRef, list[tuple[RuleRef, list[str]]]] = {}
-    actions: dict[RuleRef, str] = {}
-    fully: dict[RuleRef, list[RuleRef]] = {}
-    takers = [n for n in network if isinstance(n.rule, NetworkRule) and _takes_all_tcp(n.rule)]
-    for placed in application:
-        rule = placed.rule
-        assert isinstance(rule, ApplicationRule)
-        taken_protocols: dict[RuleRef, list[str]] = {}
-        for protocol in rule.protocols:
-            if protocol.protocol_type not in ("Http", "Https"):
-                continue
-            taker = next(
-                (
-                    n
-                    for n in takers
-                    if isinstance(n.rule, NetworkRule)
-                    and _ports_cover(n.rule.destination_ports, (str(protocol.port),))
-                    and _addresses_cover(n.rule.source_addresses, rule.source_addresses)
-                ),
-                None,
-            )
-            if taker is not None:
-                taken_protocols.setdefault(taker.ref, []).append(str(protocol))
-                actions[taker.ref] = taker.action
-        for ref, protocols in taken_protocols.items():
-            taken_by.setdefault(ref, []).append((placed.ref, protocols))
-        if sum(len(p) for p in taken_protocols.values()) == len(rule.protocols):
-            for ref in taken_protocols:
-                fully.setdefault(ref, []).append(placed.ref)
-    return [
-        UnreachableApplicationRules(
-            ref, actions[ref], tuple((a, tuple(p)) for a, p in rules), tuple(fully.get(ref, ()))
+def _unreachable(coverage: Coverage) -> list[UnreachableApplicationRules]:
+    found = []
+    for preemption in coverage.preempted():
+        taken = tuple(
+            (placed.ref, tuple(str(protocol) for protocol in protocols))
+            for placed, protocols in preemption.application_rules
         )
-        for ref, rules in taken_by.items()
-    ]
+        fully = tuple(placed.ref for placed in preemption.fully)
+        network_rule = preemption.network_rule
+        found.append(
+            UnreachableApplicationRules(network_rule.ref, network_rule.action, taken, fully)
+        )
+    return found
 
 
 # --- the diff ------------------------------------------------------------------------------
@@ -501,19 +280,20 @@ def diff_policy(policy: Policy, events: Iterable[Any]) -> DiffReport:
         key = (request.protocol, destination, denied_by.rule if denied_by else None)
         entry = missing.setdefault(key, [request.protocol, destination, 0, suggestion, denied_by])
         entry[2] += 1
-    network, application = _in_precedence(policy)
+    network, application = in_precedence(policy)
     unused = [
         UnusedRule(placed.ref, placed.rule.rule_type, placed.action)
         for placed in network + application
         if placed.ref not in used
     ]
+    coverage = Coverage(policy)
     return DiffReport(
         policy=policy.name,
         connections=connections,
         missing=[MissingRule(*entry) for entry in missing.values()],
         unused=unused,
-        shadowed=_shadowed(policy, network, application),
-        unreachable=_unreachable(network, application),
+        shadowed=_shadowed(coverage),
+        unreachable=_unreachable(coverage),
     )
 
 

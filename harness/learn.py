@@ -72,6 +72,7 @@ from harness.allowlist import (
 from harness.events import Event
 from harness.execute import Execution, RunOverrides, SandboxRun, execute, new_run_dir
 from harness.policy.model import Policy
+from harness.runfolder import LEARN
 from harness.scenario import Scenario
 from harness.steps import step_candidates
 
@@ -486,6 +487,6 @@ def save_learn(result: LearnResult, joint_verify: Execution | None = None) -> Pa
         ],
         "listed": sorted(listed),
     }  # fmt: skip
-    (folder / "learn.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (folder / LEARN).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     result.folder = folder
     return folder

@@ -6,7 +6,6 @@ drawn by `harness.pages`."""
 from __future__ import annotations
 
 __all__ = [
-    "LEARN_FILE",
     "LearnView",
     "RunView",
     "is_learn",
@@ -23,9 +22,7 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.events import Event
-from harness.runfolder import CLIENT_LOG, EVENTS, read_run
-
-LEARN_FILE = "learn.json"
+from harness.runfolder import CLIENT_LOG, EVENTS, INDEX, LEARN, REPORT, SUMMARY, read_run
 
 
 @dataclass
@@ -75,11 +72,11 @@ class LearnView:
 
 
 def is_recording(folder: Path) -> bool:
-    return (folder / EVENTS).is_file() or (folder / "summary.json").is_file()
+    return (folder / EVENTS).is_file() or (folder / SUMMARY).is_file()
 
 
 def is_learn(folder: Path) -> bool:
-    return (folder / LEARN_FILE).is_file()
+    return (folder / LEARN).is_file()
 
 
 def _json_file(path: Path) -> dict[str, object]:
@@ -113,7 +110,7 @@ def load_run(folder: Path) -> RunView:
 
 def load_learn(folder: Path) -> LearnView:
     """The learn's manifest and each run it names (None for a run folder no longer there)."""
-    manifest = _json_file(folder / LEARN_FILE)
+    manifest = _json_file(folder / LEARN)
     view = LearnView(folder, manifest)
     for run in manifest.get("runs") or []:
         if not isinstance(run, dict):
@@ -135,9 +132,6 @@ def recordings_under(folder: Path) -> list[Path]:
 
 # --- writing the pages ------------------------------------------------------------------------
 
-REPORT_FILE = "report.html"
-INDEX_FILE = "index.html"
-
 
 def _write_page(target: Path, page: str) -> Path:
     try:
@@ -152,7 +146,7 @@ def write_run_report(folder: Path, target: Path | None = None) -> tuple[Path, Ru
     from harness.pages import run_page
 
     view = load_run(folder)
-    return _write_page(target or folder / REPORT_FILE, run_page(view)), view
+    return _write_page(target or folder / REPORT, run_page(view)), view
 
 
 def write_learn_report(folder: Path, target: Path | None = None) -> tuple[Path, LearnView]:
@@ -162,7 +156,7 @@ def write_learn_report(folder: Path, target: Path | None = None) -> tuple[Path, 
     from harness.pages import learn_page
 
     learn = load_learn(folder)
-    page_path = target or folder / REPORT_FILE
+    page_path = target or folder / REPORT
     links: dict[str, str] = {}
     for run, view in learn.runs:
         if view is None:
@@ -180,7 +174,7 @@ def write_index(folder: Path, target: Path | None = None) -> tuple[Path, list]:
     from harness.pages import IndexEntry, destination_verdict, index_page
     from harness.report import destinations
 
-    page_path = target or folder / INDEX_FILE
+    page_path = target or folder / INDEX
     entries = []
     for child in recordings_under(folder):
         try:

@@ -10,10 +10,19 @@
       gateway.log      GATEWAY_LOG   the gateway's own output, its last lines (the sandbox)
       client.log       CLIENT_LOG    a scenario client's output (the sandbox)
       upstreams/       UPSTREAMS     the test CA, each upstream's certificate and log
+      steps.jsonl      STEPS         a chain's steps, one line as each ends (the sandbox's chain;
+                                     read by `harness.steps.read_steps`)
       report.html      REPORT        `egress report`'s page
 
-Writers here are the only code that names these files; the gateway container and the sandbox
-take the paths from here too.
+    runs/<UTC time>-learn-<scenario>/     a learn's folder: its runs' folders, and
+      learn.json       LEARN         the manifest naming them (`harness.learn.save_learn`)
+      report.html      REPORT        its page
+
+    runs/index.html    INDEX         `egress report runs/`: every recording under a folder
+
+Only this module names these files; the gateway container, the sandbox, the importers
+(`harness.logimport`) and the readers take the names (and, where writing is simple, the
+writers) from here.
 
 A recording is evidence, so `read_run` is lenient: a line that is not UTF-8, not JSON, nested
 too deep, too long, or an event whose fields have the wrong types (checked once, in
@@ -30,8 +39,11 @@ __all__ = [
     "CLIENT_LOG",
     "EVENTS",
     "GATEWAY_LOG",
+    "INDEX",
+    "LEARN",
     "POLICY",
     "REPORT",
+    "STEPS",
     "SUMMARY",
     "TIMED_OUTPUT",
     "UPSTREAMS",
@@ -68,6 +80,9 @@ GATEWAY_LOG = "gateway.log"
 CLIENT_LOG = "client.log"
 UPSTREAMS = "upstreams"
 REPORT = "report.html"
+STEPS = "steps.jsonl"
+LEARN = "learn.json"
+INDEX = "index.html"
 
 
 # --- writers -------------------------------------------------------------------------------

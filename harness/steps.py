@@ -19,8 +19,7 @@ from pathlib import Path
 
 from harness.allowlist import Candidate, candidates, merge_candidates
 from harness.events import Event
-
-STEPS_FILE = "steps.jsonl"
+from harness.runfolder import STEPS as STEPS_FILE
 
 
 @dataclass(frozen=True)

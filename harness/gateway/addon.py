@@ -2,9 +2,10 @@
 
 Hooks translate traffic into `Request`s for the pure `Decider` and decisions into actions. The
 facts only the gateway knows (a Host header's port, a destination that is the gateway itself)
-are Request fields too, so every decision comes out of the Decider. Two denials are made here,
-after it: a hook that fails (`Reason.INTERNAL_ERROR`, closed), and an allowed name that
-resolves to the gateway only when `server_connect` dials it (`Reason.GATEWAY_ITSELF`).
+are Request fields too, so every decision comes out of the Decider, also the one made when
+`server_connect` learns that an allowed name resolves to the gateway itself (the same Request
+with `to_gateway` set, decided again: `Reason.GATEWAY_ITSELF`). One denial is made here alone:
+a hook that fails denies closed (`Reason.INTERNAL_ERROR`).
 
 - `next_layer`: the first bytes of a transparent connection. A TLS ClientHello is decided on its
   SNI (HTTPS); plain HTTP is left to mitmproxy's HTTP layer and decided per request in
@@ -17,11 +18,12 @@ resolves to the gateway only when `server_connect` dials it (`Reason.GATEWAY_ITS
 - An allowed HTTPS connection's upstream is pinned to the SNI name (the gateway resolves it
   itself), so a client cannot name an allowed host and reach another address.
 - `server_connect` is the choke point: an upstream connection that no decision approved is
-  refused, and so is one to the gateway itself (loopback, its own addresses, or a name that
-  resolves to one); an approved name is resolved there and the connection pinned to the address
-  checked. A denied HTTPS connection ends as `https_deny` says: `close` (EOF right after the
-  ClientHello, as Azure does), `alert` (a local responder answers a fatal access_denied alert)
-  or `drop` (nothing comes back, no close, until the client closes or `egress_drop_seconds`).
+  refused, and so is one the Decider refuses once the name turns out to resolve to the gateway
+  itself (loopback or one of its own addresses); an approved name is resolved there and the
+  connection pinned to the address checked. A denied HTTPS connection ends as `https_deny`
+  says: `close` (EOF right after the ClientHello, as Azure does), `alert` (a local responder
+  answers a fatal access_denied alert) or `drop` (nothing comes back, no close, until the
+  client closes or `egress_drop_seconds`).
 - Recording: one event per connection, written when the client disconnects (with the bytes
   relayed each way and the duration); one per plain HTTP request, written with its response
   or error; one per DNS query, written with its answer.
@@ -56,7 +58,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mitmproxy import ctx, dns, exceptions, http, tls
@@ -94,7 +96,6 @@ READY_BANNER = "egress-harness gateway ready"
 DENY_BODY = b"Action: Deny. Reason: No rule matched. Proceeding with default action."
 # A TLS record (alert, TLS 1.2 record version, length 2) holding a fatal (2) access_denied (49).
 TLS_ACCESS_DENIED_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31])
-REFUSED = "denied by the egress firewall"
 UNREACHABLE = "unreachable from this machine"
 DROP_POLL_SECONDS = 0.2
 _HTTP_REQUEST_START = re.compile(rb"^[A-Z]{3,10} ")
@@ -106,10 +107,12 @@ class TrackedConnection:
     """What was decided for one client connection, and what moved through it since."""
 
     event: Event
-    approved: set[tuple[str, int]] = field(default_factory=set)
+    # The upstreams a decision approved, each with the Request that was allowed (None for the
+    # local alert responder), to decide again on what dialling it reveals.
+    approved: dict[tuple[str, int], Request | None] = field(default_factory=dict)
     deny_style: str | None = None  # set when a denied HTTPS connection must end a certain way
-    # Approved upstreams refused at connect time (the name resolved to the gateway itself).
-    refused: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Approved upstreams the Decider refused at connect time (the name resolved to the gateway).
+    refused: dict[tuple[str, int], Decision] = field(default_factory=dict)
     # Approved upstreams this machine cannot reach, and the address each approved one was
     # dialled at (to recognise it when the dial fails).
     unreachable: set[tuple[str, int]] = field(default_factory=set)
@@ -219,9 +222,14 @@ def hosts_file_addresses(text: str) -> dict[str, list[str]]:
     return found
 
 
-def deny_event(event: Event, reason: str) -> None:
-    """Turn a recorded allow into a deny (the upstream was refused after the decision)."""
-    event.action, event.would, event.reason, event.rule = DENY, DENY, reason, None
+INTERNAL_ERROR = Decision(DENY, DENY, Reason.INTERNAL_ERROR)  # a hook failed: denied closed
+
+
+def take_decision(event: Event, decision: Decision) -> None:
+    """An event not yet written takes a later decision (the Decider's, when dialling taught it
+    that the name is the gateway itself; or the addon's own when a hook failed)."""
+    event.action, event.would, event.reason = decision.action, decision.would, decision.reason
+    event.rule = decision.rule.as_dict() if decision.rule else None
     event.azure = azure_line(event)
 
 
@@ -535,12 +543,12 @@ class FirewallAddon:
             # keeps the address the client chose, which is what the rule allowed.
             target = (sni, dst_port) if sni else (dst_ip, dst_port)
             context.server.address = target
-            tracked.approved.add(target)
+            tracked.approved[target] = request
         elif protocol == "HTTPS":
             tracked.deny_style = self.config.https_deny if self.config else "close"
             if tracked.deny_style == "alert" and self.alert_address is not None:
                 context.server.address = self.alert_address
-                tracked.approved.add(self.alert_address)
+                tracked.approved[self.alert_address] = None
         return tracked
 
     @property
@@ -602,7 +610,7 @@ class FirewallAddon:
         flow.request.port = dst_port
         flow.request.host_header = host_header or None
         tracked = self.connections.setdefault(client.id, TrackedConnection(event, written=True))
-        tracked.approved.add((target_host, dst_port))
+        tracked.approved[(target_host, dst_port)] = request
         flow.metadata["egress_event"] = event
         flow.metadata["egress_started"] = time.monotonic()
 
@@ -622,7 +630,7 @@ class FirewallAddon:
                 tracked.refused.get((flow.request.host, flow.request.port)) if tracked else None
             )
             if refusal is not None and flow.response is None:
-                deny_event(event, refusal)
+                take_decision(event, refusal)
             elif (
                 tracked is not None and flow.response is None
                 and (flow.request.host, flow.request.port) in tracked.unreachable
@@ -655,15 +663,15 @@ class FirewallAddon:
         try:
             await self._check_upstream(data)
         except asyncio.CancelledError:
-            data.server.error = REFUSED
+            data.server.error = Reason.REFUSED
             raise
         except Exception:  # fail closed: mitmproxy would log it and dial
             logger.exception("egress: internal error; the upstream connection is refused")
-            data.server.error = f"{REFUSED} (internal error)"
+            data.server.error = f"{Reason.REFUSED} ({Reason.INTERNAL_ERROR})"
             try:
                 tracked = self.connections.get(data.client.id)
                 if tracked is not None and not tracked.written:
-                    deny_event(tracked.event, Reason.INTERNAL_ERROR)
+                    take_decision(tracked.event, INTERNAL_ERROR)
             except Exception:  # the refusal above stands; the record is best effort
                 logger.exception("egress: cannot mark the connection's event")
 
@@ -674,7 +682,7 @@ class FirewallAddon:
         if tracked is None or target is None or target not in tracked.approved:
             if tracked is not None and tracked.deny_style == "drop":
                 await self._hold_silent(data.client)
-            data.server.error = REFUSED
+            data.server.error = Reason.REFUSED
             return
         if target == self.alert_address:
             return
@@ -690,16 +698,31 @@ class FirewallAddon:
         if not addresses:
             self._unreachable(data, tracked, target, data.server.error or UNREACHABLE)
             return
-        if self._is_the_gateway(host, *addresses):
-            data.server.error = f"{REFUSED}: {Reason.GATEWAY_ITSELF}"
-            tracked.refused[target] = Reason.GATEWAY_ITSELF
+        refusal = self._refusal_at_dial(tracked.approved[target], host, addresses)
+        if refusal is not None:
+            data.server.error = f"{Reason.REFUSED}: {refusal.reason}"
+            tracked.refused[target] = refusal
             if not tracked.written:
-                deny_event(tracked.event, Reason.GATEWAY_ITSELF)
+                take_decision(tracked.event, refusal)
             return
         # Dial the address just checked, not the name again: a second lookup could answer
         # differently (DNS rebinding).
         data.server.address = (addresses[0], port)
         tracked.dialled[data.server.address] = target
+
+    def _refusal_at_dial(
+        self, request: Request | None, host: str, addresses: list[str]
+    ) -> Decision | None:
+        """The Decider's denial of dialling `host` at `addresses` for the Request it allowed,
+        or None when the approval stands. It is asked again only when dialling reveals a fact
+        the Request lacked (the name resolves to the gateway itself): the Decider is pure, so
+        the same Request would get the same Allow."""
+        if request is None:  # an approval without a decided Request: fail closed
+            return INTERNAL_ERROR
+        if not self._is_the_gateway(host, *addresses):
+            return None
+        decision = self._decide(replace(request, to_gateway=True))
+        return None if decision.allowed else decision
 
     @staticmethod
     def _unreachable(

@@ -62,10 +62,9 @@ from harness.logimport.sources import (
     stream,
 )
 from harness.recording import EVENTS_FILE, Recorder, RecorderError
+from harness.runfolder import POLICY as POLICY_FILE
 
 ORIGIN = "import-logs"
-POLICY_FILE = "policy.yaml"
-SUMMARY_FILE = "summary.json"
 SHOWN_PROBLEMS = 5
 FOLD_EVERY = 20000
 

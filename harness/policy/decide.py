@@ -38,14 +38,30 @@ tests/unit/policy/test_decide.py:
 8. After the rules: a request the rules allow (in audit mode, every request) whose destination
    is the gateway itself (`to_gateway`) is denied with `Reason.GATEWAY_ITSELF`: the gateway
    dials with its own unfiltered identity, so no mode lets a workload reach its listeners. A
-   rule's own deny keeps its reason and rule.
+   rule's own deny keeps its reason and rule. (The gateway asks again, with the same Request
+   and `to_gateway` set, when an allowed name turns out to resolve to itself as it dials.)
 
 Unparseable addresses and ports in a policy match nothing (the loader rejects them first).
+
+The order (`in_precedence`) and the compiled matchers (`AddressSet`, `port_ranges`,
+`network_transports`, `application_key`, `application_patterns`) are public so that
+`harness.policy.coverage` (which rule shadows which, for `egress diff`) reasons with the very
+same ones: one precedence order, one reading of a rule.
 """
 
 from __future__ import annotations
 
-__all__ = ["Decider", "Mode"]
+__all__ = [
+    "AddressSet",
+    "Decider",
+    "Mode",
+    "PlacedRule",
+    "application_key",
+    "application_patterns",
+    "in_precedence",
+    "network_transports",
+    "port_ranges",
+]
 
 import ipaddress
 from collections.abc import Callable
@@ -64,8 +80,10 @@ from harness.policy.model import (
     Decision,
     NetworkRule,
     Policy,
+    Protocol,
     Reason,
     Request,
+    Rule,
     RuleRef,
     RuleType,
 )
@@ -88,10 +106,13 @@ def _parse_ip(text: str) -> IpAddress | None:
     return address
 
 
-class _AddressSet:
-    """Precompiled `source_addresses` / `destination_addresses`: IPs, CIDRs, ranges, `*`."""
+class AddressSet:
+    """Precompiled `source_addresses` / `destination_addresses`: IPs, CIDRs, ranges, `*`.
 
-    __slots__ = ("any", "networks", "ranges")
+    `names` keeps the specs that are no address and got no prefixes (a service tag the policy's
+    table lacks): they match nothing here, and coverage compares them by name."""
+
+    __slots__ = ("any", "names", "networks", "ranges")
 
     def __init__(
         self,
@@ -99,6 +120,7 @@ class _AddressSet:
         service_tags: Callable[[str], tuple[str, ...] | None] | None = None,
     ) -> None:
         self.any = False
+        self.names: list[str] = []
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.ranges: list[tuple[IpAddress, IpAddress]] = []
         for spec in specs:
@@ -115,6 +137,8 @@ class _AddressSet:
                     self.networks.append(ipaddress.ip_network(text, strict=False))
                 except ValueError:
                     prefixes = service_tags(text) if service_tags is not None else None
+                    if not prefixes:
+                        self.names.append(text.lower())
                     for prefix in prefixes or ():  # else matches nothing (module docstring)
                         try:
                             self.networks.append(ipaddress.ip_network(prefix, strict=False))
@@ -138,13 +162,14 @@ class _AddressSet:
         return False
 
 
-def _source_matcher(specs: tuple[str, ...]) -> _AddressSet | None:
+def _source_matcher(specs: tuple[str, ...]) -> AddressSet | None:
     """None stands for `*` so the hot path skips the call."""
-    addresses = _AddressSet(specs)
+    addresses = AddressSet(specs)
     return None if addresses.any else addresses
 
 
-def _port_ranges(specs: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+def port_ranges(specs: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """`destination_ports` as inclusive (first, last) ranges; `*` is 0-65535."""
     ranges: list[tuple[int, int]] = []
     for spec in specs:
         text = spec.strip()
@@ -161,10 +186,61 @@ def _port_ranges(specs: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+def network_transports(rule: NetworkRule) -> frozenset[str]:
+    """The transports (TCP, UDP, ICMP) whose requests a network rule is tried on."""
+    protocols = {protocol.upper() for protocol in rule.ip_protocols}
+    if "ANY" in protocols:
+        return frozenset(("TCP", "UDP", "ICMP"))
+    return frozenset(protocols & {"TCP", "UDP", "ICMP"})
+
+
+def application_key(protocol: Protocol) -> tuple[str, int]:
+    """The (protocol type, port) an application rule's protocol is indexed under."""
+    return protocol.protocol_type.capitalize(), protocol.port
+
+
+def application_patterns(rule: ApplicationRule, policy: Policy) -> list[str]:
+    """An application rule's FQDN patterns: its targets, then its FQDN tags' patterns (the
+    policy's own tags; an unknown tag adds none)."""
+    patterns = list(rule.target_fqdns)
+    for tag in rule.fqdn_tags:
+        patterns.extend(policy.fqdn_tag(tag) or ())
+    return patterns
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedRule:
+    """A rule where the policy puts it: its reference and its collection's action."""
+
+    ref: RuleRef
+    action: Action
+    rule: Rule
+
+
+def in_precedence(policy: Policy) -> tuple[list[PlacedRule], list[PlacedRule]]:
+    """(network rules, application rules), each in the order the Decider tries them (clause 2):
+    groups by priority, then collections by priority, then rules as written."""
+    network: list[PlacedRule] = []
+    application: list[PlacedRule] = []
+    for group in sorted(policy.rule_collection_groups, key=lambda group: group.priority):
+        for collection in sorted(group.rule_collections, key=lambda coll: coll.priority):
+            for rule in collection.rules:
+                placed = PlacedRule(
+                    RuleRef(policy.name, group.name, collection.name, rule.name),
+                    collection.action,
+                    rule,
+                )
+                if isinstance(rule, NetworkRule):
+                    network.append(placed)
+                elif isinstance(rule, ApplicationRule):
+                    application.append(placed)
+    return network, application
+
+
 @dataclass(frozen=True, slots=True)
 class _CompiledNetworkRule:
-    source: _AddressSet | None
-    destination: _AddressSet
+    source: AddressSet | None
+    destination: AddressSet
     destination_fqdns: frozenset[str]
     ports: tuple[tuple[int, int], ...]
     decision: Decision
@@ -189,7 +265,7 @@ class _CompiledNetworkRule:
 
 
 # An application index entry: (source matcher or None for `*`, the decision of the rule).
-_ApplicationEntry = tuple[_AddressSet | None, Decision]
+_ApplicationEntry = tuple[AddressSet | None, Decision]
 
 
 class Decider:
@@ -216,44 +292,37 @@ class Decider:
         return Decision(shown, action, reason, rule, rule_type)
 
     def _compile(self, policy: Policy) -> None:
-        groups = sorted(policy.rule_collection_groups, key=lambda group: group.priority)
-        for group in groups:
-            collections = sorted(group.rule_collections, key=lambda coll: coll.priority)
-            for collection in collections:
-                for rule in collection.rules:
-                    reference = RuleRef(policy.name, group.name, collection.name, rule.name)
-                    if isinstance(rule, NetworkRule):
-                        decision = self._decision(
-                            collection.action, Reason.RULE_MATCHED, reference, NETWORK_RULE
-                        )
-                        self._add_network_rule(rule, decision)
-                    elif isinstance(rule, ApplicationRule):
-                        decision = self._decision(
-                            collection.action, Reason.RULE_MATCHED, reference, APPLICATION_RULE
-                        )
-                        self._add_application_rule(rule, decision)
+        network, application = in_precedence(policy)
+        for placed in network:
+            assert isinstance(placed.rule, NetworkRule)
+            decision = self._decision(placed.action, Reason.RULE_MATCHED, placed.ref, NETWORK_RULE)
+            self._add_network_rule(placed.rule, decision)
+        for placed in application:
+            assert isinstance(placed.rule, ApplicationRule)
+            decision = self._decision(
+                placed.action, Reason.RULE_MATCHED, placed.ref, APPLICATION_RULE
+            )
+            self._add_application_rule(placed.rule, decision)
 
     def _add_network_rule(self, rule: NetworkRule, decision: Decision) -> None:
         compiled = _CompiledNetworkRule(
             source=_source_matcher(rule.source_addresses),
-            destination=_AddressSet(rule.destination_addresses, self.policy.service_tag),
+            destination=AddressSet(rule.destination_addresses, self.policy.service_tag),
             destination_fqdns=frozenset(normalize(name) for name in rule.destination_fqdns),
-            ports=_port_ranges(rule.destination_ports),
+            ports=port_ranges(rule.destination_ports),
             decision=decision,
         )
-        protocols = {protocol.upper() for protocol in rule.ip_protocols}
+        transports = network_transports(rule)
         for transport, rules in self._network.items():
-            if transport in protocols or "ANY" in protocols:
+            if transport in transports:
                 rules.append(compiled)
 
     def _add_application_rule(self, rule: ApplicationRule, decision: Decision) -> None:
-        patterns = list(rule.target_fqdns)
-        for tag in rule.fqdn_tags:
-            patterns.extend(self.policy.fqdn_tag(tag) or ())
+        patterns = application_patterns(rule, self.policy)
         entry: _ApplicationEntry = (_source_matcher(rule.source_addresses), decision)
         for protocol in rule.protocols:
             # Mssql never matches: the gateway sees only HTTP and HTTPS requests.
-            key = (protocol.protocol_type.capitalize(), protocol.port)
+            key = application_key(protocol)
             index = self._application.get(key)
             if index is None:
                 index = self._application[key] = FqdnIndex()

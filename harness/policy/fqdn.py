@@ -8,7 +8,8 @@
 
 Case-insensitive; a trailing dot is ignored. `www.contoso.*`, `a.*.b` and `**` are invalid.
 
-`matches` decides one pattern against one name. `FqdnIndex` holds many patterns and answers,
+`matches` decides one pattern against one name; `pattern_covers` says whether one pattern
+matches every name another one matches (for `harness.policy.coverage`). `FqdnIndex` holds many patterns and answers,
 for a name, which of them match without scanning them all: exact names and `*.x` keys are dict
 lookups over the name and its label suffixes, `*x` keys are dict lookups over the name's
 character suffixes (only the lengths some pattern has), `*` is a list that always matches.
@@ -17,7 +18,14 @@ A pattern that `pattern_problem` rejects is matched literally (so it matches not
 
 from __future__ import annotations
 
-__all__ = ["FqdnIndex", "exact_name_problem", "matches", "normalize", "pattern_problem"]
+__all__ = [
+    "FqdnIndex",
+    "exact_name_problem",
+    "matches",
+    "normalize",
+    "pattern_covers",
+    "pattern_problem",
+]
 
 import bisect
 import re
@@ -97,6 +105,26 @@ def matches(pattern: str, name: str) -> bool:
     if kind == "suffix":
         return text.endswith(key)
     return text == key
+
+
+def pattern_covers(outer: str, inner: str) -> bool:
+    """Whether `outer` matches every name `inner` matches (both patterns, table above)."""
+    outer_kind, outer_key = _classify(outer)
+    inner_kind, inner_key = _classify(inner)
+    if outer_kind == "everything":
+        return True
+    if inner_kind == "everything":
+        return False
+    if outer_kind == "exact":
+        return inner_kind == "exact" and inner_key == outer_key
+    # The names `inner` matches all end with this; `*.x`'s also have a label before it.
+    tail = "." + inner_key if inner_kind == "subdomain" else inner_key
+    if outer_kind == "subdomain":
+        # `*.k` needs a dot before k: `*ak` matches `ak` itself, which `*.k` does not.
+        if inner_kind == "suffix":
+            return inner_key.endswith("." + outer_key)
+        return tail.endswith("." + outer_key)
+    return tail.endswith(outer_key)  # `*k`: a plain suffix
 
 
 _by_sequence = itemgetter(0)

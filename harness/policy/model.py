@@ -138,7 +138,9 @@ class Request:
     Two facts only the gateway can establish, decided by the Decider like the rest:
     `host_port` is the port written in an HTTP Host header (None when it names none), and
     `to_gateway` says the destination address or name is the gateway itself (loopback, one of
-    its own addresses, `localhost`).
+    its own addresses, `localhost`). The gateway learns the last fact a second time when it
+    dials an allowed name: a name that resolves to the gateway itself is the same Request with
+    `to_gateway` set, decided again.
     """
 
     protocol: Wire
@@ -174,7 +176,10 @@ class Reason:
     `AZURE`: Azure Firewall's own wording (azure-firewall.md), which its log lines carry.
     `OURS`: the harness's words for what Azure's logs have none for: a Host port unlike the
     connection's (Azure drops the request), a destination that is the gateway itself (the
-    simulation's own machine, not a thing Azure has), and a hook that failed (denied closed).
+    simulation's own machine, not a thing Azure has), a hook that failed (denied closed), and
+    `REFUSED`, the error an upstream connection the gateway refuses to dial carries (mitmproxy
+    logs it; an HTTP client sees it in the gateway's 502), followed by `: <reason>` when a
+    decision refused it after the rules had allowed it.
     """
 
     DEFAULT_DENY = "No rule matched. Proceeding with default action"
@@ -184,9 +189,10 @@ class Reason:
     HOST_PORT_MISMATCH = "Host header port differs from the connection's port"
     GATEWAY_ITSELF = "destination is the gateway itself"
     INTERNAL_ERROR = "internal error"
+    REFUSED = "denied by the egress firewall"
 
     AZURE = (DEFAULT_DENY, SNI_MISSING, RULE_MATCHED)
-    OURS = (HOST_PORT_MISMATCH, GATEWAY_ITSELF, INTERNAL_ERROR)
+    OURS = (HOST_PORT_MISMATCH, GATEWAY_ITSELF, INTERNAL_ERROR, REFUSED)
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ class Gateway:
             raise RuntimeError("switch() needs a gateway started with shared_root")
         _check_choices(mode, https_deny)
         run_dir = Path(run_dir).resolve()
-        policy_path = Path(policy_path or run_dir / "policy.yaml").resolve()
+        policy_path = Path(policy_path or run_dir / POLICY).resolve()
         options = {
             "egress_policy": _inside(self.shared_root, policy_path),
             "egress_mode": mode,

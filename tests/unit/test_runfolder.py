@@ -1,13 +1,16 @@
-"""The run folder's one reader: lenient, counting what it skipped; and the event types it relies
-on, checked once in Event.from_json."""
+"""The run folder's one reader: lenient, counting what it skipped; the event types it relies
+on, checked once in Event.from_json; and its file names typed nowhere else."""
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
 import pytest
 
+import harness
+from harness import runfolder
 from harness.errors import InputError
 from harness.events import Event
 from harness.runfolder import EVENTS, SUMMARY, TIMED_OUTPUT, Recorder, read_run, write_summary
@@ -108,3 +111,37 @@ def test_a_folder_without_events_is_an_input_error_unless_events_are_optional(
     with pytest.raises(InputError, match="does not exist"):
         read_run(tmp_path)
     assert read_run(tmp_path, require_events=False).events == []
+
+
+# --- the layout has one home ------------------------------------------------------------------
+
+RUN_FOLDER_FILES = {
+    getattr(runfolder, name)
+    for name in ("EVENTS", "AZURE_LOG", "WORKLOAD_LOG", "TIMED_OUTPUT", "POLICY", "SUMMARY",
+                 "GATEWAY_LOG", "CLIENT_LOG", "REPORT", "STEPS", "LEARN", "INDEX")
+}  # fmt: skip
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def test_only_runfolder_names_the_files_of_a_run_folder() -> None:
+    package = Path(harness.__file__).parent
+    typed_elsewhere = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "runfolder.py" and path.parent == package:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and node.value in RUN_FOLDER_FILES
+                    and id(node) not in docstrings):  # fmt: skip
+                typed_elsewhere.append(f"{path.relative_to(package)}:{node.lineno}: {node.value}")
+    assert typed_elsewhere == []

@@ -9,7 +9,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
@@ -32,7 +32,8 @@ from harness.gateway.addon import (
     FirewallAddon,
     upstream_failure,
 )
-from harness.policy.model import Reason
+from harness.policy.decide import Decider
+from harness.policy.model import APPLICATION_RULE, DENY, Decision, Reason, Request, RuleRef
 from harness.recording import EVENTS_FILE, read_events
 
 SRC = ("10.0.0.2", 50000)
@@ -400,6 +401,85 @@ def test_an_allowed_http_host_resolving_to_the_gateway_is_refused(gateway: Gatew
     gateway.addon.error(flow)
     [event] = gateway.events()
     assert (event.kind, event.action, event.reason) == ("http", "Deny", Reason.GATEWAY_ITSELF)
+
+
+class SpyDecider:
+    """The addon's Decider, recording what it is asked; `at_dial` answers a Request that says
+    it goes to the gateway itself in its place (None: the real Decider answers)."""
+
+    def __init__(self, decider: Decider, at_dial: Decision | None = None) -> None:
+        self.decider, self.at_dial, self.asked = decider, at_dial, []
+
+    def decide(self, request: Request) -> Decision:
+        self.asked.append(request)
+        if request.to_gateway and self.at_dial is not None:
+            return self.at_dial
+        return self.decider.decide(request)
+
+
+def test_the_decider_refuses_a_name_found_at_dial_to_be_the_gateway(gateway: Gateway) -> None:
+    assert gateway.addon.decider is not None
+    spy = gateway.addon.decider = SpyDecider(gateway.addon.decider)  # type: ignore[assignment]
+    connection = gateway.connection(("192.0.2.11", 443))
+    gateway.first_bytes(connection, client_hello("loopback.wild.test"))
+    assert gateway.server_connect(connection) == REFUSED_AS_GATEWAY
+    first, at_dial = spy.asked
+    assert not first.to_gateway and at_dial == replace(first, to_gateway=True)
+
+
+def test_an_allowed_name_that_is_not_the_gateway_is_not_decided_again(gateway: Gateway) -> None:
+    assert gateway.addon.decider is not None
+    spy = gateway.addon.decider = SpyDecider(gateway.addon.decider)  # type: ignore[assignment]
+    connection = gateway.connection(("192.0.2.10", 443))
+    gateway.first_bytes(connection, HELLO["allowed.test"])
+    assert gateway.server_connect(connection) is None
+    assert len(spy.asked) == 1  # the Decider is pure: the same Request, the same Allow
+
+
+@pytest.mark.parametrize("kind", ["tls", "http"])
+def test_the_addon_only_translates_the_decision_at_dial(gateway: Gateway, kind: str) -> None:
+    chosen = Decision(DENY, DENY, "a reason the Decider chose",
+                      RuleRef("unit-policy", "g", "c", "r"), APPLICATION_RULE)  # fmt: skip
+    assert gateway.addon.decider is not None
+    gateway.addon.decider = SpyDecider(gateway.addon.decider, at_dial=chosen)  # type: ignore[assignment]
+    if kind == "tls":
+        connection = gateway.connection(("192.0.2.11", 443))
+        gateway.first_bytes(connection, client_hello("loopback.wild.test"))
+        assert gateway.server_connect(connection) == f"{Reason.REFUSED}: {chosen.reason}"
+        event = gateway.close(connection.client)
+    else:
+        flow = http_flow("loopback.wild.test", ("192.0.2.11", 80))
+        gateway.addon.requestheaders(flow)
+        flow.server_conn.address = (flow.request.host, flow.request.port)  # as mitmproxy dials
+        assert gateway.server_connect(flow) == f"{Reason.REFUSED}: {chosen.reason}"
+        flow.error = tflow.terr("Connection killed")
+        gateway.addon.error(flow)
+        [event] = gateway.events()
+    assert (event.action, event.would, event.reason, event.rule) == (
+        "Deny", "Deny", chosen.reason, {"policy": "unit-policy", "group": "g", "collection": "c",
+                                        "rule": "r"})  # fmt: skip
+    assert event.azure is not None and ". Action: Deny. Policy: unit-policy." in event.azure
+
+
+def test_a_name_resolving_to_the_gateway_is_refused_in_audit_mode(gateway: Gateway) -> None:
+    gateway.configure(egress_mode="audit")
+    connection = gateway.connection(("192.0.2.20", 443))
+    gateway.first_bytes(connection, client_hello("loopback.wild.test"))
+    assert gateway.server_connect(connection) == REFUSED_AS_GATEWAY
+    event = gateway.close(connection.client)
+    assert (event.action, event.would, event.reason) == ("Deny", "Deny", Reason.GATEWAY_ITSELF)
+
+
+def test_a_decider_failing_at_dial_refuses_closed(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = gateway.connection(("192.0.2.11", 443))
+    gateway.first_bytes(connection, client_hello("loopback.wild.test"))
+    monkeypatch.setattr(gateway.addon.decider, "decide", broken_decide)
+    assert gateway.server_connect(connection) == "denied by the egress firewall (internal error)"
+    event = gateway.close(connection.client)
+    assert (event.action, event.would, event.reason, event.rule) == ("Deny", "Deny",
+                                                                     "internal error", None)  # fmt: skip
 
 
 ANY_TCP = """\

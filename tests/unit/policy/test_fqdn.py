@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from harness.policy.fqdn import FqdnIndex, matches, normalize, pattern_problem
+from harness.policy.fqdn import FqdnIndex, matches, normalize, pattern_covers, pattern_problem
 
 # (pattern, name, matches?) — the FAQ's rows first, then case, trailing dots and near misses.
 WILDCARD_TABLE = [
@@ -152,3 +152,45 @@ def test_valid_patterns_have_no_problem(pattern: str) -> None:
 @pytest.mark.parametrize("pattern", ["www.contoso.*", "a.*.b", "**", "", "*.a..b", "a..b"])
 def test_invalid_patterns_have_a_problem(pattern: str) -> None:
     assert pattern_problem(pattern) is not None
+
+
+# --- one pattern covering another (harness.policy.coverage) ----------------------------------
+
+COVER_PATTERNS = ["*", "*.a.test", "a.test", "*a.test", "x.a.test", "*.x.a.test", "*xa.test",
+                  "b.test", "*.test", "*test", "*-a.test", "A.Test."]  # fmt: skip
+# Each pattern with its `*` filled in several ways: a witness for every name a pattern matches.
+COVER_NAMES = sorted({p.replace("*", fill).strip(".").lower() for p in COVER_PATTERNS
+                      for fill in ("", "q", "q.", "qx.", "x", "q.x", "-", "q-")} - {""})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "expected"),
+    [
+        ("*", "*.a.test", True),
+        ("*.a.test", "*", False),
+        ("*.a.test", "*.x.a.test", True),
+        ("*.a.test", "x.a.test", True),
+        ("*.a.test", "a.test", False),  # `*.x` never matches the apex
+        ("*.a.test", "*xa.test", False),  # `*xa.test` matches `xa.test`, no subdomain of a.test
+        ("*.a.test", "*.a.test", True),
+        ("*a.test", "a.test", True),
+        ("*a.test", "*.a.test", True),
+        ("*a.test", "*xa.test", True),
+        ("*xa.test", "*a.test", False),
+        ("a.test", "A.Test.", True),
+        ("a.test", "*.a.test", False),
+        ("*.test", "*-a.test", True),
+    ],
+)  # fmt: skip
+def test_pattern_covers(outer: str, inner: str, expected: bool) -> None:
+    assert pattern_covers(outer, inner) is expected
+
+
+@pytest.mark.parametrize("outer", COVER_PATTERNS)
+@pytest.mark.parametrize("inner", COVER_PATTERNS)
+def test_pattern_covers_exactly_when_every_name_the_inner_matches_the_outer_matches(
+    outer: str, inner: str
+) -> None:
+    witnesses = [name for name in COVER_NAMES if matches(inner, name)]
+    assert witnesses  # each pattern matches some name of the set
+    assert pattern_covers(outer, inner) is all(matches(outer, name) for name in witnesses)
