@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from harness.interrupt import unwind_on_sigterm
-from harness.policy.load import merge_allow
 from harness.policy.model import Policy
+from harness.policy.shorthand import merge_allow
 from harness.sandbox import NODE_IMAGE, PYTHON_IMAGE, RunSpec, build_images, run
 from harness.sandbox.engine import client
 from harness.sandbox.images import images_needed

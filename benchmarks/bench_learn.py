@@ -18,8 +18,8 @@ from pathlib import Path
 from harness.execute import RunOverrides, execute
 from harness.interrupt import unwind_on_sigterm
 from harness.learn import default_parallel, learn
-from harness.policy.load import merge_allow
 from harness.policy.model import Policy
+from harness.policy.shorthand import merge_allow
 from harness.sandbox import build_images, run, shared_gateway
 from harness.sandbox.images import images_for_scenarios
 from harness.scenario import load_scenario

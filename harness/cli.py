@@ -410,7 +410,8 @@ def run_command(
     recording is. APP_DIR (a folder): its App Service chain (Kudu's deploy, Oryx, the build)
     behind the rules App Service needs. Exit 1 when the scenario's expectations fail."""
     from harness.execute import RunOverrides, execute
-    from harness.policy.load import load_policy, merge_allow
+    from harness.policy.load import load_policy
+    from harness.policy.shorthand import merge_allow
 
     scenario, _ = _scenario_or_app(scenario_file, app, f"egress run {scenario_file}",
                                    allow_outside_paths=allow_outside_paths)

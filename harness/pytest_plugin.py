@@ -254,7 +254,8 @@ class EgressFixture:
         timeout: float = 600.0,
         on_output: Callable[[str], None] | None = None,
     ) -> Execution:
-        from harness.policy.load import load_policy, merge_allow
+        from harness.policy.load import load_policy
+        from harness.policy.shorthand import merge_allow
 
         if isinstance(policy, str | Path):
             policy = load_policy(policy)

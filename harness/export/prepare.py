@@ -35,8 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from harness.errors import InputError
-from harness.policy.checks import MANAGED_FQDN_TAGS
-from harness.policy.load import PRIORITY_MAX, PRIORITY_MIN
+from harness.policy.checks import MANAGED_FQDN_TAGS, PRIORITY_MAX, PRIORITY_MIN
 from harness.policy.model import (
     ApplicationRule,
     Policy,

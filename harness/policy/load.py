@@ -3,8 +3,7 @@
 Accepted forms (detected from the content, not the file name):
 
 - formats.md's YAML form (`rule_collection_groups:`, `fqdn_tags:`), and its shorthand
-  `allow: [hosts]`: one Allow application rule `allow` with `Http:80` and `Https:443` in
-  collection `allow` (priority 100) of group DefaultApplicationRuleCollectionGroup (priority 300).
+  `allow: [hosts]` (`harness.policy.shorthand`, which also merges the CLI's `--allow`).
 - An ARM template, `az network firewall policy rule-collection-group show` output (or a list of
   them), a bare list of ruleCollectionGroups resources, or a classic
   `Microsoft.Network/azureFirewalls` resource: see `harness.policy.arm`.
@@ -27,7 +26,6 @@ written; the prefixes the Service Tags file gives the ones used go into `Policy.
 from __future__ import annotations
 
 __all__ = [
-    "ALLOW_GROUP_NAME",
     "ARM",
     "CLASSIC_APPLICATION",
     "CLASSIC_NETWORK",
@@ -37,14 +35,12 @@ __all__ = [
     "PolicyOptions",
     "action_of",
     "addresses_of",
-    "allow_policy",
     "check_groups",
     "check_unique",
     "collection_of",
     "collections_of",
     "fields_of",
     "load_policy",
-    "merge_allow",
     "policy_from_document",
     "policy_from_mapping",
     "policy_from_node",
@@ -55,7 +51,7 @@ __all__ = [
     "string_of",
 ]
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -64,14 +60,10 @@ from harness.errors import InputError
 from harness.limits import MAX_RULES
 from harness.policy import arm
 from harness.policy.checks import (
-    _SHORTHAND_PROTOCOLS,
-    ALLOW_GROUP_NAME,
     ARM,
     CLASSIC_APPLICATION,
     CLASSIC_NETWORK,
     DEFAULT_APPLICATION_GROUP,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     YAML,
     Context,
     Dialect,
@@ -92,15 +84,13 @@ from harness.policy.checks import (
     rules_of,
     string_of,
 )
-from harness.policy.fqdn import pattern_problem
 from harness.policy.model import (
-    ALLOW,
     ApplicationRule,
     NetworkRule,
     Policy,
-    RuleCollection,
     RuleCollectionGroup,
 )
+from harness.policy.shorthand import shorthand_group
 from harness.policy.source import (
     PolicyOptions,
     fqdn_tags_from_file,
@@ -144,14 +134,6 @@ def _own_fqdn_tags(node: Node | None) -> tuple[tuple[str, tuple[str, ...]], ...]
     return tuple(tags)
 
 
-def _shorthand_group(hosts: Sequence[str], name: str, priority: int) -> RuleCollectionGroup:
-    rule = ApplicationRule(
-        name="allow", source_addresses=("*",), protocols=_SHORTHAND_PROTOCOLS,
-        target_fqdns=tuple(hosts),
-    )  # fmt: skip
-    return RuleCollectionGroup(name, priority, (RuleCollection("allow", 100, ALLOW, (rule,)),))
-
-
 def _own_service_tags(node: Node | None) -> dict[str, tuple[str, ...]]:
     if node is None:
         return {}
@@ -191,7 +173,7 @@ def _yaml_policy(
     if "allow" in found:
         hosts = _fqdn_patterns(found["allow"])
         if hosts:
-            group = _shorthand_group(hosts, DEFAULT_APPLICATION_GROUP, 300)
+            group = shorthand_group(hosts, DEFAULT_APPLICATION_GROUP, 300)
             entries.append((found["allow"], found["allow"], group))
     check_groups(entries)
     policy = Policy(name, tuple(group for _, _, group in entries), tags)
@@ -347,45 +329,3 @@ def policy_from_mapping(
     start = data.start if isinstance(data, MarkedDict | MarkedList) else None
     root = Node(data, str(source_path), (), start, key_prefix)
     return policy_from_node(root, default_name or Path(source_path).stem, options)
-
-
-def _allow_hosts(hosts: Sequence[str]) -> tuple[str, ...]:
-    checked = []
-    for host in hosts:
-        problem = pattern_problem(host) if isinstance(host, str) else f"{host!r} is not a name"
-        if problem:
-            raise InputError(
-                problem,
-                key_path="--allow",
-                fix="write a name, *.name (subdomains), *name (suffix) or * (everything)",
-            )
-        checked.append(host.strip())
-    return tuple(checked)
-
-
-def allow_policy(hosts: Sequence[str], name: str = "allow") -> Policy:
-    """The `allow:` shorthand from the command line: Http:80 and Https:443 to `hosts`."""
-    checked = _allow_hosts(hosts)
-    if not checked:
-        return Policy(name)
-    return Policy(name, (_shorthand_group(checked, DEFAULT_APPLICATION_GROUP, 300),))
-
-
-def merge_allow(policy: Policy, hosts: Sequence[str]) -> Policy:
-    """`policy` plus a group allowing `hosts` (`egress run --allow`).
-
-    The group comes last (priority 65000, or the highest free one below), so the policy's own
-    Deny collections still win over it, as they would in Azure for a rule added at the end.
-    """
-    checked = _allow_hosts(hosts)
-    if not checked:
-        return policy
-    used = {group.priority for group in policy.rule_collection_groups}
-    priority = next(p for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1) if p not in used)
-    names = {group.name.lower() for group in policy.rule_collection_groups}
-    name, suffix = ALLOW_GROUP_NAME, 1
-    while name.lower() in names:
-        suffix += 1
-        name = f"{ALLOW_GROUP_NAME}{suffix}"
-    group = _shorthand_group(checked, name, priority)
-    return replace(policy, rule_collection_groups=(*policy.rule_collection_groups, group))

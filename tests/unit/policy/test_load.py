@@ -11,13 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InputError
-from harness.policy.load import (
-    ALLOW_GROUP_NAME,
-    allow_policy,
-    load_policy,
-    merge_allow,
-    policy_from_mapping,
-)
+from harness.policy.load import load_policy, policy_from_mapping
 from harness.policy.model import (
     ALLOW,
     DENY,
@@ -28,6 +22,7 @@ from harness.policy.model import (
     RuleCollection,
     RuleCollectionGroup,
 )
+from harness.policy.shorthand import ALLOW_GROUP_NAME, allow_policy, merge_allow
 from harness.yamlio import load_yaml
 
 FULL_EXAMPLE = """\
