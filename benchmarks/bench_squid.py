@@ -9,7 +9,9 @@ proxy, which decides on the SNI without terminating TLS:
   step 1, `splice` for the allowed SNI, `terminate` for the rest;
 - the gateway: the firewall addon on its lean master (harness/gateway/master.py), transparent
   mode, the policy `allow: [allowed.test]`, recording on;
-- mitmdump with the same addon (the gateway before this change), for reference.
+- `layers`: the same gateway with `egress_direct_relay=false`, so mitmproxy's layers relay every
+  chunk (harness/gateway/relay.py is what the `gateway` row adds);
+- mitmdump with the same addon (the gateway before the lean master), for reference.
 
 For each proxy and each concurrency (1, 32, 128) ApacheBench opens `--connections` new HTTPS
 connections (one GET each, no keep-alive); printed are connections/s, the proxy's CPU seconds
@@ -19,7 +21,7 @@ least 0.5 of Squid's rate, at most 2x its CPU per connection. Debian's squid-ope
 and apache2-utils are installed with apt when missing. Needs root; everything it creates
 (namespaces, processes, /etc/netns/<ns>, a temporary folder) is removed at the end.
 
-    .venv/bin/python benchmarks/bench_squid.py [--connections 2000] [--only gateway,squid]
+    .venv/bin/python benchmarks/bench_squid.py [--connections 2000] [--only squid,gateway,layers]
 """
 
 from __future__ import annotations
@@ -228,6 +230,8 @@ def gateway(lab: Lab, master: str) -> Iterator[subprocess.Popen]:
     common = ["--mode", f"transparent@127.0.0.1:{PROXY_PORT}", "--set", "connection_strategy=lazy",
               "--set", f"egress_policy={root / 'policy.yaml'}",
               "--set", f"egress_record_dir={root / 'run'}", "--set", "egress_run_id=bench"]  # fmt: skip
+    if master == "layers":
+        common += ["--set", "egress_direct_relay=false"]
     if master == "mitmdump":
         argv = [str(MITMDUMP), "-q", "-s", str(REPO / "addons" / "firewall.py"), *common]
     elif PROFILE_TO:
@@ -331,8 +335,8 @@ def big_download_mb_s(lab: Lab) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=2000, help="per concurrency level")
-    parser.add_argument("--only", default="squid,gateway,mitmdump",
-                        help="comma-separated: squid, gateway, mitmdump")  # fmt: skip
+    parser.add_argument("--only", default="squid,gateway,layers,mitmdump",
+                        help="comma-separated: squid, gateway, layers, mitmdump")  # fmt: skip
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_squid.py makes network namespaces: run it as root")
@@ -342,7 +346,7 @@ def main() -> None:
     wanted = options.only.split(",")
     results: dict[str, dict] = {}
     with lab() as the_lab:
-        for name in ("squid", "gateway", "mitmdump"):
+        for name in ("squid", "gateway", "layers", "mitmdump"):
             if name not in wanted:
                 continue
             starter = squid(the_lab) if name == "squid" else gateway(the_lab, name)
