@@ -15,7 +15,8 @@ firewall's event is written there) and the layer's own close logic run exactly a
 inactivity watchdog is told about every chunk.
 
 The swap is made only when it cannot reorder or lose a byte: both sides plain asyncio TCP
-streams, open, reading, and with nothing buffered that mitmproxy's tasks have not yet read.
+streams, open, reading, with nothing buffered that mitmproxy's tasks have not yet read, and no
+task of the connection waiting to hand mitmproxy bytes it has already read.
 Otherwise `take_over` returns False and mitmproxy's relay simply continues (the caller asks
 again with the next chunk).
 """
@@ -107,12 +108,24 @@ def _stream_transport(io: Any, connection: Connection) -> tuple[asyncio.Transpor
     return transport, protocol
 
 
+def _no_event_waiting(handler: Any) -> bool:
+    """True when none of the handler's tasks waits to hand mitmproxy an event. Under mitmproxy's
+    eager task factory a read task can hold bytes it has already taken from its reader while it
+    waits for `server_event`'s lock; taking over then would relay newer bytes first."""
+    lock = getattr(handler, "_server_event_lock", None)
+    if not isinstance(lock, asyncio.Lock):
+        return False  # not the mitmproxy this was written for: leave the relay to it
+    waiters = getattr(lock, "_waiters", ())
+    # A waiter already woken (done, not cancelled) has not run yet: it still holds its bytes.
+    return not any(not waiter.cancelled() for waiter in waiters or ())
+
+
 def take_over(handler: Any, client: Connection, server: Connection, tracked: Any) -> bool:
     """Relay `client` <-> `server` of mitmproxy's connection `handler` directly from now on,
     adding the bytes to `tracked.bytes_up` / `tracked.bytes_down`. False (nothing changed) when
     the connection is not in a state where that is safe."""
     transports = getattr(handler, "transports", None)
-    if transports is None:
+    if transports is None or not _no_event_waiting(handler):
         return False
     client_side = _stream_transport(transports.get(client), client)
     server_side = _stream_transport(transports.get(server), server)

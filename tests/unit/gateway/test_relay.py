@@ -40,6 +40,7 @@ class Handler:
     def __init__(self) -> None:
         self.transports: dict = {}
         self.timeout_watchdog = Watchdog()
+        self._server_event_lock = asyncio.Lock()
 
 
 @dataclass
@@ -182,6 +183,27 @@ def test_no_take_over_while_mitmproxy_has_unread_bytes() -> None:
         await asyncio.sleep(0.05)
         assert not take_over(lab.handler, lab.client, lab.server, Counted())
         assert await lab.gateway_client[0].read(65535) == b"not yet read by mitmproxy"
+        assert take_over(lab.handler, lab.client, lab.server, Counted())
+        for _, writer in (lab.outside, lab.upstream, lab.gateway_client, lab.gateway_server):
+            writer.close()
+
+    run(scenario())
+
+
+def test_no_take_over_while_a_task_waits_to_hand_mitmproxy_an_event() -> None:
+    """A read task waiting for server_event's lock holds bytes it took from its reader."""
+
+    async def scenario() -> None:
+        lab = await make_lab()
+        lock = lab.handler._server_event_lock
+        await lock.acquire()  # the event being handled now (take_over runs inside one)
+        waiting = asyncio.ensure_future(lock.acquire())
+        await asyncio.sleep(0)
+        assert not take_over(lab.handler, lab.client, lab.server, Counted())
+        lock.release()
+        await waiting
+        lock.release()
+        await lock.acquire()
         assert take_over(lab.handler, lab.client, lab.server, Counted())
         for _, writer in (lab.outside, lab.upstream, lab.gateway_client, lab.gateway_server):
             writer.close()
