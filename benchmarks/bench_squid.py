@@ -11,7 +11,10 @@ proxy, which decides on the SNI without terminating TLS:
   mode, the policy `allow: [allowed.test]`, recording on;
 - `layers`: the same gateway with `egress_direct_relay=false`, so mitmproxy's layers relay every
   chunk (harness/gateway/relay.py is what the `gateway` row adds);
-- mitmdump with the same addon (the gateway before the lean master), for reference.
+- mitmdump with the same addon (the gateway before the lean master), for reference;
+- with `--before DIR`: a row `before`, the lean master run from DIR's harness/ (e.g. an export of
+  an older commit: `git archive <commit> harness addons | tar -x -C DIR`), to compare versions
+  side by side in one lab.
 
 For each proxy and each concurrency (1, 32, 128) ApacheBench opens `--connections` new HTTPS
 connections (one GET each, no keep-alive); printed are connections/s, the proxy's CPU seconds
@@ -223,7 +226,7 @@ workers 1
 
 
 @contextmanager
-def gateway(lab: Lab, master: str) -> Iterator[subprocess.Popen]:
+def gateway(lab: Lab, master: str, code: Path = REPO) -> Iterator[subprocess.Popen]:
     root = lab.folder / master
     (root / "run").mkdir(parents=True)
     (root / "policy.yaml").write_text("allow: [allowed.test]\n")
@@ -233,14 +236,14 @@ def gateway(lab: Lab, master: str) -> Iterator[subprocess.Popen]:
     if master == "layers":
         common += ["--set", "egress_direct_relay=false"]
     if master == "mitmdump":
-        argv = [str(MITMDUMP), "-q", "-s", str(REPO / "addons" / "firewall.py"), *common]
+        argv = [str(MITMDUMP), "-q", "-s", str(code / "addons" / "firewall.py"), *common]
     elif PROFILE_TO:
         argv = [str(PYTHON), "-m", "cProfile", "-o", PROFILE_TO, "-m", "harness.gateway.master",
                 *common]  # fmt: skip
     else:
         argv = [str(PYTHON), "-m", "harness.gateway.master", *common]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root),
-           "PYTHONPATH": str(REPO)}  # fmt: skip
+           "PYTHONPATH": str(code)}  # fmt: skip
     log = (root / "gateway.log").open("w")
     process = subprocess.Popen(["ip", "netns", "exec", lab.cli, *argv], env=env, stdout=log,
                                stderr=subprocess.STDOUT)  # fmt: skip
@@ -337,19 +340,26 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=2000, help="per concurrency level")
     parser.add_argument("--only", default="squid,gateway,layers,mitmdump",
                         help="comma-separated: squid, gateway, layers, mitmdump")  # fmt: skip
+    parser.add_argument("--before", type=Path, default=None,
+                        help="folder with harness/ and addons/ of a version to compare: row 'before'")  # fmt: skip
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_squid.py makes network namespaces: run it as root")
     ensure_packages()
     if sys.executable != str(PYTHON) and PYTHON.exists():
         pass  # the lab's own probes run with whichever Python runs this script
-    wanted = options.only.split(",")
+    wanted = options.only.split(",") + (["before"] if options.before else [])
     results: dict[str, dict] = {}
     with lab() as the_lab:
-        for name in ("squid", "gateway", "layers", "mitmdump"):
+        for name in ("squid", "before", "gateway", "layers", "mitmdump"):
             if name not in wanted:
                 continue
-            starter = squid(the_lab) if name == "squid" else gateway(the_lab, name)
+            if name == "squid":
+                starter = squid(the_lab)
+            elif name == "before":
+                starter = gateway(the_lab, name, options.before.resolve())
+            else:
+                starter = gateway(the_lab, name)
             with starter as process:
                 figures: dict = {}
                 for concurrency in CONCURRENCY:

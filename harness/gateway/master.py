@@ -140,6 +140,12 @@ def make_master(
         own.append(FirewallAddon())
     opts = options.Options()
     gateway = master.Master(opts, event_loop=loop)
+    # mitmproxy turns every log record into the deprecated `add_log` hook: formatted once more,
+    # a wake-up of the event loop (call_soon_threadsafe writes its self-pipe) and a walk of every
+    # addon, for each connection's Azure line. No addon here has that hook.
+    legacy_log_events = getattr(gateway, "_legacy_log_events", None)
+    if legacy_log_events is not None:
+        legacy_log_events.uninstall()
     gateway.addons = _hook_table_class()(gateway)
     # What Master(with_termlog=True) does, on the table above.
     gateway._termlog_addon = termlog.TermLog()

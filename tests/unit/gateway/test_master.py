@@ -46,6 +46,9 @@ def test_the_lean_master_dispatches_hooks_in_chain_order(caplog: pytest.LogCaptu
         assert isinstance(gateway.addons.get("firewalladdon"), FirewallAddon)
         assert type(gateway.addons).__name__ == "HookTable"  # not mitmproxy's walk of every addon
         assert gateway.addons.get("termlog") is not None
+        # No deprecated add_log hook per log record (each one woke the loop and walked all addons).
+        assert not any(type(handler).__name__ == "LegacyLogEvents"
+                       for handler in logging.getLogger().handlers)  # fmt: skip
         gateway.addons.add(Recording("first", calls, fail=ValueError("broken addon")))
         gateway.addons.add(AsyncRecording("second", calls))
         await gateway.addons.handle_lifecycle(server_hooks.ClientConnectedHook(client()))
