@@ -334,8 +334,10 @@ class FirewallAddon:
                 self.hosts_file = hosts_file_addresses(Path("/etc/hosts").read_text())
             except OSError:
                 self.hosts_file = {}
-        if self.config is not None and not any(name.startswith("egress_") for name in updated):
-            return
+        if self.config is not None and not any(
+            name.startswith("egress_") and name != "egress_direct_relay" for name in updated
+        ):
+            return  # (egress_direct_relay is read per connection: no run switch)
         try:
             config = parse_options(
                 ctx.options.egress_policy, ctx.options.egress_mode, ctx.options.egress_https_deny,
