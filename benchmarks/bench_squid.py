@@ -246,8 +246,10 @@ def gateway(lab: Lab, master: str, code: Path = REPO) -> Iterator[subprocess.Pop
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root),
            "PYTHONPATH": str(code)}  # fmt: skip
     log = (root / "gateway.log").open("w")
+    # Started in its own folder: `python -m` puts the working folder first on sys.path, which
+    # would import this checkout's harness/ ahead of PYTHONPATH's (the `before` row's).
     process = subprocess.Popen(["ip", "netns", "exec", lab.cli, *argv], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)  # fmt: skip
+                               stderr=subprocess.STDOUT, cwd=root)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while b'"ready"' not in _read(root / "run" / "events.jsonl"):
