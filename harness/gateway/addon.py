@@ -140,9 +140,10 @@ def upstream_failure(error: str | None, otherwise: str = "reset") -> str:
 class CountingPassthrough(tcp.TCPLayer):
     """mitmproxy's TCP relay without flows (nothing is stored or intercepted), counting bytes.
 
-    With `direct_relay` (the FirewallAddon's, on the gateway's own master), the bytes move past
-    the layers once the upstream has answered: `harness.gateway.relay` counts them into the same
-    TrackedConnection, and the closes still come through here."""
+    With `direct_relay` (the FirewallAddon's: it finds the connection's handler in mitmproxy's
+    Proxyserver), the bytes move past the layers once the upstream has answered:
+    `harness.gateway.relay` counts them into the same TrackedConnection, and the closes still
+    come through here."""
 
     def __init__(
         self,
