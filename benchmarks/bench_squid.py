@@ -9,17 +9,23 @@ proxy, which decides on the SNI without terminating TLS:
   step 1, `splice` for the allowed SNI, `terminate` for the rest;
 - the gateway: the firewall addon on its lean master (harness/gateway/master.py), transparent
   mode, the policy `allow: [allowed.test]`, recording on;
-- mitmdump with the same addon (the gateway before this change), for reference.
+- `layers`: the same gateway with `egress_direct_relay=false`, so mitmproxy's layers relay every
+  chunk (harness/gateway/relay.py is what the `gateway` row adds);
+- mitmdump with the same addon (the gateway before the lean master), for reference;
+- with `--before DIR`: a row `before`, the lean master run from DIR's harness/ (e.g. an export of
+  an older commit: `git archive <commit> harness addons | tar -x -C DIR`), to compare versions
+  side by side in one lab.
 
 For each proxy and each concurrency (1, 32, 128) ApacheBench opens `--connections` new HTTPS
 connections (one GET each, no keep-alive); printed are connections/s, the proxy's CPU seconds
 (user+system, all its processes) per 1,000 connections, and the ratios to Squid. Then the time a
-denied connection takes to be closed (median of 20) and a 256 MiB download's MB/s. Targets: at
+denied connection takes to be closed (median of 20) and a 256 MiB download's MB/s with the
+proxy's CPU seconds per GiB relayed. Targets: at
 least 0.5 of Squid's rate, at most 2x its CPU per connection. Debian's squid-openssl, nginx-light
 and apache2-utils are installed with apt when missing. Needs root; everything it creates
 (namespaces, processes, /etc/netns/<ns>, a temporary folder) is removed at the end.
 
-    .venv/bin/python benchmarks/bench_squid.py [--connections 2000] [--only gateway,squid]
+    .venv/bin/python benchmarks/bench_squid.py [--connections 2000] [--only squid,gateway,layers]
 """
 
 from __future__ import annotations
@@ -221,25 +227,29 @@ workers 1
 
 
 @contextmanager
-def gateway(lab: Lab, master: str) -> Iterator[subprocess.Popen]:
+def gateway(lab: Lab, master: str, code: Path = REPO) -> Iterator[subprocess.Popen]:
     root = lab.folder / master
     (root / "run").mkdir(parents=True)
     (root / "policy.yaml").write_text("allow: [allowed.test]\n")
     common = ["--mode", f"transparent@127.0.0.1:{PROXY_PORT}", "--set", "connection_strategy=lazy",
               "--set", f"egress_policy={root / 'policy.yaml'}",
               "--set", f"egress_record_dir={root / 'run'}", "--set", "egress_run_id=bench"]  # fmt: skip
+    if master == "layers":
+        common += ["--set", "egress_direct_relay=false"]
     if master == "mitmdump":
-        argv = [str(MITMDUMP), "-q", "-s", str(REPO / "addons" / "firewall.py"), *common]
+        argv = [str(MITMDUMP), "-q", "-s", str(code / "addons" / "firewall.py"), *common]
     elif PROFILE_TO:
         argv = [str(PYTHON), "-m", "cProfile", "-o", PROFILE_TO, "-m", "harness.gateway.master",
                 *common]  # fmt: skip
     else:
         argv = [str(PYTHON), "-m", "harness.gateway.master", *common]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root),
-           "PYTHONPATH": str(REPO)}  # fmt: skip
+           "PYTHONPATH": str(code)}  # fmt: skip
     log = (root / "gateway.log").open("w")
+    # Started in its own folder: `python -m` puts the working folder first on sys.path, which
+    # would import this checkout's harness/ ahead of PYTHONPATH's (the `before` row's).
     process = subprocess.Popen(["ip", "netns", "exec", lab.cli, *argv], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)  # fmt: skip
+                               stderr=subprocess.STDOUT, cwd=root)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while b'"ready"' not in _read(root / "run" / "events.jsonl"):
@@ -322,30 +332,40 @@ def denied_close_ms(lab: Lab) -> float:
     return float(completed.stdout.strip())
 
 
-def big_download_mb_s(lab: Lab) -> float:
+def big_download(lab: Lab, proxy_pid: int) -> tuple[float, float]:
+    """(MB/s, the proxy's CPU-s per GiB relayed) of one BIG_MIB download."""
     command = DOWNLOAD.format(ca=lab.folder / "ca.pem")
+    before = cpu_seconds(proxy_pid)
     completed = sh(*as_client(lab, "sh", "-c", command), timeout=300)
-    return (BIG_MIB << 20) / 1e6 / float(completed.stdout.strip())
+    used = cpu_seconds(proxy_pid) - before
+    return (BIG_MIB << 20) / 1e6 / float(completed.stdout.strip()), used * 1024 / BIG_MIB
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=2000, help="per concurrency level")
-    parser.add_argument("--only", default="squid,gateway,mitmdump",
-                        help="comma-separated: squid, gateway, mitmdump")  # fmt: skip
+    parser.add_argument("--only", default="squid,gateway,layers,mitmdump",
+                        help="comma-separated: squid, gateway, layers, mitmdump")  # fmt: skip
+    parser.add_argument("--before", type=Path, default=None,
+                        help="folder with harness/ and addons/ of a version to compare: row 'before'")  # fmt: skip
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_squid.py makes network namespaces: run it as root")
     ensure_packages()
     if sys.executable != str(PYTHON) and PYTHON.exists():
         pass  # the lab's own probes run with whichever Python runs this script
-    wanted = options.only.split(",")
+    wanted = options.only.split(",") + (["before"] if options.before else [])
     results: dict[str, dict] = {}
     with lab() as the_lab:
-        for name in ("squid", "gateway", "mitmdump"):
+        for name in ("squid", "before", "gateway", "layers", "mitmdump"):
             if name not in wanted:
                 continue
-            starter = squid(the_lab) if name == "squid" else gateway(the_lab, name)
+            if name == "squid":
+                starter = squid(the_lab)
+            elif name == "before":
+                starter = gateway(the_lab, name, options.before.resolve())
+            else:
+                starter = gateway(the_lab, name)
             with starter as process:
                 figures: dict = {}
                 for concurrency in CONCURRENCY:
@@ -354,7 +374,7 @@ def main() -> None:
                     print(f"{name:8s} c={concurrency:<3d} {figures[concurrency][0]:7.0f} conn/s "
                           f"{figures[concurrency][1]:5.2f} CPU-s/1000", flush=True)  # fmt: skip
                 figures["close_ms"] = denied_close_ms(the_lab)
-                figures["mb_s"] = big_download_mb_s(the_lab)
+                figures["mb_s"], figures["cpu_gib"] = big_download(the_lab, process.pid)
                 results[name] = figures
     _report(results, options.connections)
 
@@ -364,10 +384,11 @@ def _report(results: dict[str, dict], count: int) -> None:
     print(f"new HTTPS connections ({count} per level, one GET each), SNI decided, TLS not "
           f"terminated; {os.cpu_count()} CPUs shared with whatever else runs")
     header = "proxy     " + "".join(f"  c={c:<3d} conn/s  CPU-s/1k" for c in CONCURRENCY)
-    print(header + "   denied close   256 MiB")
+    print(header + f"   denied close   {BIG_MIB} MiB, CPU-s/GiB")
     for name, figures in results.items():
         row = "".join(f"  {figures[c][0]:12.0f}  {figures[c][1]:8.2f}" for c in CONCURRENCY)
-        print(f"{name:10s}{row}   {figures['close_ms']:9.1f} ms   {figures['mb_s']:5.0f} MB/s")
+        print(f"{name:10s}{row}   {figures['close_ms']:9.1f} ms   {figures['mb_s']:5.0f} MB/s"
+              f" {figures['cpu_gib']:5.2f}")  # fmt: skip
     squid_figures = results.get("squid")
     if squid_figures is None:
         return
@@ -378,7 +399,8 @@ def _report(results: dict[str, dict], count: int) -> None:
         cpu = " / ".join(f"{figures[c][1] / squid_figures[c][1]:.2f}" for c in CONCURRENCY)
         print(f"{name} / squid: rate {rates} (target >= 0.5), CPU per connection {cpu} "
               f"(target <= 2), denied close {figures['close_ms'] / squid_figures['close_ms']:.2f}, "
-              f"256 MiB {figures['mb_s'] / squid_figures['mb_s']:.2f}")  # fmt: skip
+              f"{BIG_MIB} MiB {figures['mb_s'] / squid_figures['mb_s']:.2f}, its CPU "
+              f"{figures['cpu_gib'] / squid_figures['cpu_gib']:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

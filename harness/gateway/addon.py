@@ -85,6 +85,7 @@ from harness.firewall_settings import HTTPS_DENY_STYLES, MODES
 from harness.gateway.clienthello import Unusual, server_name
 from harness.gateway.local import IpAddress, is_own_address, own_addresses
 from harness.gateway.options import GatewayConfig, parse_options
+from harness.gateway.relay import take_over
 from harness.gateway.sinkhole import Sinkhole, answer_as_azure, needs_deadline, resolve_in_time
 from harness.policy.decide import Decider
 from harness.policy.model import DENY, Decision, Reason, Request
@@ -140,11 +141,22 @@ def upstream_failure(error: str | None, otherwise: str = "reset") -> str:
 
 
 class CountingPassthrough(tcp.TCPLayer):
-    """mitmproxy's TCP relay without flows (nothing is stored or intercepted), counting bytes."""
+    """mitmproxy's TCP relay without flows (nothing is stored or intercepted), counting bytes.
 
-    def __init__(self, context, tracked: TrackedConnection) -> None:
+    With `direct_relay` (the FirewallAddon's: it finds the connection's handler in mitmproxy's
+    Proxyserver), the bytes move past the layers once the upstream has answered:
+    `harness.gateway.relay` counts them into the same TrackedConnection, and the closes still
+    come through here."""
+
+    def __init__(
+        self,
+        context,
+        tracked: TrackedConnection,
+        direct_relay: Callable[[proxy_context.Context, TrackedConnection], bool] | None = None,
+    ) -> None:
         super().__init__(context, ignore=True)
         self.tracked = tracked
+        self.direct_relay = direct_relay
 
     @expect(events.DataReceived, events.ConnectionClosed, tcp.TcpMessageInjected)
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
@@ -164,6 +176,13 @@ class CountingPassthrough(tcp.TCPLayer):
             # queue's close) while the client still waited: its Allow carried nothing.
             self.tracked.upstream_failure = "reset"
         yield from super().relay_messages(event)
+        if (
+            self.direct_relay is not None
+            and isinstance(event, events.DataReceived)
+            and event.connection == self.context.server
+            and self.direct_relay(self.context, self.tracked)
+        ):
+            self.direct_relay = None  # from now on the bytes do not pass through here
 
     @expect(events.DataReceived, events.ConnectionClosed, tcp.TcpMessageInjected)
     def done(self, event: events.Event) -> layer.CommandGenerator[None]:
@@ -253,6 +272,8 @@ class FirewallAddon:
         # The gateway's /etc/hosts, read once (as mitmproxy's resolver does): names in it are
         # pinned without a lookup in the thread pool.
         self.hosts_file: dict[str, list[str]] | None = None
+        # mitmproxy's connection handlers by client id (its Proxyserver's), for the direct relay.
+        self._handlers: dict | None = None
 
     # --- options ------------------------------------------------------------------------
 
@@ -296,6 +317,13 @@ class FirewallAddon:
             "would answer it) | resolve (real answers only)",
         )
         loader.add_option(
+            "egress_direct_relay",
+            bool,
+            True,
+            "Relay a decided pass-through connection's bytes past mitmproxy's layers once its "
+            "upstream has answered (harness.gateway.relay); off: mitmproxy relays every chunk.",
+        )
+        loader.add_option(
             "egress_dns_ms",
             int,
             3000,
@@ -315,8 +343,10 @@ class FirewallAddon:
                 self.hosts_file = hosts_file_addresses(Path("/etc/hosts").read_text())
             except OSError:
                 self.hosts_file = {}
-        if self.config is not None and not any(name.startswith("egress_") for name in updated):
-            return
+        if self.config is not None and not any(
+            name.startswith("egress_") and name != "egress_direct_relay" for name in updated
+        ):
+            return  # (egress_direct_relay is read per connection: no run switch)
         try:
             config = parse_options(
                 ctx.options.egress_policy, ctx.options.egress_mode, ctx.options.egress_https_deny,
@@ -353,6 +383,8 @@ class FirewallAddon:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def running(self) -> None:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        self._handlers = getattr(proxyserver, "connections", None)
         self._alert_server = await asyncio.start_server(self._answer_alert, "127.0.0.1", 0)
         self.alert_address = self._alert_server.sockets[0].getsockname()[:2]
         self._write(lifecycle_event(self._run_id, "ready"))
@@ -393,6 +425,19 @@ class FirewallAddon:
             pass
         finally:
             writer.close()
+
+    def _direct_relay(self, context: proxy_context.Context, tracked: TrackedConnection) -> bool:
+        """Move a decided connection's bytes past mitmproxy's layers (CountingPassthrough)."""
+        if self._handlers is None or not ctx.options.egress_direct_relay:
+            return False
+        handler = self._handlers.get(context.client.id)
+        if handler is None:
+            return False
+        try:
+            return take_over(handler, context.client, context.server, tracked)
+        except Exception:  # mitmproxy's own relay carries on: nothing was swapped
+            logger.exception("egress: internal error in the direct relay; mitmproxy relays")
+            return False
 
     @property
     def _run_id(self) -> str:
@@ -473,7 +518,7 @@ class FirewallAddon:
                     sni = client_hello_sni(data)
                 except ValueError:  # not TLS after all: a network-rule decision
                     tracked = self._decide_connection(context, "TCP", None)
-                    nextlayer.layer = CountingPassthrough(context, tracked)
+                    nextlayer.layer = CountingPassthrough(context, tracked, self._direct_relay)
                     return
                 if sni is INCOMPLETE:
                     nextlayer.layer = None  # the ClientHello is not complete yet
@@ -483,7 +528,7 @@ class FirewallAddon:
                 return  # mitmproxy's HTTP layer; decided per request in requestheaders
             else:
                 tracked = self._decide_connection(context, "TCP", None)
-            nextlayer.layer = CountingPassthrough(context, tracked)
+            nextlayer.layer = CountingPassthrough(context, tracked, self._direct_relay)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         """A ClientHello that reached mitmproxy's own TLS layer (not the transparent path above):

@@ -369,6 +369,15 @@ def test_new_options_while_running_close_one_recording_and_open_the_next(
     assert gateway.addon.config is not None and gateway.addon.config.mode == "audit"
 
 
+def test_switching_the_direct_relay_is_no_new_run(running_gateway: Gateway) -> None:
+    gateway = running_gateway
+    connection = gateway.connection(("192.0.2.10", 443))
+    gateway.first_bytes(connection, HELLO["allowed.test"])
+    gateway.tctx.options.update(egress_direct_relay=False)
+    assert [e.reason for e in read_events(gateway.record_dir)] == ["ready"]
+    assert list(gateway.addon.connections) == [connection.client.id]
+
+
 NAMES_OF_THE_GATEWAY = [
     # (sni, why): allowed by `*.wild.test`, but the gateway's resolver says it is the gateway
     ("loopback.wild.test", "resolves to loopback"),

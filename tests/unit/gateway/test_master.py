@@ -1,0 +1,62 @@
+"""The lean master's hook table: each hook reaches the addons that have it, in chain order, as
+mitmproxy's own AddonManager would call them (errors logged, the rest still called; AddonHalt
+stops the hook; an addon added later is seen)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.connection import Client
+from mitmproxy.proxy import server_hooks
+
+from harness.gateway.addon import FirewallAddon
+from harness.gateway.master import make_master
+
+
+class Recording:
+    def __init__(self, name: str, calls: list[str], fail: Exception | None = None) -> None:
+        self.name = name
+        self.calls = calls
+        self.fail = fail
+
+    def client_connected(self, client: Client) -> None:
+        self.calls.append(f"{self.name}:{client.peername[1]}")
+        if self.fail is not None:
+            raise self.fail
+
+
+class AsyncRecording(Recording):
+    async def client_connected(self, client: Client) -> None:
+        await asyncio.sleep(0)
+        self.calls.append(f"{self.name}:{client.peername[1]}")
+
+
+def client() -> Client:
+    return Client(peername=("10.0.0.2", 7), sockname=("10.0.0.1", 443), timestamp_start=0)
+
+
+def test_the_lean_master_dispatches_hooks_in_chain_order(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    async def scenario() -> None:
+        gateway = make_master([], [], scripts=(), loop=asyncio.get_running_loop())
+        assert isinstance(gateway.addons.get("firewalladdon"), FirewallAddon)
+        assert type(gateway.addons).__name__ == "HookTable"  # not mitmproxy's walk of every addon
+        assert gateway.addons.get("termlog") is not None
+        # No deprecated add_log hook per log record (each one woke the loop and walked all addons).
+        assert not any(type(handler).__name__ == "LegacyLogEvents"
+                       for handler in logging.getLogger().handlers)  # fmt: skip
+        gateway.addons.add(Recording("first", calls, fail=ValueError("broken addon")))
+        gateway.addons.add(AsyncRecording("second", calls))
+        await gateway.addons.handle_lifecycle(server_hooks.ClientConnectedHook(client()))
+        gateway.addons.add(Recording("third", calls, fail=exceptions.AddonHalt()))
+        gateway.addons.add(Recording("never", calls))
+        await gateway.addons.handle_lifecycle(server_hooks.ClientConnectedHook(client()))
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(scenario())
+    assert calls == ["first:7", "second:7", "first:7", "second:7", "third:7"]
+    assert caplog.text.count("Addon error: broken addon") == 2
