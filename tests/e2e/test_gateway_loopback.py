@@ -232,10 +232,11 @@ def test_denied_https_with_drop_leaves_the_client_to_time_out(lab: Lab, gateway:
     # show the client's own timeout ended it, with room for a loaded machine's slow starts.
     assert 2.9 <= python["seconds"] < 8 and 2.9 <= curl_seconds < 10
     # The gateway holds each connection (egress_drop_seconds=120) only until its client gives
-    # up; both events are written then, with the time they were held.
+    # up; both events are written then, with the time they were held (counted from the
+    # ClientHello, which a loaded gateway reads a few hundred ms after the client's connect).
     events = gateway.wait_for_all(tls_to("denied.test"), count=2, timeout=1.5)
     for event in events:
-        assert event.duration_ms is not None and 2900 <= event.duration_ms < 10_000
+        assert event.duration_ms is not None and 2000 <= event.duration_ms < 10_000
         assert (event.bytes_up > 0, event.bytes_down) == (True, 0)
         assert_logged(
             gateway, event, f"HTTPS request from {event.src} to denied.test:443. {DEFAULT_DENY}"
