@@ -88,3 +88,72 @@ def test_several_scenarios_share_the_first_gateway(scenario: Scenario, tmp_path:
     joint = learn_together([scenario, other], runtime, parallel=1)
     assert joint.verified
     assert len(runtime.made) == 1 and len(runtime.made[0].specs) == joint.runs
+
+
+class Warmable(OneAtATime):
+    """A fake shared gateway that can be started ahead of its runs, as SharedGateway.warm."""
+
+    def __init__(self, made: list[OneAtATime], owner: WarmRuntime) -> None:
+        super().__init__(made)
+        self.owner = owner
+        self.warmed_with = None
+        self.warmed_during_audit = False
+
+    def warm(self, spec) -> None:
+        self.warmed_with = spec
+        self.warmed_during_audit = not self.owner.audit_done.is_set()
+        self.owner.warm_calls.release()
+        if self.owner.fail:
+            raise RuntimeError("no engine")
+
+
+class AuditFirst(OneAtATime):
+    """The learn's first gateway: its first run (the audit) ends once both warm-ups began."""
+
+    def __init__(self, made: list[OneAtATime], owner: WarmRuntime) -> None:
+        super().__init__(made)
+        self.owner = owner
+
+    def __call__(self, spec, on_output=None):
+        if not self.specs and self.owner.expect_warm:
+            for _ in range(2):
+                assert self.owner.warm_calls.acquire(timeout=10), "no gateway was warmed"
+        try:
+            return super().__call__(spec, on_output)
+        finally:
+            self.owner.audit_done.set()
+
+
+class WarmRuntime(Runtime):
+    def __init__(self, fail: bool = False, expect_warm: bool = True) -> None:
+        super().__init__()
+        self.expect_warm = expect_warm
+        self.audit_done = threading.Event()
+        self.warm_calls = threading.Semaphore(0)
+        self.fail = fail
+
+    def shared(self) -> OneAtATime:
+        return (Warmable if self.made else AuditFirst)(self.made, self)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_classify_starts_the_extra_gateways_while_the_audit_runs(
+    scenario: Scenario, fail: bool
+) -> None:
+    runtime = WarmRuntime(fail=fail)
+    result = learn(scenario, runtime, classify=True, parallel=3)
+    assert result.verified
+    warmed = [gateway for gateway in runtime.made if isinstance(gateway, Warmable)]
+    assert len(warmed) == 2
+    assert all(gateway.warmed_with is not None and gateway.warmed_with.mode == "audit"
+               for gateway in warmed)  # fmt: skip
+    assert all(gateway.warmed_during_audit for gateway in warmed)
+    # Warmed or not (a failed warm-up), they take runs and are closed at the end.
+    assert sum(len(gateway.specs) for gateway in runtime.made) == result.runs
+    assert all(getattr(gateway, "closed", False) for gateway in runtime.made)
+
+
+def test_a_learn_without_classify_warms_no_gateway(scenario: Scenario) -> None:
+    runtime = WarmRuntime(expect_warm=False)
+    learn(scenario, runtime)
+    assert len(runtime.made) == 1
