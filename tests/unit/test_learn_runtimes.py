@@ -11,8 +11,10 @@ from typing import Self
 import pytest
 from test_learn import NEEDED, OPTIONAL, FakeRuntime
 
+from harness.events import lifecycle_event
 from harness.learn import learn, learn_together
 from harness.policy.model import Policy
+from harness.runfolder import Recorder
 from harness.scenario import FirewallSettings, Scenario, Workload
 
 
@@ -116,6 +118,10 @@ class AuditFirst(OneAtATime):
 
     def __call__(self, spec, on_output=None):
         if not self.specs and self.owner.expect_warm:
+            # As a gateway does once it listens: the learn warms the others on this event.
+            recorder = Recorder(spec.run_dir)
+            recorder.write(lifecycle_event(spec.run_dir.name, "ready"))
+            recorder.close()
             for _ in range(2):
                 assert self.owner.warm_calls.acquire(timeout=10), "no gateway was warmed"
         try:
