@@ -41,6 +41,7 @@ from harness.sandbox.labels import LABEL
 
 REPO = Path(__file__).resolve().parent.parent
 MAIN_COMMAND = [str(REPO / "bin" / "egress"), "learn", "scenarios/python-requirements.scenario.yaml"]
+STEP = re.compile(r"wheels|pip install|package lists")
 BUILT = re.compile(r"(egress[\w/-]*): (?:built in|debootstrap \+ import in) ([\d.]+) s")
 
 
@@ -60,22 +61,32 @@ def isolated() -> None:
     engine = client(timeout=900)
     space = f"egress-bench-{secrets.token_hex(3)}"
     lines: list[str] = []
-    progress = lines.append
+    clock = time.monotonic()
+
+    def progress(line: str) -> None:
+        lines.append(f"{time.monotonic() - clock:6.1f} s  {line}")
+
     images.ROOTFS_IMAGE, images.BASE_IMAGE = f"{space}/base-rootfs", f"{space}/base"
     images.GATEWAY_IMAGE = f"{space}/gateway"
     python = f"{space}/python"
     started = time.monotonic()
+    wheels_dir = tempfile.TemporaryDirectory(prefix="egress-bench-wheels-")
+    # As build_images does: the gateway's wheels download while the base is made.
+    wheels = images.GatewayWheels(Path(wheels_dir.name))
+    wheels.start(progress)
     try:
         base_hash = images._build_base(engine, progress, rebuild=True)
         base_done = time.monotonic()
         with ThreadPoolExecutor(max_workers=images.PARALLEL_BUILDS) as pool:
-            gateway = pool.submit(images._build_gateway, engine, progress, base_hash, True)
+            gateway = pool.submit(images._build_gateway, engine, progress, base_hash, True, wheels)
             workload = pool.submit(images._build_from_dockerfile, engine, progress, python,
                                    images.docker_dir() / "workloads" / "python", base_hash, True)  # fmt: skip
             gateway.result()
             workload.result()
         build_seconds = time.monotonic() - started
     finally:
+        wheels.stop()
+        wheels_dir.cleanup()
         for name in (python, images.GATEWAY_IMAGE, f"{images.GATEWAY_IMAGE}:system",
                      images.BASE_IMAGE, images.ROOTFS_IMAGE):  # fmt: skip
             try:
@@ -86,7 +97,7 @@ def isolated() -> None:
     command_seconds, _ = timed_command()
     print("images the default scenario needs, built from nothing under", space, "(removed again):")
     for line in lines:
-        if BUILT.search(line):
+        if BUILT.search(line) or STEP.search(line):
             print("  " + line.replace(f"{space}/", "egress/"))
     print(f"  base (debootstrap + base/) {base_done - started:.1f} s; all builds {build_seconds:.1f} s")
     print(f"`{' '.join(MAIN_COMMAND[1:])}` on those images: {command_seconds:.1f} s")

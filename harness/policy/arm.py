@@ -75,6 +75,7 @@ from harness.policy.checks import (
     rules_of,
     string_of,
 )
+from harness.policy.forms import looks_like_arm
 from harness.policy.model import (
     APPLICATION_RULE,
     NETWORK_RULE,
@@ -113,19 +114,6 @@ def _get(node: Node, key: str) -> Node | None:
                 child = node.child(written)
                 return child if child.value is not None else None
     return None
-
-
-def looks_like_arm(value: dict[Any, Any]) -> bool:
-    keys = {key.lower() for key in value if isinstance(key, str)}
-    if keys & {"rule_collection_groups", "allow"}:
-        return False
-    return bool(
-        keys
-        & {
-            "$schema", "resources", "contentversion", "properties", "rulecollections",
-            "applicationrulecollections", "networkrulecollections", "rulecollectiongroups",
-        }
-    )  # fmt: skip
 
 
 def _plain(value: Any) -> Any:

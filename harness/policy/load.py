@@ -58,7 +58,6 @@ from typing import Any
 
 from harness.errors import InputError
 from harness.limits import MAX_RULES
-from harness.policy import arm
 from harness.policy.checks import (
     ARM,
     CLASSIC_APPLICATION,
@@ -84,6 +83,7 @@ from harness.policy.checks import (
     rules_of,
     string_of,
 )
+from harness.policy.forms import is_terraform_source, looks_like_arm, looks_like_show_json
 from harness.policy.model import (
     ApplicationRule,
     NetworkRule,
@@ -252,14 +252,17 @@ def policy_from_node(root: Node, default_name: str, options: PolicyOptions | Non
             " collection groups)",
             'write e.g. allow: ["host.example"], or rule_collection_groups: [...]',
         )
-    from harness.policy import terraform  # show -json output is JSON like an ARM template
+    # The readers of the other forms are imported only for their own documents (policy.forms).
+    if looks_like_show_json(value):  # show -json output is JSON like an ARM template
+        from harness.policy import terraform
 
-    if terraform.looks_like_show_json(value):
         return terraform.policy_from_show_json(root, default_name)
     warnings: list[str] = []
     user_tags = fqdn_tags_from_file(options.fqdn_tags_file) if options.fqdn_tags_file else {}
     own_service_tags: dict[str, tuple[str, ...]] = {}
-    if isinstance(value, list) or (isinstance(value, dict) and arm.looks_like_arm(value)):
+    if isinstance(value, list) or (isinstance(value, dict) and looks_like_arm(value)):
+        from harness.policy import arm
+
         inputs = arm.ArmInputs(
             context=options.deployment_context(),
             parameters=parameters_from_options(options),
@@ -312,9 +315,9 @@ def load_policy(path: str | Path, options: PolicyOptions | None = None) -> Polic
     """A policy file in any accepted form; named by its `name:` (ARM: the firewallPolicies
     resource) or else the file's stem. A `.tf` / `.tf.json` file or a folder of them is a
     Terraform configuration, evaluated with the options' `--var-file` and `--var` values."""
-    from harness.policy import terraform
+    if is_terraform_source(path):
+        from harness.policy import terraform
 
-    if terraform.is_terraform_source(path):
         return terraform.load_terraform(path, options.terraform_inputs() if options else None)
     document = load_document(path)
     return policy_from_document(document, Path(path).stem, options)

@@ -19,12 +19,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import InputError, Location
-from harness.policy.arm import GivenValue
-from harness.policy.arm_expr import DeploymentContext
 from harness.policy.checks import _fqdn_patterns
 from harness.yamlio import Document, Node, load_document, load_json_text, read_text
+
+if TYPE_CHECKING:  # imported where used: the YAML form (all the gateway reads) needs no ARM
+    from harness.policy.arm import GivenValue
+    from harness.policy.arm_expr import DeploymentContext
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class PolicyOptions:
                                environ=self.environ, fqdn_tags=tags)  # fmt: skip
 
     def deployment_context(self) -> DeploymentContext:
+        from harness.policy.arm_expr import DeploymentContext
+
         default = DeploymentContext()
         return DeploymentContext(
             resource_group=self.resource_group or default.resource_group,
@@ -70,6 +75,8 @@ class PolicyOptions:
 
 
 def _parameters_file(path: str, document: Document) -> dict[str, GivenValue]:
+    from harness.policy.arm import GivenValue
+
     root = document.root
     if not isinstance(root.value, dict):
         raise root.error("a parameters file is a JSON object", '{"parameters": {"name": {...}}}')
@@ -122,6 +129,8 @@ def _is_file(text: str) -> bool:
 
 def parameters_from_options(options: PolicyOptions) -> dict[str, GivenValue]:
     """Every `--parameters` value merged, later ones winning (az deployment's order)."""
+    from harness.policy.arm import GivenValue
+
     given: dict[str, GivenValue] = {}
     for text in options.parameters:
         if text.lstrip().startswith("{"):  # inline JSON, as az takes it too

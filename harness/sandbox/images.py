@@ -38,14 +38,19 @@ __all__ = [
 import functools
 import glob
 import hashlib
+import importlib.util
 import json
+import lzma
 import os
+import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,6 +62,12 @@ from harness.errors import EnvironmentProblem
 from harness.sandbox.containers import labelled_container
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.labels import HASH_LABEL, LABEL, new_run_id
+from harness.sandbox.minbase import (
+    MINBASE_BASE,
+    minbase_packages,
+    packages_index_url,
+    suite_script,
+)
 from harness.scenario import Scenario
 
 TAG = "latest"
@@ -131,10 +142,27 @@ def build_images(
     wanted = _with_parents(ALL_IMAGES if only is None else only)
     if not wanted:
         return
+    with tempfile.TemporaryDirectory(prefix="egress-gateway-wheels-") as wheels_dir:
+        wheels = GatewayWheels(Path(wheels_dir))
+        if GATEWAY_IMAGE in wanted and (rebuild or not _current(
+                engine, GATEWAY_IMAGE, _tree_hash(docker_dir() / "gateway", _base_hash()))):  # fmt: skip
+            wheels.start(progress)  # downloads while the base is made
+        try:
+            _build_all(engine, progress, wanted, rebuild, wheels)
+        finally:
+            wheels.stop()
+    names = ", ".join(image.removeprefix("egress/") for image in ALL_IMAGES if image in wanted)
+    progress(f"images ready in {time.monotonic() - started:.1f} s ({names})")
+
+
+def _build_all(
+    engine: docker.DockerClient, progress: Progress, wanted: set[str], rebuild: bool,
+    wheels: GatewayWheels,
+) -> None:  # fmt: skip
     base_hash = _build_base(engine, progress, rebuild)
     upstreams_hash = _tree_hash(docker_dir() / "upstreams", base_hash)
     steps: dict[str, Callable[[], object]] = {
-        GATEWAY_IMAGE: lambda: _build_gateway(engine, progress, base_hash, rebuild),
+        GATEWAY_IMAGE: lambda: _build_gateway(engine, progress, base_hash, rebuild, wheels),
         UPSTREAMS_IMAGE: lambda: _build_from_dockerfile(
             engine, progress, UPSTREAMS_IMAGE, docker_dir() / "upstreams", base_hash, rebuild
         ),
@@ -158,8 +186,6 @@ def build_images(
         for batch in (first, then):
             for future in [pool.submit(steps[image]) for image in batch]:
                 future.result()
-    names = ", ".join(image.removeprefix("egress/") for image in ALL_IMAGES if image in wanted)
-    progress(f"images ready in {time.monotonic() - started:.1f} s ({names})")
 
 
 def _serialised(progress: Progress) -> Progress:
@@ -339,12 +365,19 @@ def _debootstrap_rootfs(engine: docker.DockerClient, progress: Progress) -> None
     with tempfile.TemporaryDirectory(prefix="egress-rootfs-") as scratch:
         rootfs = Path(scratch) / "rootfs"
         progress(f"{BASE_IMAGE}: debootstrap {DEBIAN_SUITE} (minbase) from {mirror}")
-        completed = subprocess.run(
-            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), mirror],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        packages = _minbase_packages(mirror)
+        completed = None
+        if packages is not None:
+            # The packages debootstrap would work out itself (harness.sandbox.minbase), given.
+            script = Path(scratch) / f"{DEBIAN_SUITE}-listed"
+            script.write_text(suite_script(DEBIAN_SUITE, *packages))
+            completed = _debootstrap(rootfs, mirror, "--no-resolve-deps", script=script)
+            if completed.returncode != 0:
+                progress(f"{BASE_IMAGE}: debootstrap with the package lists failed; "
+                         "again, resolving the dependencies itself")  # fmt: skip
+                shutil.rmtree(rootfs, ignore_errors=True)
+        if completed is None or completed.returncode != 0:
+            completed = _debootstrap(rootfs, mirror)
         if completed.returncode != 0:
             tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-15:])
             raise EnvironmentProblem(
@@ -377,6 +410,34 @@ def _debootstrap_rootfs(engine: docker.DockerClient, progress: Progress) -> None
             tar.stdout.close()
             tar.wait()
     progress(f"{BASE_IMAGE}: debootstrap + import in {time.monotonic() - started:.1f} s")
+
+
+def _debootstrap(
+    rootfs: Path, mirror: str, *options: str, script: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    suite = [DEBIAN_SUITE, str(rootfs), mirror, *([str(script)] if script else [])]
+    return subprocess.run(
+        ["debootstrap", "--variant=minbase", *options, *suite],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _minbase_packages(mirror: str) -> tuple[list[str], list[str]] | None:
+    """minbase's required and base packages from the suite's Packages index (None when it
+    cannot be read: debootstrap then resolves them itself, as it always did)."""
+    try:
+        arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+        url = packages_index_url(mirror, DEBIAN_SUITE, arch)
+        with urllib.request.urlopen(url, timeout=60) as response:
+            index = lzma.decompress(response.read()).decode("utf-8", errors="replace")
+    except (OSError, subprocess.SubprocessError, lzma.LZMAError, ValueError):
+        return None
+    # debootstrap adds ca-certificates for an HTTPS mirror (scripts/debian-common).
+    https = mirror.startswith("https://")
+    return minbase_packages(index, [*MINBASE_BASE, *(["ca-certificates"] if https else [])])
 
 
 # --- images from Dockerfiles ---------------------------------------------------------------------
@@ -438,9 +499,63 @@ def _shorten(line: str, width: int = 90) -> str:
 
 # --- the gateway: system layer from its Dockerfile, Python packages by run + commit ---------------
 
+# The gateway's Python is Debian's python3 of the base's suite; the wheels fetched ahead are for it.
+GATEWAY_PYTHON = {"trixie": "3.13"}
+BUILD_WHEELS_DIR = "/run/egress-build-wheels"
+
+
+class GatewayWheels:
+    """The gateway's Python packages as wheels, downloaded by this machine's pip into `folder`
+    while the base image is made: on a fresh engine debootstrap comes first (~50 s here), and
+    the download was ~10 s of the gateway's pip step that waits for it. The gateway's pip then
+    installs from the folder without an index, and from its index when they do not fit."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.process: subprocess.Popen[str] | None = None
+        self.started = 0.0
+
+    def start(self, progress: Progress) -> None:
+        version = GATEWAY_PYTHON.get(DEBIAN_SUITE)
+        if version is None or importlib.util.find_spec("pip") is None:
+            return
+        machine = platform.machine()
+        platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(41, 16, -1)]
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+            "--no-cache-dir", "--only-binary=:all:", "--implementation", "cp",
+            "--python-version", version, *(f"--platform={name}" for name in platforms),
+            f"--platform=manylinux2014_{machine}", "--dest", str(self.folder),
+            "--requirement", str(docker_dir() / "gateway" / "requirements.txt"),
+        ]  # fmt: skip
+        progress(f"{GATEWAY_IMAGE}: downloading its wheels while the base is made")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+
+    def ready(self, progress: Progress) -> Path | None:
+        """The folder once the download is done, or None (not started, or it failed)."""
+        if self.process is None:
+            return None
+        code = self.process.wait()
+        if code != 0:
+            progress(f"{GATEWAY_IMAGE}: downloading the wheels ahead failed (pip exit {code}); "
+                     "pip in the image downloads them")  # fmt: skip
+            return None
+        return self.folder
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
 
 def _build_gateway(
-    engine: docker.DockerClient, progress: Progress, base_hash: str, rebuild: bool
+    engine: docker.DockerClient,
+    progress: Progress,
+    base_hash: str,
+    rebuild: bool,
+    wheels: GatewayWheels | None = None,
 ) -> None:
     context = docker_dir() / "gateway"
     wanted = _tree_hash(context, base_hash)
@@ -462,9 +577,11 @@ def _build_gateway(
         tag=f"{GATEWAY_IMAGE}:system",
         wanted=wanted,
     )
+    wheels_dir = wheels.ready(progress) if wheels is not None else None
     started = time.monotonic()
     progress(
-        f"{GATEWAY_IMAGE}: pip install -r requirements.txt (host CA mounted for this step only)"
+        f"{GATEWAY_IMAGE}: pip install -r requirements.txt (host CA mounted for this step only"
+        f"{'; from the wheels downloaded ahead' if wheels_dir else ''})"
     )
     run_id = new_run_id("build-gateway")
     # A folder holding a copy is mounted, not the file: a file mount leaves an empty placeholder
@@ -472,6 +589,16 @@ def _build_gateway(
     ca_dir = tempfile.mkdtemp(prefix="egress-build-ca-")
     shutil.copy(HOST_CA_BUNDLE, Path(ca_dir) / "ca.crt")
     os.chmod(ca_dir, 0o755)
+    install = (
+        "/opt/egress/venv/bin/pip install --quiet --no-cache-dir --disable-pip-version-check"
+        " -r /opt/egress/requirements.txt"
+    )
+    online = f"{install} --cert {BUILD_CA_FILE}"
+    # Offline from the wheels when they are there; a resolution that fails installs nothing.
+    offline = f"{install} --no-index --find-links {BUILD_WHEELS_DIR} || " if wheels_dir else ""
+    volumes = {ca_dir: {"bind": BUILD_CA_DIR, "mode": "ro"}}
+    if wheels_dir is not None:
+        volumes[str(wheels_dir)] = {"bind": BUILD_WHEELS_DIR, "mode": "ro"}
     try:
         with labelled_container(
             engine,
@@ -480,14 +607,8 @@ def _build_gateway(
             role="build",
             what="the gateway's package install",
             entrypoint=["/bin/sh", "-c"],
-            command=[
-                (
-                    "/opt/egress/venv/bin/pip install --quiet --no-cache-dir"
-                    f" --disable-pip-version-check --cert {BUILD_CA_FILE}"
-                    " -r /opt/egress/requirements.txt && /opt/egress/venv/bin/mitmdump --version"
-                )
-            ],
-            volumes={ca_dir: {"bind": BUILD_CA_DIR, "mode": "ro"}},
+            command=[f"( {offline}{online} ) && /opt/egress/venv/bin/mitmdump --version"],
+            volumes=volumes,
         ) as container:
             container.start()
             status = container.wait(timeout=900)
@@ -521,14 +642,18 @@ def _build_gateway(
     progress(f"{GATEWAY_IMAGE}: built in {time.monotonic() - started:.1f} s ({version.strip()})")
 
 
+_NOT_IN_A_LAYER = (
+    f"{BUILD_CA_DIR}/",
+    f"{BUILD_WHEELS_DIR}/",
+    "/etc/ssl/",
+    "/usr/local/share/ca-cert",
+)
+
+
 def _refuse_ca_in_layer(container: docker.models.containers.Container) -> None:
     """The bind-mounted bundle must not have been copied anywhere the commit would keep."""
     changes = container.diff() or []
-    leaked = [
-        change["Path"]
-        for change in changes
-        if change["Path"].startswith((f"{BUILD_CA_DIR}/", "/etc/ssl/", "/usr/local/share/ca-cert"))
-    ]
+    leaked = [change["Path"] for change in changes if change["Path"].startswith(_NOT_IN_A_LAYER)]
     if leaked:
         raise EnvironmentProblem(
             f"the gateway build wrote a CA bundle into its layer ({json.dumps(leaked)}); "

@@ -11,19 +11,26 @@ settings agree, share one gateway.
 
 Runs on one gateway share its network namespace, so they run one at a time
 (`one_at_a_time`); `learn` then classifies sequentially.
+
+`warm(spec)` starts a session's gateway before its first run, for runs like `spec`: `learn`
+starts the gateways of its classify runs while the audit run goes, so they are ready (and only
+switched) when the audit's candidates are known.
 """
 
 from __future__ import annotations
 
 __all__ = ["SharedGateway", "shared_gateway"]
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
 
+from harness.runfolder import POLICY
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.engine import local_image
 from harness.sandbox.gateway import Gateway, writable_by_gateway
@@ -122,6 +129,30 @@ class SharedGateway:
                 # run gets a fresh one.
                 self.close()
                 raise
+
+    def warm(self, spec: RunSpec) -> None:
+        """Start the gateway (with the upstreams and client network) that runs like `spec` will
+        share, before the first of them comes; that run then only switches it. Its own recording
+        goes to a scratch folder beside spec's run folder (the folder a shared gateway mounts),
+        removed with the gateway. A chain starts its gateways per run: nothing to warm."""
+        if spec.steps or self.setup is not None:
+            return
+        run_dir = Path(spec.run_dir).resolve()
+        scratch = Path(tempfile.mkdtemp(prefix=".warm-", dir=run_dir.parent))
+        cleanup = ExitStack()
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+        try:
+            policy = scratch / POLICY
+            shutil.copyfile(spec.policy_path or run_dir / POLICY, policy)
+            setup = self._start(replace(spec, run_dir=scratch, policy_path=policy), scratch,
+                                new_run_id(f"{run_dir.name}-warm"), _setup_key(spec, run_dir))  # fmt: skip
+        except BaseException:
+            cleanup.close()
+            raise
+        # The scratch folder goes after the gateway that records into it.
+        cleanup.enter_context(setup.stack)
+        setup.stack = cleanup
+        self.setup = setup
 
     def _start(self, spec: RunSpec, run_dir: Path, run_id: str, key: tuple) -> _Setup:
         stack = ExitStack()

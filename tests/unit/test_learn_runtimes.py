@@ -3,16 +3,19 @@ time; `parallel` runs at once get up to `parallel` of them, each kept for the wh
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from test_learn import NEEDED, OPTIONAL
 
+from harness.events import lifecycle_event
 from harness.learn import learn, learn_together
 from harness.policy.model import Policy
+from harness.runfolder import Recorder
 from harness.scenario import FirewallSettings, Scenario, Workload
-from harness.testing import FakeRun, FakeRuntime, fetches
+from harness.testing import FakeRun, FakeRuntime, FakeSharedGateway, fetches
 
 
 def runtime() -> FakeRuntime:
@@ -79,3 +82,78 @@ def test_a_runtime_without_shared_gateways_takes_runs_at_once(scenario: Scenario
     result = learn(scenario, fake, classify=True, parallel=2)
     assert result.verified and fake.gateways == []
     assert max(most) == 2  # the classification runs overlapped
+
+
+class Warmable(FakeSharedGateway):
+    """A fake shared gateway that can be started ahead of its runs, as SharedGateway.warm."""
+
+    def __init__(self, runtime: WarmRuntime) -> None:
+        super().__init__(runtime)
+        self.owner = runtime
+        self.warmed_with = None
+        self.warmed_during_audit = False
+
+    def warm(self, spec) -> None:
+        self.warmed_with = spec
+        self.warmed_during_audit = not self.owner.audit_done.is_set()
+        self.owner.warm_calls.release()
+        if self.owner.fail:
+            raise RuntimeError("no engine")
+
+
+class AuditFirst(FakeSharedGateway):
+    """The learn's first gateway: its first run (the audit) ends once both warm-ups began."""
+
+    def __init__(self, runtime: WarmRuntime) -> None:
+        super().__init__(runtime)
+        self.owner = runtime
+
+    def __call__(self, spec, on_output=None):
+        if not self.specs and self.owner.expect_warm:
+            # As a gateway does once it listens: the learn warms the others on this event.
+            recorder = Recorder(spec.run_dir)
+            recorder.write(lifecycle_event(spec.run_dir.name, "ready"))
+            recorder.close()
+            for _ in range(2):
+                assert self.owner.warm_calls.acquire(timeout=10), "no gateway was warmed"
+        try:
+            return super().__call__(spec, on_output)
+        finally:
+            self.owner.audit_done.set()
+
+
+class WarmRuntime(FakeRuntime):
+    def __init__(self, fail: bool = False, expect_warm: bool = True) -> None:
+        super().__init__(fetches(*NEEDED, *OPTIONAL, optional=OPTIONAL))
+        self.expect_warm = expect_warm
+        self.audit_done = threading.Event()
+        self.warm_calls = threading.Semaphore(0)
+        self.fail = fail
+
+    def _share(self) -> FakeSharedGateway:
+        gateway = (Warmable if self.gateways else AuditFirst)(self)
+        self.gateways.append(gateway)
+        return gateway
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_classify_starts_the_extra_gateways_while_the_audit_runs(
+    scenario: Scenario, fail: bool
+) -> None:
+    runtime = WarmRuntime(fail=fail)
+    result = learn(scenario, runtime, classify=True, parallel=3)
+    assert result.verified
+    warmed = [gateway for gateway in runtime.gateways if isinstance(gateway, Warmable)]
+    assert len(warmed) == 2
+    assert all(gateway.warmed_with is not None and gateway.warmed_with.mode == "audit"
+               for gateway in warmed)  # fmt: skip
+    assert all(gateway.warmed_during_audit for gateway in warmed)
+    # Warmed or not (a failed warm-up), they take runs and are closed at the end.
+    assert sum(len(gateway.specs) for gateway in runtime.gateways) == result.runs
+    assert all(gateway.closed for gateway in runtime.gateways)
+
+
+def test_a_learn_without_classify_warms_no_gateway(scenario: Scenario) -> None:
+    runtime = WarmRuntime(expect_warm=False)
+    learn(scenario, runtime)
+    assert len(runtime.gateways) == 1

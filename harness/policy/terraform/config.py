@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError, Location
+from harness.policy.forms import is_terraform_file as _is_tf
+from harness.policy.forms import is_terraform_source as is_configuration
 from harness.policy.terraform.evaluate import (
     SHOW_JSON_FIX,
     Budget,
@@ -105,19 +107,6 @@ class Instance:
     path: str
     mark: tuple[int, int]
     id: str
-
-
-def is_configuration(path: Path) -> bool:
-    """A `.tf` / `.tf.json` file, or a folder holding one."""
-    name = path.name.lower()
-    if path.is_dir():
-        return any(_is_tf(p) for p in path.iterdir())
-    return name.endswith((".tf", ".tf.json"))
-
-
-def _is_tf(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and (name.endswith((".tf", ".tf.json")))
 
 
 # --- reading files ------------------------------------------------------------------------

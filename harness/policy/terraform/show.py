@@ -16,6 +16,7 @@ __all__ = ["looks_like_show_json", "policy_from_show_json"]
 import re
 from typing import Any
 
+from harness.policy.forms import looks_like_show_json
 from harness.policy.model import Policy
 from harness.policy.terraform.azurerm import (
     GROUP_TYPE,
@@ -28,14 +29,6 @@ from harness.yamlio import MarkedDict, Node
 
 MAX_MODULE_DEPTH = 32
 _NAMING_ONLY = frozenset({"id", "firewall_policy_id", "timeouts"})
-
-
-def looks_like_show_json(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and "format_version" in value
-        and ("planned_values" in value or "values" in value)
-    )
 
 
 def _modules(node: Node, depth: int = 0) -> list[Node]:
