@@ -127,6 +127,8 @@ class FileResult:
     skipped: int = 0  # unreadable
     problems: list[tuple[int, str]] = field(default_factory=list)  # the first few
     unsupported: dict[str, int] = field(default_factory=dict)
+    # Byte ranges read by worker processes, by how: "lines" (csvlines) or "cells" (csv module).
+    ranges: dict[str, int] = field(default_factory=dict)
 
     def warning(self) -> str | None:
         """One line for every row skipped as unreadable, with the first line numbers."""
@@ -521,6 +523,20 @@ def _read_fast_csv(source_cells: CsvCells, result: FileResult, run: str,
     recorder.write_lines(lines, azure)
     result.imported += imported
     totals.events = written_before + imported
+
+
+def cells_renderer(renderer: RowRenderer, run: str):
+    """A CSV row's cells rendered as `_read_fast_csv` renders a row it has no template for:
+    (Rendered, the template now kept for its columns, or None)."""
+    templates, cells_key = renderer.templates_by_cells, renderer.cells_key
+
+    def render(cells: list[str]) -> tuple[Rendered, object]:
+        done, values = renderer.render_cells(cells)
+        if done is None:
+            done = _rendered(_event(Row(values), run))
+        return done, templates.get(cells_key(cells)) if cells_key is not None else None
+
+    return render
 
 
 def _rendered(event: Event) -> Rendered:

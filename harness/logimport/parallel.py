@@ -19,6 +19,7 @@ __all__ = ["RANGE_BYTES", "WORKERS", "read_csv_in_parallel"]
 
 import multiprocessing
 import os
+import pickle
 import signal
 import tempfile
 import uuid
@@ -121,8 +122,16 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
                 sentinel: str, parts: str) -> tuple:  # fmt: skip
     """In a worker: one range through the import's own CSV loop, its lines written to two files
     in `parts` (passed on by the kernel, not through a pipe); what it found, to merge."""
-    from harness.logimport import FileResult, Filters, _read_fast_csv, _Selector, _Totals
-    from harness.logimport.fast import RowRenderer
+    from harness.logimport import (
+        FileResult,
+        Filters,
+        _read_fast_csv,
+        _Selector,
+        _Totals,
+        cells_renderer,
+    )
+    from harness.logimport.csvlines import line_pattern, read_lines
+    from harness.logimport.fast import RowRenderer, summarize
     from harness.logimport.sources import csv_range_cells
 
     with open(path, "rb") as handle:
@@ -137,18 +146,28 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     if key not in _RENDERERS:  # one a worker: its templates serve every range it reads
         _RENDERERS.clear()
         _RENDERERS[key] = RowRenderer(run, names)
-    cells = csv_range_cells(text, names, sentinel)
+    renderer = _RENDERERS[key]
+    read_by = "lines"
     try:
-        _read_fast_csv(cells, result, run, selector, lines, totals, denials,  # type: ignore[arg-type]
-                       _RENDERERS[key])  # fmt: skip
+        pattern = line_pattern(names)
+        if pattern is None or not read_lines(text, pattern, renderer, cells_renderer(renderer, run),
+                                             result, selector, lines, totals, denials):  # fmt: skip
+            read_by = "cells"
+            cells = csv_range_cells(text, names, sentinel)
+            _read_fast_csv(cells, result, run, selector, lines, totals, denials,  # type: ignore[arg-type]
+                           renderer)  # fmt: skip
+            if not cells.clean:
+                return (False,)
     finally:
         lines.close()
-    if not cells.clean:
-        return (False,)
+    # The parent adds a range's denials to its tally per host (summarize), or, when they reach
+    # the end of a batch, one by one from the file: replaying each would be its busiest loop.
+    every_denial = Path(parts) / f"range-{start}.denials"
+    every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
     return (True, _line_count(text), lines.events_path, lines.azure_path, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
-            denials.found)  # fmt: skip
+            (len(denials.found), summarize(denials.found), str(every_denial)), read_by)  # fmt: skip
 
 
 class _PartFiles:
@@ -243,7 +262,8 @@ def _filtering(filters) -> bool:
 
 def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) -> int:
     (_, lines, events, azure, rows, imported, filtered, skipped, problems, unsupported,
-     first_seen, last_seen, policies, denials) = found  # fmt: skip
+     first_seen, last_seen, policies, denials, read_by) = found  # fmt: skip
+    result.ranges[read_by] = result.ranges.get(read_by, 0) + 1
     recorder.append_files(events, azure)
     os.remove(events)
     os.remove(azure)
@@ -261,8 +281,11 @@ def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) ->
     totals.last_seen = max(totals.last_seen, last_seen)
     for policy in policies:
         totals.policies.setdefault(policy, None)
-    add = denied.add
-    for denial in denials:
-        add(*denial)
+    count, hosts, every_denial = denials
+    if not denied.add_summary(count, hosts):
+        add = denied.add
+        for denial in pickle.loads(Path(every_denial).read_bytes()):
+            add(*denial)
+    os.remove(every_denial)
     totals.events += imported
     return lines_before + lines

@@ -253,3 +253,106 @@ def test_a_csv_too_plain_to_split_is_read_in_one_process(
     export.write_text("Type,Fqdn\rSourceIp,x\r\n" + "AZFWApplicationRule,x.test\r\n" * 50)
     _assert_same(_both(tmp_path, [export]))
     assert in_parallel["parallel"] == [False]
+
+
+# --- a range read line by line (csvlines) -----------------------------------------------------
+
+LINE_SOURCES = [("10.0.2.4", "50000"), ("10.0.2.5", "0443"), ("fd00::5", "40000"),
+                ("10.0.2.6", ""), ("10.0.2.7", "70000"), ("", "1"), ("10.0.9.4", "65535"),
+                ("10.0.2.8", "0"), ("FD00::A", "9")]  # fmt: skip
+LINE_TIMES = ["11/28/2026, 12:00:01.234 PM", "11/28/2026, 12:00:01.999 AM",
+              "11/28/2026, 9:59:59.000 PM", "2026-11-28T12:00:02Z",
+              "2026-11-28 12:00:03.1234567+01:00", "", "not a time", "13/28/2026, 1:00:00.000 PM",
+              "11/28/2026, 1:00:00.0 PM", "11/28/2026, 12:00:01.234 XM"]  # fmt: skip
+
+
+def _line_rows(count: int) -> list[dict[str, str]]:
+    """Rows whose every line the line pattern takes (no quote inside a cell, no line break),
+    with the values it must treat as the csv loop does: IPv6, portless and out-of-range
+    sources, ports with leading zeros, every time form, bad times, ICMP, DNS-less columns,
+    quoted cells with commas in the key, rows too short."""
+    rng = random.Random(7)
+    destinations = [row for row in _destinations()
+                    if '"' not in "".join(row.values())]  # fmt: skip
+    destinations.append({"Type": "AZFWApplicationRule", "Protocol": "HTTP",
+                         "DestinationPort": "80", "Fqdn": "comma.test", "Action": "Deny",
+                         "TargetUrl": "http://comma.test/?a=1,b=2", "ActionReason": "x, y"})  # fmt: skip
+    rows = []
+    for _ in range(count):
+        ip, port = rng.choice(LINE_SOURCES) if rng.random() < 0.4 else LINE_SOURCES[0]
+        row = dict.fromkeys(COLUMNS, "")
+        row.update(rng.choice(destinations))
+        row.update({"TimeGenerated [UTC]": rng.choice(LINE_TIMES) if rng.random() < 0.3
+                    else LINE_TIMES[0], "SourceIp": ip, "SourcePort": port, "TenantId": "t"})  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def test_ranges_read_line_by_line_are_written_as_in_one_piece(
+    tmp_path: Path, in_parallel: dict[str, list], monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    monkeypatch.setattr(logimport, "FOLD_EVERY", 29)  # batches end inside ranges, and not
+    export = tmp_path / "export.csv"
+    with export.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(COLUMNS)
+        for index, row in enumerate(_line_rows(3000)):
+            if index == 1000:  # too short for the pattern: its range is read by the csv loop
+                handle.write("t,short,row\r\n")
+            if index % 700 == 1:  # one cell too many: the pattern takes it, the csv module counts
+                writer.writerow([*row.values(), "extra"])
+                continue
+            writer.writerow(row.values())
+    written = _both(tmp_path / "plain", [export])
+    assert in_parallel["parallel"] == [True]
+    ranges = import_logs([export], tmp_path / "again").files[0].ranges
+    assert ranges["lines"] > 200 and ranges["cells"] == 1  # every range but the short row's
+    assert b"cells where the header has" in written["warnings"][0]
+    assert b"is not a time" in written["warnings"][0]
+    _assert_same(written)
+    _assert_same(_both(tmp_path / "filtered", [export], source="10.0.2.0/24", action="deny",
+                       since="2026-11-28T12:00:01.500Z"))  # fmt: skip
+
+
+@pytest.mark.parametrize("line", [
+    'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,"x""y",AZFWApplicationRule',  # "" in a cell
+    'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,"x\rz",AZFWApplicationRule',  # a bare CR
+    'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4, 5,x,AZFWApplicationRule',  # a port's space
+    'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.ü,5,x,AZFWApplicationRule',  # not an IP's text
+    'a,11/28/2026" 12:00,HTTPS,10.0.2.4,5,x,AZFWApplicationRule',  # a quote inside a cell
+    '',  # an empty line
+])  # fmt: skip
+def test_a_range_with_a_line_the_pattern_does_not_take_is_left_to_the_csv_loop(line: str) -> None:
+    from harness.logimport.csvlines import line_pattern, read_lines
+
+    names = ["TenantId", "TimeGenerated", "Protocol", "SourceIp", "SourcePort", "Fqdn", "Type"]
+    pattern = line_pattern(names)
+    assert pattern is not None
+    good = 'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,x.test,AZFWApplicationRule\r\n'
+    assert pattern.regex.findall(good) and not pattern.regex.findall(line + "\r\n")
+    result = logimport.FileResult("x", "csv")
+    assert not read_lines(good + line + "\r\n" + good, pattern, None, None, result, None,  # type: ignore[arg-type]
+                          None, None, None)  # fmt: skip
+    assert result.rows == 0  # nothing was done
+
+
+@pytest.mark.parametrize("names", [
+    ["TimeGenerated", "SourceIp", "SourcePort"], ["SourceIp", "SourcePort", "TimeGenerated", "x"],
+    ["TimeGenerated", "x", "SourceIp", "y", "SourcePort", "z"], ["x", "TimeGenerated", "SourceIp"],
+    ["TimeGenerated", "SourceIp", "SourceIp", "SourcePort"],
+])  # fmt: skip
+def test_the_line_pattern_gives_back_each_line_or_is_not_made(names: list[str]) -> None:
+    from harness.logimport.csvlines import line_pattern
+
+    pattern = line_pattern(names)
+    if {"TimeGenerated", "SourceIp", "SourcePort"} - set(names) or len(set(names)) < len(names) or (
+        names.index("SourcePort") < names.index("TimeGenerated")
+    ):  # fmt: skip
+        assert pattern is None
+        return
+    assert pattern is not None
+    values = {"TimeGenerated": '"11/28/2026, 1:02:03.456 PM"', "SourceIp": "10.0.2.4",
+              "SourcePort": "50000", "x": '"a,b"', "y": "", "z": "q,r,s"}  # fmt: skip
+    line = ",".join(values[name] for name in names)
+    (match,) = pattern.regex.findall(line + "\r\n")
+    assert pattern.line(match) == line
