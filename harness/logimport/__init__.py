@@ -40,7 +40,7 @@ from pathlib import Path
 from harness.errors import InputError, Location
 from harness.events import Event
 from harness.logimport.fast import DeniedTally, Rendered, RowRenderer, escape, identity, source
-from harness.logimport.parallel import read_csv_in_parallel
+from harness.logimport.parallel import read_csv_in_parallel, read_json_in_parallel
 from harness.logimport.rows import (
     RowError,
     Unsupported,
@@ -278,7 +278,8 @@ def import_logs(
                                             denied, report):  # fmt: skip
                     with open_csv_cells(path, report) as cells:
                         _read_fast_csv(cells, result, run, chosen, recorder, totals, denied)
-            else:
+            elif not (fast and fmt == "json-array" and read_json_in_parallel(
+                    path, result, run, filters, recorder, totals, denied, report)):  # fmt: skip
                 read(stream(path, fmt, report), result, run, chosen, recorder, totals, denied)
             if progress:
                 progress(str(path), size, size, totals.events, True)

@@ -15,11 +15,14 @@ files in the recording's folder, appended to its own by the kernel and removed.
 
 from __future__ import annotations
 
-__all__ = ["RANGE_BYTES", "WORKERS", "read_csv_in_parallel"]
+__all__ = ["RANGE_BYTES", "WORKERS", "read_csv_in_parallel", "read_json_in_parallel"]
 
+import codecs
+import itertools
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import tempfile
 import uuid
@@ -216,9 +219,7 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
     if header is None:
         return False
     start, names, lines_before = header
-    # forkserver, not fork: the caller may have threads (pytest, a progress thread), and a
-    # forked child of a threaded process can deadlock on a lock some thread held.
-    context = multiprocessing.get_context("forkserver")
+    context = _context()
     pending: deque = deque()
     resume: tuple[int, int] | None = None  # (offset, line) to read on from in this process
     with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
@@ -289,3 +290,147 @@ def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) ->
     os.remove(every_denial)
     totals.events += imported
     return lines_before + lines
+
+
+# --- JSON arrays ------------------------------------------------------------------------------
+# A `json-array` export (az monitor log-analytics query -o json, the portal's JSON) is cut the
+# same way: a range ends just after a `}` `,` that a `{` follows, and a worker decodes its
+# range in one call, as the array `[range]` (json_array_part). That is a guess too (such bytes
+# can sit inside a string, or between the objects of a row's own array); it holds exactly when
+# every range decodes so: the ranges then join into the file's array, element by element, the
+# one way JSON parses it. The last range, and from the first that does not decode every one
+# after it, are read in this process (json_array_rest).
+
+_OBJECT_END = re.compile(rb"\}[ \t\r\n]*,(?=[ \t\r\n]*\{)")
+
+
+def _json_ends(path: Path, start: int, size: int, every: int):
+    """Offsets after `start` that end a range: RANGE_BYTES on, just after a `}` `,` before a
+    `{`; None when there is none further (the rest is one range, read in this process)."""
+    with open(path, "rb") as handle:
+        begin = start
+        while begin + every < size:
+            at = begin + every
+            handle.seek(at)
+            found = None
+            while found is None:
+                piece = handle.read(_SCAN)
+                if not piece:
+                    return
+                # Overlap a piece's end with the next one's start: a match may straddle them.
+                match = _OBJECT_END.search(piece + handle.read(64))
+                handle.seek(at + len(piece))
+                if match and match.start() < len(piece):
+                    found = at + match.end()
+                at += len(piece)
+            begin = found
+            yield begin
+
+
+def _array_start(path: Path, size: int) -> tuple[int, int] | None:
+    """(offset just after the array's `[`, newlines before it), or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(min(size, 1 << 16))
+    offset = 3 if head.startswith(codecs.BOM_UTF8) else 0
+    stripped = head[offset:].lstrip(b" \t\r\n")
+    if not stripped.startswith(b"["):
+        return None
+    at = len(head) - len(stripped) + 1
+    return at, head[:at].count(b"\n")
+
+
+def _read_json_range(path: str, start: int, end: int, run: str, filters: Any, parts: str,
+                     first: bool) -> tuple:  # fmt: skip
+    """In a worker: one range of a JSON array, decoded in one call, through the import's own
+    row loop; as _read_range. Rows that are skipped need their lines: then the range is read
+    again with each element's line (a rare, small cost)."""
+    from harness.logimport import FileResult, Filters, _read_fast, _Selector, _Totals
+    from harness.logimport.fast import summarize
+    from harness.logimport.sources import _object_row, json_array_part, json_element_lines
+
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        text = handle.read(end - start).decode("utf-8", errors="replace")
+    items = json_array_part(text)
+    if items is None:
+        return (False,)
+    selector = _Selector(filters) if filters != Filters() else None
+    numbers: Any = itertools.repeat(0)
+    while True:
+        result = FileResult(path, "json-array")
+        totals = _Totals()
+        denials = _Denials()
+        lines = _PartFiles(Path(parts) / f"range-{start}")
+        try:
+            _read_fast(zip(numbers, map(_object_row, items), strict=False), result, run,
+                       selector, lines, totals, denials)  # type: ignore[arg-type]  # fmt: skip
+        finally:
+            lines.close()
+        if not result.skipped or numbers.__class__ is list:
+            break
+        numbers = json_element_lines(text, first=first)
+    every_denial = Path(parts) / f"range-{start}.denials"
+    every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
+    return (True, text.count("\n"), lines.events_path, lines.azure_path, result.rows,
+            result.imported, result.filtered, result.skipped, result.problems,
+            result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
+            (len(denials.found), summarize(denials.found), str(every_denial)), "json")  # fmt: skip
+
+
+def read_json_in_parallel(path: Path, result, run: str, filters, recorder, totals, denied,
+                          report) -> bool:  # fmt: skip
+    """Import the `json-array` file at `path` with WORKERS processes; False (nothing read) when
+    it is too small, the machine has one core, or it does not start as an array."""
+    from harness.logimport import _read_fast, _Selector
+    from harness.logimport.sources import json_array_rest
+
+    size = path.stat().st_size
+    if size < PARALLEL_FROM or workers_available() < 2:
+        return False
+    found_start = _array_start(path, size)
+    if found_start is None:
+        return False
+    start, lines_before = found_start
+    context = _context()
+    pending: deque = deque()
+    resume = start
+    with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
+          context.Pool(WORKERS, initializer=_worker_start) as pool):  # fmt: skip
+        ranges = _json_ends(path, start, size, RANGE_BYTES)
+        begin = start
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < WINDOW:
+                end = next(ranges, None)
+                if end is None:
+                    exhausted = True
+                    break
+                pending.append((begin, end, pool.apply_async(
+                    _read_json_range, (str(path), begin, end, run, filters, parts,
+                                       begin == start))))  # fmt: skip
+                begin = end
+            if not pending:
+                resume = begin
+                break
+            begin_of, end_of, waiting = pending.popleft()
+            found = waiting.get()
+            if not found[0]:
+                resume = begin_of
+                break
+            lines_before = _merge(found, lines_before, result, recorder, totals, denied)
+            if report:
+                report(end_of)
+        pool.terminate()
+    _read_fast(json_array_rest(path, resume, lines_before + 1, report, first=resume == start),
+               result, run,
+               _Selector(filters) if _filtering(filters) else None, recorder, totals, denied)  # fmt: skip
+    return True
+
+
+def _context():
+    # forkserver, not fork: the caller may have threads (pytest, a progress thread), and a
+    # forked child of a threaded process can deadlock on a lock some thread held. The server
+    # imports the import's modules once, not each worker.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["harness.logimport"])
+    return context

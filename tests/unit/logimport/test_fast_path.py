@@ -356,3 +356,76 @@ def test_the_line_pattern_gives_back_each_line_or_is_not_made(names: list[str]) 
     line = ",".join(values[name] for name in names)
     (match,) = pattern.regex.findall(line + "\r\n")
     assert pattern.line(match) == line
+
+
+# --- JSON arrays in ranges --------------------------------------------------------------------
+
+
+def _json_ranges_read(tmp_path: Path, export: Path) -> dict[str, int]:
+    return import_logs([export], tmp_path / "ranges").files[0].ranges
+
+
+@pytest.mark.parametrize("indent", [2, None])
+def test_a_json_array_read_in_ranges_is_written_as_in_one_piece(
+    indent: int | None, tmp_path: Path, in_parallel: dict[str, list],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """az's pretty JSON and a compact array, cut between rows, with the values that could fool
+    a cut: `},{` inside strings, a row's own array of objects, a row that is not an object,
+    rows with a field of the wrong type (skipped, with their lines), a BOM."""
+    monkeypatch.setattr(logimport, "FOLD_EVERY", 29)
+    items: list[object] = []
+    for index, row in enumerate(_rows(1500)):
+        item: dict[str, object] = {"TableName": "PrimaryResult"}
+        for column, value in row.items():
+            item[column.removesuffix(" [UTC]")] = "None" if value == "" else value
+        if index % 97 == 0:
+            item["TargetUrl"] = 'http://x.test/?q=},{"a": 1},\n  {'
+        if index % 211 == 0:
+            item["Extra"] = [{"a": 1}, {"b": [2, {"c": 3}]}]
+        items.append(item)
+        if index == 400:
+            items.append(["not", "an", "object"])
+    export = tmp_path / "rows.json"
+    export.write_text("\ufeff" + json.dumps(items, indent=indent), encoding="utf-8")
+    written = _both(tmp_path / "plain", [export])
+    assert b"line " in written["warnings"][0]  # skipped rows, by line
+    assert _json_ranges_read(tmp_path, export)["json"] > 20
+    _assert_same(written)
+    _assert_same(_both(tmp_path / "filtered", [export, export], source="10.0.2.0/24",
+                       action="deny", since="2026-11-28T12:00:02Z"))  # fmt: skip
+
+
+def test_a_json_array_cut_inside_a_row_is_read_on_in_one_process(
+    tmp_path: Path, in_parallel: dict[str, list]
+) -> None:  # fmt: skip
+    """Rows whose own arrays of objects are long enough to hold the cut: the range that does
+    not decode, and every one after it, are read in this process, as one array."""
+    items = []
+    for index, row in enumerate(_rows(300)):
+        item = {key.removesuffix(" [UTC]"): value for key, value in row.items() if value}
+        if index % 50 == 10:
+            item["Nested"] = [{"n": number, "pad": "x" * 40} for number in range(60)]
+        items.append(item)
+    export = tmp_path / "rows.json"
+    export.write_text(json.dumps(items, indent=1), encoding="utf-8")
+    written = _both(tmp_path, [export])
+    assert _json_ranges_read(tmp_path, export)["json"] >= 1
+    _assert_same(written)
+
+
+@pytest.mark.parametrize("text", ["[]", "  [ \n ]\n", "[\n  {\"SourceIp\": \"10.0.2.4\"},\n  {broken\n]"])
+def test_json_arrays_with_no_range_to_cut_are_read_as_one(
+    text: str, tmp_path: Path, in_parallel: dict[str, list]
+) -> None:  # fmt: skip
+    export = tmp_path / "rows.json"
+    export.write_text(text, encoding="utf-8")
+    _assert_same(_both(tmp_path, [export]))
+
+
+def test_json_element_lines_are_the_lines_the_stream_gives() -> None:
+    from harness.logimport.sources import json_element_lines
+
+    text = '\n  {"a": 1},\n  {"b": "x\\ny"},\n\n  [1,\n 2],'
+    assert json_element_lines(text, first=True) == [2, 2, 3]
+    assert json_element_lines(text) == [1, 2, 3]
