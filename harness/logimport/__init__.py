@@ -353,10 +353,12 @@ WRITE_EVERY = 2000  # rows rendered before their lines are written, in one write
 
 
 def _read_fast(items, result: FileResult, run: str, selector: _Selector | None,
-               recorder: Recorder, totals: _Totals, denied: DeniedTally) -> None:  # fmt: skip
+               recorder: Recorder, totals: _Totals, denied: DeniedTally,
+               renderer: RowRenderer | None = None) -> None:  # fmt: skip
     """The same as _read_events, byte for byte: common table rows through `fast.RowRenderer`
     (no Event each), every other row through its Event; lines written in batches."""
-    renderer = RowRenderer(run)
+    if renderer is None:
+        renderer = RowRenderer(run)
     render = renderer.render
     lines: list[str] = []
     azure: list[str] = []

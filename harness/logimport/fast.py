@@ -102,6 +102,7 @@ def source(ip: Any, port: Any) -> str | None:
 
 
 _TABLE_COLUMNS = ("Type", "Category", "category", "msg_s")
+_RAW_COLUMNS = (*_TABLE_COLUMNS, *KEY_COLUMNS)
 
 
 class RowRenderer:
@@ -109,6 +110,7 @@ class RowRenderer:
         """`names`: a CSV's columns, for templates_by_cells and render_cells."""
         self.run = run
         self._templates: dict[tuple, _Template | None] = {}
+        self._by_raw: dict[tuple, _Template] = {}  # _RAW_COLUMNS' values as given -> template
         self.templates_by_cells: dict[Any, _Template] = {}  # cells_key(cells) -> template
         self.templates_by_line: dict[tuple, _Template] = {}  # csvlines' raw key -> template
         self.names = names or []
@@ -139,6 +141,33 @@ class RowRenderer:
 
     def _render(self, values: dict[str, Any], strings: bool,
                 ) -> tuple[Rendered | None, _Template | None]:  # fmt: skip
+        get = values.get
+        # The columns as they came (az's "None" left as it is) find a template made before, and
+        # with it everything the checks below found from them: only time and source are read.
+        raw: tuple | None = (strings, *map(get, _RAW_COLUMNS))
+        try:
+            template = self._by_raw.get(raw)  # type: ignore[arg-type]
+        except TypeError:  # a JSON list or object in a column: no template is made of it
+            template = raw = None
+        if template is not None:
+            ip, port, stamp = get("SourceIp"), get("SourcePort"), get("TimeGenerated")
+            if strings:
+                ip, port, stamp = (None if value == "None" else value
+                                   for value in (ip, port, stamp))  # fmt: skip
+            ts = normalize_time(stamp)
+            src = source(ip, port)
+            if src is None:
+                return None, None
+            return template.render(ts, src), template
+        rendered, template = self._render_columns(values, strings)
+        if template is not None and raw is not None:
+            if len(self._by_raw) >= TEMPLATES_KEPT:
+                self._by_raw.clear()
+            self._by_raw[raw] = template
+        return rendered, template
+
+    def _render_columns(self, values: dict[str, Any], strings: bool,
+                        ) -> tuple[Rendered | None, _Template | None]:  # fmt: skip
         get = values.get
         table = get("Type")
         if table not in TABLES:

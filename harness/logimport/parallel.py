@@ -115,6 +115,17 @@ def _line_count(text: str) -> int:
 _RENDERERS: dict[tuple, Any] = {}
 
 
+def _renderer(run: str, names: list[str]):
+    """One a worker: its templates serve every range it reads."""
+    from harness.logimport.fast import RowRenderer
+
+    key = (run, tuple(names))
+    if key not in _RENDERERS:
+        _RENDERERS.clear()
+        _RENDERERS[key] = RowRenderer(run, names)
+    return _RENDERERS[key]
+
+
 def _worker_start() -> None:
     """A worker leaves Ctrl-C and SIGTERM to the parent, which ends the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -134,7 +145,7 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
         cells_renderer,
     )
     from harness.logimport.csvlines import line_pattern, read_lines
-    from harness.logimport.fast import RowRenderer, summarize
+    from harness.logimport.fast import summarize
     from harness.logimport.sources import csv_range_cells
 
     with open(path, "rb") as handle:
@@ -145,11 +156,7 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     lines = _PartFiles(Path(parts) / f"range-{start}")
     denials = _Denials()
     selector = _Selector(filters) if filters != Filters() else None
-    key = (run, tuple(names))
-    if key not in _RENDERERS:  # one a worker: its templates serve every range it reads
-        _RENDERERS.clear()
-        _RENDERERS[key] = RowRenderer(run, names)
-    renderer = _RENDERERS[key]
+    renderer = _renderer(run, names)
     read_by = "lines"
     try:
         pattern = line_pattern(names)
@@ -363,7 +370,7 @@ def _read_json_range(path: str, start: int, end: int, run: str, filters: Any, pa
         lines = _PartFiles(Path(parts) / f"range-{start}")
         try:
             _read_fast(zip(numbers, map(_object_row, items), strict=False), result, run,
-                       selector, lines, totals, denials)  # type: ignore[arg-type]  # fmt: skip
+                       selector, lines, totals, denials, _renderer(run, []))  # type: ignore[arg-type]  # fmt: skip
         finally:
             lines.close()
         if not result.skipped or numbers.__class__ is list:

@@ -64,7 +64,11 @@ SOURCES = [("10.0.2.4", "50000"), ("10.0.2.5", "0443"), ("fd00::5", "40000"), ("
            ("10.0.2.7", "70000"), ("", "1"), ("10.0.2.8", " 12"), ("10.0.9.4", "65535"),
            ("10.0.2.ü\\\"", "7")]  # fmt: skip
 TIMES = ["11/28/2026, 12:00:01.234 PM", "11/28/2026, 12:00:01.235 PM", "2026-11-28T12:00:02Z",
-         "2026-11-28 12:00:03.1234567+01:00", "", "not a time", "11/28/2026, 9:59:59.999 AM"]  # fmt: skip
+         "2026-11-28 12:00:03.1234567+01:00", "", "not a time", "11/28/2026, 9:59:59.999 AM",
+         # az's form, cached per second: the same second with other fractions, a bad one
+         "2026-11-28 12:00:03.123000+00:00", "2026-11-28 12:00:03.987000+00:00",
+         "2026-11-28 12:00:03.12x000+00:00", "2026-11-28 12:00:03.123000+01:00",
+         " 2026-11-28 12:00:03.12300+00:00"]  # fmt: skip
 
 
 def _destinations() -> list[dict[str, str]]:
@@ -147,6 +151,10 @@ def _write_json_lines(path: Path, rows: list[dict[str, str]]) -> Path:
                 item["DestinationPort"] = int(item["DestinationPort"])  # type: ignore[arg-type]
             if index % 11 == 0:
                 item["DestinationPort"] = True
+            if index % 13 == 0:
+                item["Fqdn"] = ["not", "text"]  # unhashable: no template is looked up by it
+            if index % 17 == 0 and str(item.get("DestinationPort", "")).isdigit():
+                item["DestinationPort"] = float(item["DestinationPort"])  # type: ignore[arg-type]
             handle.write(json.dumps(item) + "\n")
     return path
 
@@ -159,7 +167,7 @@ def test_generated_exports_are_written_the_same_by_both_paths(
     monkeypatch.setattr(logimport, "FOLD_EVERY", 7)
     export = write(tmp_path / f"export{write.__name__}", _rows(3000))
     written = _both(tmp_path / "plain", [export])
-    assert written["events.jsonl"][0].count(b"\n") > 2000
+    assert written["events.jsonl"][0].count(b"\n") > 1500
     assert json.loads(written["summary.json"][0])["files"][0]["skipped"] > 0
     _assert_same(written)
     _assert_same(_both(tmp_path / "filtered", [export, export], source="fd00::/64"))
