@@ -129,6 +129,8 @@ class FileResult:
     unsupported: dict[str, int] = field(default_factory=dict)
     # Byte ranges read by worker processes, by how: "lines" (csvlines) or "cells" (csv module).
     ranges: dict[str, int] = field(default_factory=dict)
+    worker_cpu: float = 0.0  # CPU seconds the worker processes spent on them (benchmarks)
+    worker_peak_kib: int = 0  # the largest worker's peak RSS
 
     def warning(self) -> str | None:
         """One line for every row skipped as unreadable, with the first line numbers."""

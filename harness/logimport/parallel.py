@@ -23,8 +23,10 @@ import multiprocessing
 import os
 import pickle
 import re
+import resource
 import signal
 import tempfile
+import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -126,6 +128,10 @@ def _renderer(run: str, names: list[str]):
     return _RENDERERS[key]
 
 
+def _peak_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _worker_start() -> None:
     """A worker leaves Ctrl-C and SIGTERM to the parent, which ends the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -148,6 +154,7 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     from harness.logimport.fast import summarize
     from harness.logimport.sources import csv_range_cells
 
+    began = time.process_time()
     with open(path, "rb") as handle:
         handle.seek(start)
         text = handle.read(end - start).decode("utf-8", errors="replace")
@@ -177,7 +184,8 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     return (True, _line_count(text), lines.events_path, lines.azure_path, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
-            (len(denials.found), summarize(denials.found), str(every_denial)), read_by)  # fmt: skip
+            (len(denials.found), summarize(denials.found), str(every_denial)),
+            (read_by, time.process_time() - began, _peak_kib()))  # fmt: skip
 
 
 class _PartFiles:
@@ -270,8 +278,10 @@ def _filtering(filters) -> bool:
 
 def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) -> int:
     (_, lines, events, azure, rows, imported, filtered, skipped, problems, unsupported,
-     first_seen, last_seen, policies, denials, read_by) = found  # fmt: skip
+     first_seen, last_seen, policies, denials, (read_by, seconds, peak)) = found  # fmt: skip
     result.ranges[read_by] = result.ranges.get(read_by, 0) + 1
+    result.worker_cpu += seconds
+    result.worker_peak_kib = max(result.worker_peak_kib, peak)
     recorder.append_files(events, azure)
     os.remove(events)
     os.remove(azure)
@@ -355,6 +365,7 @@ def _read_json_range(path: str, start: int, end: int, run: str, filters: Any, pa
     from harness.logimport.fast import summarize
     from harness.logimport.sources import _object_row, json_array_part, json_element_lines
 
+    began = time.process_time()
     with open(path, "rb") as handle:
         handle.seek(start)
         text = handle.read(end - start).decode("utf-8", errors="replace")
@@ -381,7 +392,8 @@ def _read_json_range(path: str, start: int, end: int, run: str, filters: Any, pa
     return (True, text.count("\n"), lines.events_path, lines.azure_path, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
-            (len(denials.found), summarize(denials.found), str(every_denial)), "json")  # fmt: skip
+            (len(denials.found), summarize(denials.found), str(every_denial)),
+            ("json", time.process_time() - began, _peak_kib()))  # fmt: skip
 
 
 def read_json_in_parallel(path: Path, result, run: str, filters, recorder, totals, denied,
