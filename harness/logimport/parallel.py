@@ -1,5 +1,7 @@
-"""A large CSV export read by two worker processes, a byte range each, written in file order:
-the same files as reading it in one process, about twice as fast on two cores.
+"""A large CSV export or JSON array (below) read by two worker processes, a byte range each,
+written in file order: the same files as reading it in one process, about twice as fast on two
+cores. A CSV range is read line by line (`csvlines`) when every line is a plain row, else by the
+csv module.
 
 Ranges end just after a newline where an even number of `"` has been seen since the range
 began: between rows, in a well-formed CSV (a quoted cell with a newline inside is not cut).
