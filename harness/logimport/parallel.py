@@ -11,8 +11,9 @@ between rows exactly when that line comes back as a row of its own. A range that
 check is thrown away with every range after it, and the rest of the file is read in this
 process from where that range began (a row's start, since every range before it passed).
 
-Memory: at most WINDOW ranges are out at a time, each RANGE_BYTES of CSV; their lines go to
-files in the recording's folder, appended to its own by the kernel and removed.
+Memory: at most WINDOW ranges are out at a time, each RANGE_BYTES of CSV. A worker holds its
+range's lines until every range before it is written, then appends them to the recording's
+files itself (`_write_in_turn`): the lines are written once, not copied again by this process.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+from harness.runfolder import RecorderError
 
 WORKERS = 2
 RANGE_BYTES = 4 << 20
@@ -134,16 +137,46 @@ def _peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _worker_start() -> None:
+_STOPPED = -1
+_TURN: list = []  # in a worker: (condition, the index of the range to write next, its 2 files)
+
+
+def _worker_start(condition: Any, turn: Any, events: str, azure: str) -> None:
     """A worker leaves Ctrl-C and SIGTERM to the parent, which ends the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _TURN[:] = [condition, turn, events, azure]
+
+
+def _write_in_turn(index: int, lines: _RangeLines | None) -> str | None:
+    """Wait until every range before `index` is written, then append this one's lines (None:
+    the range did not end between rows: stop, so that no range after it is written either and
+    the parent reads on from it). An error writing, as text; else None."""
+    condition, turn, events, azure = _TURN
+    with condition:
+        condition.wait_for(lambda: turn.value in (index, _STOPPED))
+        if turn.value == _STOPPED or lines is None:
+            turn.value = _STOPPED
+            condition.notify_all()
+            return None
+    failed = None
+    try:
+        for name, parts in ((events, lines.events), (azure, lines.azure)):
+            if parts:
+                with open(name, "a", encoding="utf-8") as handle:
+                    handle.write("".join(parts))
+    except OSError as error:
+        failed = str(error)
+    with condition:
+        turn.value = _STOPPED if failed else index + 1
+        condition.notify_all()
+    return failed
 
 
 def _read_range(path: str, start: int, end: int, names: list[str], run: str, filters: Any,
-                sentinel: str, parts: str) -> tuple:  # fmt: skip
-    """In a worker: one range through the import's own CSV loop, its lines written to two files
-    in `parts` (passed on by the kernel, not through a pipe); what it found, to merge."""
+                sentinel: str, parts: str, index: int) -> tuple:  # fmt: skip
+    """In a worker: range `index` through the import's own CSV loop, its lines appended to the
+    recording in turn; what it found, to merge."""
     from harness.logimport import (
         FileResult,
         Filters,
@@ -162,53 +195,47 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
         text = handle.read(end - start).decode("utf-8", errors="replace")
     result = FileResult(path, "csv")
     totals = _Totals()
-    lines = _PartFiles(Path(parts) / f"range-{start}")
+    lines = _RangeLines()
     denials = _Denials()
     selector = _Selector(filters) if filters != Filters() else None
     renderer = _renderer(run, names)
     read_by = "lines"
-    try:
-        pattern = line_pattern(names)
-        if pattern is None or not read_lines(text, pattern, renderer, cells_renderer(renderer, run),
-                                             result, selector, lines, totals, denials):  # fmt: skip
-            read_by = "cells"
-            cells = csv_range_cells(text, names, sentinel)
-            _read_fast_csv(cells, result, run, selector, lines, totals, denials,  # type: ignore[arg-type]
-                           renderer)  # fmt: skip
-            if not cells.clean:
-                return (False,)
-    finally:
-        lines.close()
+    pattern = line_pattern(names)
+    if pattern is None or not read_lines(text, pattern, renderer, cells_renderer(renderer, run),
+                                         result, selector, lines, totals, denials):  # fmt: skip
+        read_by = "cells"
+        cells = csv_range_cells(text, names, sentinel)
+        _read_fast_csv(cells, result, run, selector, lines, totals, denials,  # type: ignore[arg-type]
+                       renderer)  # fmt: skip
+        if not cells.clean:
+            _write_in_turn(index, None)
+            return (False,)
+    failed = _write_in_turn(index, lines)
+    if failed:
+        return (None, failed)
     # The parent adds a range's denials to its tally per host (summarize), or, when they reach
     # the end of a batch, one by one from the file: replaying each would be its busiest loop.
     every_denial = Path(parts) / f"range-{start}.denials"
     every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
-    return (True, _line_count(text), lines.events_path, lines.azure_path, result.rows,
+    return (True, _line_count(text), None, None, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
             (len(denials.found), summarize(denials.found), str(every_denial)),
             (read_by, time.process_time() - began, _peak_kib()))  # fmt: skip
 
 
-class _PartFiles:
-    """A Recorder's write_lines into a range's own two files, opened as the Recorder opens its
-    own, so that their bytes are the ones it would write."""
+class _RangeLines:
+    """A Recorder's write_lines, kept: the text it would write to each file, in pieces."""
 
-    def __init__(self, stem: Path) -> None:
-        self.events_path = f"{stem}.events"
-        self.azure_path = f"{stem}.azure"
-        self._events = open(self.events_path, "w", encoding="utf-8")  # noqa: SIM115
-        self._azure = open(self.azure_path, "w", encoding="utf-8")  # noqa: SIM115
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.azure: list[str] = []
 
     def write_lines(self, events: list[str], azure: list[str]) -> None:
         if events:
-            self._events.write("\n".join(events) + "\n")
+            self.events.append("\n".join(events) + "\n")
         if azure:
-            self._azure.write("\n".join(azure) + "\n")
-
-    def close(self) -> None:
-        self._events.close()
-        self._azure.close()
+            self.azure.append("\n".join(azure) + "\n")
 
 
 class _Denials:
@@ -240,10 +267,12 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
     pending: deque = deque()
     resume: tuple[int, int] | None = None  # (offset, line) to read on from in this process
     with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
-          context.Pool(WORKERS, initializer=_worker_start) as pool):  # fmt: skip
+          context.Pool(WORKERS, initializer=_worker_start,
+                       initargs=_turns(context, recorder)) as pool):  # fmt: skip
         ranges = _ends(path, start, size, RANGE_BYTES)
         begin = start
         exhausted = False
+        merged = 0
         while True:
             while not exhausted and len(pending) < WINDOW:
                 end = next(ranges, None)
@@ -251,12 +280,16 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
                     exhausted = True
                     break
                 pending.append((begin, end, pool.apply_async(
-                    _read_range, (str(path), begin, end, names, run, filters, sentinel, parts))))  # fmt: skip
+                    _read_range, (str(path), begin, end, names, run, filters, sentinel, parts,
+                                  len(pending) + merged))))  # fmt: skip
                 begin = end
             if not pending:
                 break
             begin_of, end_of, waiting = pending.popleft()
             found = waiting.get()
+            merged += 1
+            if found[0] is None:
+                raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
             if not found[0]:
                 resume = (begin_of, lines_before)
                 break
@@ -279,14 +312,11 @@ def _filtering(filters) -> bool:
 
 
 def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) -> int:
-    (_, lines, events, azure, rows, imported, filtered, skipped, problems, unsupported,
+    (_, lines, _, _, rows, imported, filtered, skipped, problems, unsupported,
      first_seen, last_seen, policies, denials, (read_by, seconds, peak)) = found  # fmt: skip
     result.ranges[read_by] = result.ranges.get(read_by, 0) + 1
     result.worker_cpu += seconds
     result.worker_peak_kib = max(result.worker_peak_kib, peak)
-    recorder.append_files(events, azure)
-    os.remove(events)
-    os.remove(azure)
     result.rows += rows
     result.imported += imported
     result.filtered += filtered
@@ -359,7 +389,7 @@ def _array_start(path: Path, size: int) -> tuple[int, int] | None:
 
 
 def _read_json_range(path: str, start: int, end: int, run: str, filters: Any, parts: str,
-                     first: bool) -> tuple:  # fmt: skip
+                     first: bool, index: int) -> tuple:  # fmt: skip
     """In a worker: one range of a JSON array, decoded in one call, through the import's own
     row loop; as _read_range. Rows that are skipped need their lines: then the range is read
     again with each element's line (a rare, small cost)."""
@@ -373,6 +403,7 @@ def _read_json_range(path: str, start: int, end: int, run: str, filters: Any, pa
         text = handle.read(end - start).decode("utf-8", errors="replace")
     items = json_array_part(text)
     if items is None:
+        _write_in_turn(index, None)
         return (False,)
     selector = _Selector(filters) if filters != Filters() else None
     numbers: Any = itertools.repeat(0)
@@ -380,18 +411,18 @@ def _read_json_range(path: str, start: int, end: int, run: str, filters: Any, pa
         result = FileResult(path, "json-array")
         totals = _Totals()
         denials = _Denials()
-        lines = _PartFiles(Path(parts) / f"range-{start}")
-        try:
-            _read_fast(zip(numbers, map(_object_row, items), strict=False), result, run,
-                       selector, lines, totals, denials, _renderer(run, []))  # type: ignore[arg-type]  # fmt: skip
-        finally:
-            lines.close()
+        lines = _RangeLines()
+        _read_fast(zip(numbers, map(_object_row, items), strict=False), result, run,
+                   selector, lines, totals, denials, _renderer(run, []))  # type: ignore[arg-type]  # fmt: skip
         if not result.skipped or numbers.__class__ is list:
             break
         numbers = json_element_lines(text, first=first)
+    failed = _write_in_turn(index, lines)
+    if failed:
+        return (None, failed)
     every_denial = Path(parts) / f"range-{start}.denials"
     every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
-    return (True, text.count("\n"), lines.events_path, lines.azure_path, result.rows,
+    return (True, text.count("\n"), None, None, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
             (len(denials.found), summarize(denials.found), str(every_denial)),
@@ -416,10 +447,12 @@ def read_json_in_parallel(path: Path, result, run: str, filters, recorder, total
     pending: deque = deque()
     resume = start
     with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
-          context.Pool(WORKERS, initializer=_worker_start) as pool):  # fmt: skip
+          context.Pool(WORKERS, initializer=_worker_start,
+                       initargs=_turns(context, recorder)) as pool):  # fmt: skip
         ranges = _json_ends(path, start, size, RANGE_BYTES)
         begin = start
         exhausted = False
+        merged = 0
         while True:
             while not exhausted and len(pending) < WINDOW:
                 end = next(ranges, None)
@@ -428,13 +461,16 @@ def read_json_in_parallel(path: Path, result, run: str, filters, recorder, total
                     break
                 pending.append((begin, end, pool.apply_async(
                     _read_json_range, (str(path), begin, end, run, filters, parts,
-                                       begin == start))))  # fmt: skip
+                                       begin == start, len(pending) + merged))))  # fmt: skip
                 begin = end
             if not pending:
                 resume = begin
                 break
             begin_of, end_of, waiting = pending.popleft()
             found = waiting.get()
+            merged += 1
+            if found[0] is None:
+                raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
             if not found[0]:
                 resume = begin_of
                 break
@@ -446,6 +482,21 @@ def read_json_in_parallel(path: Path, result, run: str, filters, recorder, total
                result, run,
                _Selector(filters) if _filtering(filters) else None, recorder, totals, denied)  # fmt: skip
     return True
+
+
+def _turns(context, recorder) -> tuple:
+    """The workers' turns to write (see _write_in_turn), from the first range; the recording's
+    files flushed first (appending no bytes), so that the workers' lines come after its own."""
+    from harness.runfolder import AZURE_LOG, EVENTS
+
+    empty = Path(recorder.folder) / ".import-flush"
+    empty.touch()
+    try:
+        recorder.append_files(empty, empty)
+    finally:
+        empty.unlink()
+    return (context.Condition(), context.RawValue("q", 0), str(Path(recorder.folder) / EVENTS),
+            str(Path(recorder.folder) / AZURE_LOG))
 
 
 def _context():
