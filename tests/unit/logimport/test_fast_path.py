@@ -437,3 +437,37 @@ def test_json_element_lines_are_the_lines_the_stream_gives() -> None:
     text = '\n  {"a": 1},\n  {"b": "x\\ny"},\n\n  [1,\n 2],'
     assert json_element_lines(text, first=True) == [2, 2, 3]
     assert json_element_lines(text) == [1, 2, 3]
+
+
+def test_ranges_are_appended_in_turn_and_a_failed_one_stops_the_rest(tmp_path: Path) -> None:
+    import threading
+    import types
+
+    from harness.logimport import parallel
+
+    events, azure = tmp_path / "events.jsonl", tmp_path / "azure.log"
+    turn = types.SimpleNamespace(value=0)
+    parallel._worker_start(threading.Condition(), turn, str(events), str(azure))
+    try:
+        ranges = []
+        for index in range(5):
+            lines = parallel._RangeLines()
+            lines.write_lines([f"event {index}"], [f"azure {index}"] if index % 2 else [])
+            ranges.append(lines)
+        done: list[object] = []
+        # Finished in reverse order; written in file order; range 3 stops, range 4 is not written.
+        threads = [threading.Thread(target=lambda i=index: done.append(
+            parallel._write_in_turn(i, ranges[i] if i != 3 else None))) for index in (4, 3, 2, 1, 0)]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert events.read_text() == "event 0\nevent 1\nevent 2\n"
+        assert azure.read_text() == "azure 1\n"
+        assert turn.value == parallel._STOPPED and done == [None] * 5
+        turn.value = 0
+        parallel._TURN[2] = str(tmp_path)  # a folder: cannot be written
+        assert "Is a directory" in (parallel._write_in_turn(0, ranges[0]) or "")
+        assert turn.value == parallel._STOPPED
+    finally:
+        parallel._TURN.clear()
