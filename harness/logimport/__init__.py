@@ -40,7 +40,7 @@ from pathlib import Path
 from harness.errors import InputError, Location
 from harness.events import Event
 from harness.logimport.fast import DeniedTally, Rendered, RowRenderer, escape, identity, source
-from harness.logimport.parallel import read_csv_in_parallel
+from harness.logimport.parallel import read_csv_in_parallel, read_json_in_parallel
 from harness.logimport.rows import (
     RowError,
     Unsupported,
@@ -126,6 +126,10 @@ class FileResult:
     skipped: int = 0  # unreadable
     problems: list[tuple[int, str]] = field(default_factory=list)  # the first few
     unsupported: dict[str, int] = field(default_factory=dict)
+    # Byte ranges read by worker processes, by how: "lines" (csvlines) or "cells" (csv module).
+    ranges: dict[str, int] = field(default_factory=dict)
+    worker_cpu: float = 0.0  # CPU seconds the worker processes spent on them (benchmarks)
+    worker_peak_kib: int = 0  # the largest worker's peak RSS
 
     def warning(self) -> str | None:
         """One line for every row skipped as unreadable, with the first line numbers."""
@@ -275,7 +279,8 @@ def import_logs(
                                             denied, report):  # fmt: skip
                     with open_csv_cells(path, report) as cells:
                         _read_fast_csv(cells, result, run, chosen, recorder, totals, denied)
-            else:
+            elif not (fast and fmt == "json-array" and read_json_in_parallel(
+                    path, result, run, filters, recorder, totals, denied, report)):  # fmt: skip
                 read(stream(path, fmt, report), result, run, chosen, recorder, totals, denied)
             if progress:
                 progress(str(path), size, size, totals.events, True)
@@ -349,10 +354,12 @@ WRITE_EVERY = 2000  # rows rendered before their lines are written, in one write
 
 
 def _read_fast(items, result: FileResult, run: str, selector: _Selector | None,
-               recorder: Recorder, totals: _Totals, denied: DeniedTally) -> None:  # fmt: skip
+               recorder: Recorder, totals: _Totals, denied: DeniedTally,
+               renderer: RowRenderer | None = None) -> None:  # fmt: skip
     """The same as _read_events, byte for byte: common table rows through `fast.RowRenderer`
     (no Event each), every other row through its Event; lines written in batches."""
-    renderer = RowRenderer(run)
+    if renderer is None:
+        renderer = RowRenderer(run)
     render = renderer.render
     lines: list[str] = []
     azure: list[str] = []
@@ -520,6 +527,20 @@ def _read_fast_csv(source_cells: CsvCells, result: FileResult, run: str,
     recorder.write_lines(lines, azure)
     result.imported += imported
     totals.events = written_before + imported
+
+
+def cells_renderer(renderer: RowRenderer, run: str):
+    """A CSV row's cells rendered as `_read_fast_csv` renders a row it has no template for:
+    (Rendered, the template now kept for its columns, or None)."""
+    templates, cells_key = renderer.templates_by_cells, renderer.cells_key
+
+    def render(cells: list[str]) -> tuple[Rendered, object]:
+        done, values = renderer.render_cells(cells)
+        if done is None:
+            done = _rendered(_event(Row(values), run))
+        return done, templates.get(cells_key(cells)) if cells_key is not None else None
+
+    return render
 
 
 def _rendered(event: Event) -> Rendered:

@@ -102,6 +102,7 @@ def source(ip: Any, port: Any) -> str | None:
 
 
 _TABLE_COLUMNS = ("Type", "Category", "category", "msg_s")
+_RAW_COLUMNS = (*_TABLE_COLUMNS, *KEY_COLUMNS)
 
 
 class RowRenderer:
@@ -109,7 +110,9 @@ class RowRenderer:
         """`names`: a CSV's columns, for templates_by_cells and render_cells."""
         self.run = run
         self._templates: dict[tuple, _Template | None] = {}
+        self._by_raw: dict[tuple, _Template] = {}  # _RAW_COLUMNS' values as given -> template
         self.templates_by_cells: dict[Any, _Template] = {}  # cells_key(cells) -> template
+        self.templates_by_line: dict[tuple, _Template] = {}  # csvlines' raw key -> template
         self.names = names or []
         where = {name: index for index, name in enumerate(self.names)}  # the last, as dict(zip)
         shown = [where[name] for name in (*_TABLE_COLUMNS, *KEY_COLUMNS) if name in where]
@@ -138,6 +141,33 @@ class RowRenderer:
 
     def _render(self, values: dict[str, Any], strings: bool,
                 ) -> tuple[Rendered | None, _Template | None]:  # fmt: skip
+        get = values.get
+        # The columns as they came (az's "None" left as it is) find a template made before, and
+        # with it everything the checks below found from them: only time and source are read.
+        raw: tuple | None = (strings, *map(get, _RAW_COLUMNS))
+        try:
+            template = self._by_raw.get(raw)  # type: ignore[arg-type]
+        except TypeError:  # a JSON list or object in a column: no template is made of it
+            template = raw = None
+        if template is not None:
+            ip, port, stamp = get("SourceIp"), get("SourcePort"), get("TimeGenerated")
+            if strings:
+                ip, port, stamp = (None if value == "None" else value
+                                   for value in (ip, port, stamp))  # fmt: skip
+            ts = normalize_time(stamp)
+            src = source(ip, port)
+            if src is None:
+                return None, None
+            return template.render(ts, src), template
+        rendered, template = self._render_columns(values, strings)
+        if template is not None and raw is not None:
+            if len(self._by_raw) >= TEMPLATES_KEPT:
+                self._by_raw.clear()
+            self._by_raw[raw] = template
+        return rendered, template
+
+    def _render_columns(self, values: dict[str, Any], strings: bool,
+                        ) -> tuple[Rendered | None, _Template | None]:  # fmt: skip
         get = values.get
         table = get("Type")
         if table not in TABLES:
@@ -237,6 +267,26 @@ def identity(event: Event) -> tuple | None:
     return result
 
 
+def summarize(denials: list[tuple]) -> list[tuple]:
+    """`DeniedTally.add` arguments in order, folded per host as `add` folds them into one batch:
+    (host, network of its first, protocols, connections, first time, bytes), hosts in the order
+    they first come (a batch's order)."""
+    hosts: dict[str, list] = {}
+    for denied, ts, size in denials:
+        if denied is None:
+            continue
+        host, network, protocol = denied
+        known = hosts.get(host)
+        if known is None:
+            hosts[host] = [host, network, {protocol}, 1, ts, size]
+            continue
+        known[2].add(protocol)
+        known[3] += 1
+        known[4] = min(known[4], ts)
+        known[5] += size
+    return [tuple(known) for known in hosts.values()]
+
+
 class DeniedTally:
     """What `_DeniedFold` makes of the denied events (batches of `every` through
     `allowlist.candidates`, merged by (network, host)), from each denial's identity and time:
@@ -266,6 +316,24 @@ class DeniedTally:
         self._count += 1
         if self._count >= self._every:
             self._fold()
+
+    def add_summary(self, count: int, hosts: list[tuple]) -> bool:
+        """`count` denials at once, from `summarize`'s hosts: what `add` of each makes, when they
+        do not reach the end of the batch (else False, nothing added: add them one by one)."""
+        if self._count + count >= self._every:
+            return False
+        batch = self._batch
+        for host, network, protocols, connections, first_seen, size in hosts:
+            candidate = batch.get(host)
+            if candidate is None:
+                candidate = batch[host] = self._candidate(host, first_seen=first_seen,
+                                                          network=network)  # fmt: skip
+            candidate.protocols |= protocols
+            candidate.connections += connections
+            candidate.bytes_total += size
+            candidate.first_seen = min(candidate.first_seen, first_seen)
+        self._count += count
+        return True
 
     def _fold(self) -> None:
         for candidate in sorted(self._batch.values(), key=lambda item: item.first_seen):

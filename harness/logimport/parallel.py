@@ -1,5 +1,7 @@
-"""A large CSV export read by two worker processes, a byte range each, written in file order:
-the same files as reading it in one process, about twice as fast on two cores.
+"""A large CSV export or JSON array (below) read by two worker processes, a byte range each,
+written in file order: the same files as reading it in one process, about twice as fast on two
+cores. A CSV range is read line by line (`csvlines`) when every line is a plain row, else by the
+csv module.
 
 Ranges end just after a newline where an even number of `"` has been seen since the range
 began: between rows, in a well-formed CSV (a quoted cell with a newline inside is not cut).
@@ -9,22 +11,31 @@ between rows exactly when that line comes back as a row of its own. A range that
 check is thrown away with every range after it, and the rest of the file is read in this
 process from where that range began (a row's start, since every range before it passed).
 
-Memory: at most WINDOW ranges are out at a time, each RANGE_BYTES of CSV; their lines go to
-files in the recording's folder, appended to its own by the kernel and removed.
+Memory: at most WINDOW ranges are out at a time, each RANGE_BYTES of CSV. A worker holds its
+range's lines until every range before it is written, then appends them to the recording's
+files itself (`_write_in_turn`): the lines are written once, not copied again by this process.
 """
 
 from __future__ import annotations
 
-__all__ = ["RANGE_BYTES", "WORKERS", "read_csv_in_parallel"]
+__all__ = ["RANGE_BYTES", "WORKERS", "read_csv_in_parallel", "read_json_in_parallel"]
 
+import codecs
+import itertools
 import multiprocessing
 import os
+import pickle
+import re
+import resource
 import signal
 import tempfile
+import time
 import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+from harness.runfolder import RecorderError
 
 WORKERS = 2
 RANGE_BYTES = 4 << 20
@@ -111,65 +122,120 @@ def _line_count(text: str) -> int:
 _RENDERERS: dict[tuple, Any] = {}
 
 
-def _worker_start() -> None:
+def _renderer(run: str, names: list[str]):
+    """One a worker: its templates serve every range it reads."""
+    from harness.logimport.fast import RowRenderer
+
+    key = (run, tuple(names))
+    if key not in _RENDERERS:
+        _RENDERERS.clear()
+        _RENDERERS[key] = RowRenderer(run, names)
+    return _RENDERERS[key]
+
+
+def _peak_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+_STOPPED = -1
+_TURN: list = []  # in a worker: (condition, the index of the range to write next, its 2 files)
+
+
+def _worker_start(condition: Any, turn: Any, events: str, azure: str) -> None:
     """A worker leaves Ctrl-C and SIGTERM to the parent, which ends the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _TURN[:] = [condition, turn, events, azure]
+
+
+def _write_in_turn(index: int, lines: _RangeLines | None) -> str | None:
+    """Wait until every range before `index` is written, then append this one's lines (None:
+    the range did not end between rows: stop, so that no range after it is written either and
+    the parent reads on from it). An error writing, as text; else None."""
+    condition, turn, events, azure = _TURN
+    with condition:
+        condition.wait_for(lambda: turn.value in (index, _STOPPED))
+        if turn.value == _STOPPED or lines is None:
+            turn.value = _STOPPED
+            condition.notify_all()
+            return None
+    failed = None
+    try:
+        for name, parts in ((events, lines.events), (azure, lines.azure)):
+            if parts:
+                with open(name, "a", encoding="utf-8") as handle:
+                    handle.write("".join(parts))
+    except OSError as error:
+        failed = str(error)
+    with condition:
+        turn.value = _STOPPED if failed else index + 1
+        condition.notify_all()
+    return failed
 
 
 def _read_range(path: str, start: int, end: int, names: list[str], run: str, filters: Any,
-                sentinel: str, parts: str) -> tuple:  # fmt: skip
-    """In a worker: one range through the import's own CSV loop, its lines written to two files
-    in `parts` (passed on by the kernel, not through a pipe); what it found, to merge."""
-    from harness.logimport import FileResult, Filters, _read_fast_csv, _Selector, _Totals
-    from harness.logimport.fast import RowRenderer
+                sentinel: str, parts: str, index: int) -> tuple:  # fmt: skip
+    """In a worker: range `index` through the import's own CSV loop, its lines appended to the
+    recording in turn; what it found, to merge."""
+    from harness.logimport import (
+        FileResult,
+        Filters,
+        _read_fast_csv,
+        _Selector,
+        _Totals,
+        cells_renderer,
+    )
+    from harness.logimport.csvlines import line_pattern, read_lines
+    from harness.logimport.fast import summarize
     from harness.logimport.sources import csv_range_cells
 
+    began = time.process_time()
     with open(path, "rb") as handle:
         handle.seek(start)
         text = handle.read(end - start).decode("utf-8", errors="replace")
     result = FileResult(path, "csv")
     totals = _Totals()
-    lines = _PartFiles(Path(parts) / f"range-{start}")
+    lines = _RangeLines()
     denials = _Denials()
     selector = _Selector(filters) if filters != Filters() else None
-    key = (run, tuple(names))
-    if key not in _RENDERERS:  # one a worker: its templates serve every range it reads
-        _RENDERERS.clear()
-        _RENDERERS[key] = RowRenderer(run, names)
-    cells = csv_range_cells(text, names, sentinel)
-    try:
+    renderer = _renderer(run, names)
+    read_by = "lines"
+    pattern = line_pattern(names)
+    if pattern is None or not read_lines(text, pattern, renderer, cells_renderer(renderer, run),
+                                         result, selector, lines, totals, denials):  # fmt: skip
+        read_by = "cells"
+        cells = csv_range_cells(text, names, sentinel)
         _read_fast_csv(cells, result, run, selector, lines, totals, denials,  # type: ignore[arg-type]
-                       _RENDERERS[key])  # fmt: skip
-    finally:
-        lines.close()
-    if not cells.clean:
-        return (False,)
-    return (True, _line_count(text), lines.events_path, lines.azure_path, result.rows,
+                       renderer)  # fmt: skip
+        if not cells.clean:
+            _write_in_turn(index, None)
+            return (False,)
+    failed = _write_in_turn(index, lines)
+    if failed:
+        return (None, failed)
+    # The parent adds a range's denials to its tally per host (summarize), or, when they reach
+    # the end of a batch, one by one from the file: replaying each would be its busiest loop.
+    every_denial = Path(parts) / f"range-{start}.denials"
+    every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
+    return (True, _line_count(text), None, None, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
-            denials.found)  # fmt: skip
+            (len(denials.found), summarize(denials.found), str(every_denial)),
+            (read_by, time.process_time() - began, _peak_kib()))  # fmt: skip
 
 
-class _PartFiles:
-    """A Recorder's write_lines into a range's own two files, opened as the Recorder opens its
-    own, so that their bytes are the ones it would write."""
+class _RangeLines:
+    """A Recorder's write_lines, kept: the text it would write to each file, in pieces."""
 
-    def __init__(self, stem: Path) -> None:
-        self.events_path = f"{stem}.events"
-        self.azure_path = f"{stem}.azure"
-        self._events = open(self.events_path, "w", encoding="utf-8")  # noqa: SIM115
-        self._azure = open(self.azure_path, "w", encoding="utf-8")  # noqa: SIM115
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.azure: list[str] = []
 
     def write_lines(self, events: list[str], azure: list[str]) -> None:
         if events:
-            self._events.write("\n".join(events) + "\n")
+            self.events.append("\n".join(events) + "\n")
         if azure:
-            self._azure.write("\n".join(azure) + "\n")
-
-    def close(self) -> None:
-        self._events.close()
-        self._azure.close()
+            self.azure.append("\n".join(azure) + "\n")
 
 
 class _Denials:
@@ -197,16 +263,16 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
     if header is None:
         return False
     start, names, lines_before = header
-    # forkserver, not fork: the caller may have threads (pytest, a progress thread), and a
-    # forked child of a threaded process can deadlock on a lock some thread held.
-    context = multiprocessing.get_context("forkserver")
+    context = _context()
     pending: deque = deque()
     resume: tuple[int, int] | None = None  # (offset, line) to read on from in this process
     with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
-          context.Pool(WORKERS, initializer=_worker_start) as pool):  # fmt: skip
+          context.Pool(WORKERS, initializer=_worker_start,
+                       initargs=_turns(context, recorder)) as pool):  # fmt: skip
         ranges = _ends(path, start, size, RANGE_BYTES)
         begin = start
         exhausted = False
+        merged = 0
         while True:
             while not exhausted and len(pending) < WINDOW:
                 end = next(ranges, None)
@@ -214,12 +280,16 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
                     exhausted = True
                     break
                 pending.append((begin, end, pool.apply_async(
-                    _read_range, (str(path), begin, end, names, run, filters, sentinel, parts))))  # fmt: skip
+                    _read_range, (str(path), begin, end, names, run, filters, sentinel, parts,
+                                  len(pending) + merged))))  # fmt: skip
                 begin = end
             if not pending:
                 break
             begin_of, end_of, waiting = pending.popleft()
             found = waiting.get()
+            merged += 1
+            if found[0] is None:
+                raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
             if not found[0]:
                 resume = (begin_of, lines_before)
                 break
@@ -242,11 +312,11 @@ def _filtering(filters) -> bool:
 
 
 def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) -> int:
-    (_, lines, events, azure, rows, imported, filtered, skipped, problems, unsupported,
-     first_seen, last_seen, policies, denials) = found  # fmt: skip
-    recorder.append_files(events, azure)
-    os.remove(events)
-    os.remove(azure)
+    (_, lines, _, _, rows, imported, filtered, skipped, problems, unsupported,
+     first_seen, last_seen, policies, denials, (read_by, seconds, peak)) = found  # fmt: skip
+    result.ranges[read_by] = result.ranges.get(read_by, 0) + 1
+    result.worker_cpu += seconds
+    result.worker_peak_kib = max(result.worker_peak_kib, peak)
     result.rows += rows
     result.imported += imported
     result.filtered += filtered
@@ -261,8 +331,178 @@ def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) ->
     totals.last_seen = max(totals.last_seen, last_seen)
     for policy in policies:
         totals.policies.setdefault(policy, None)
-    add = denied.add
-    for denial in denials:
-        add(*denial)
+    count, hosts, every_denial = denials
+    if not denied.add_summary(count, hosts):
+        add = denied.add
+        for denial in pickle.loads(Path(every_denial).read_bytes()):
+            add(*denial)
+    os.remove(every_denial)
     totals.events += imported
     return lines_before + lines
+
+
+# --- JSON arrays ------------------------------------------------------------------------------
+# A `json-array` export (az monitor log-analytics query -o json, the portal's JSON) is cut the
+# same way: a range ends just after a `}` `,` that a `{` follows, and a worker decodes its
+# range in one call, as the array `[range]` (json_array_part). That is a guess too (such bytes
+# can sit inside a string, or between the objects of a row's own array); it holds exactly when
+# every range decodes so: the ranges then join into the file's array, element by element, the
+# one way JSON parses it. The last range, and from the first that does not decode every one
+# after it, are read in this process (json_array_rest).
+
+_OBJECT_END = re.compile(rb"\}[ \t\r\n]*,(?=[ \t\r\n]*\{)")
+
+
+def _json_ends(path: Path, start: int, size: int, every: int):
+    """Offsets after `start` that end a range: RANGE_BYTES on, just after a `}` `,` before a
+    `{`; None when there is none further (the rest is one range, read in this process)."""
+    with open(path, "rb") as handle:
+        begin = start
+        while begin + every < size:
+            at = begin + every
+            handle.seek(at)
+            found = None
+            while found is None:
+                piece = handle.read(_SCAN)
+                if not piece:
+                    return
+                # Overlap a piece's end with the next one's start: a match may straddle them.
+                match = _OBJECT_END.search(piece + handle.read(64))
+                handle.seek(at + len(piece))
+                if match and match.start() < len(piece):
+                    found = at + match.end()
+                at += len(piece)
+            begin = found
+            yield begin
+
+
+def _array_start(path: Path, size: int) -> tuple[int, int] | None:
+    """(offset just after the array's `[`, newlines before it), or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(min(size, 1 << 16))
+    offset = 3 if head.startswith(codecs.BOM_UTF8) else 0
+    stripped = head[offset:].lstrip(b" \t\r\n")
+    if not stripped.startswith(b"["):
+        return None
+    at = len(head) - len(stripped) + 1
+    return at, head[:at].count(b"\n")
+
+
+def _read_json_range(path: str, start: int, end: int, run: str, filters: Any, parts: str,
+                     first: bool, index: int) -> tuple:  # fmt: skip
+    """In a worker: one range of a JSON array, decoded in one call, through the import's own
+    row loop; as _read_range. Rows that are skipped need their lines: then the range is read
+    again with each element's line (a rare, small cost)."""
+    from harness.logimport import FileResult, Filters, _read_fast, _Selector, _Totals
+    from harness.logimport.fast import summarize
+    from harness.logimport.sources import _object_row, json_array_part, json_element_lines
+
+    began = time.process_time()
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        text = handle.read(end - start).decode("utf-8", errors="replace")
+    items = json_array_part(text)
+    if items is None:
+        _write_in_turn(index, None)
+        return (False,)
+    selector = _Selector(filters) if filters != Filters() else None
+    numbers: Any = itertools.repeat(0)
+    while True:
+        result = FileResult(path, "json-array")
+        totals = _Totals()
+        denials = _Denials()
+        lines = _RangeLines()
+        _read_fast(zip(numbers, map(_object_row, items), strict=False), result, run,
+                   selector, lines, totals, denials, _renderer(run, []))  # type: ignore[arg-type]  # fmt: skip
+        if not result.skipped or numbers.__class__ is list:
+            break
+        numbers = json_element_lines(text, first=first)
+    failed = _write_in_turn(index, lines)
+    if failed:
+        return (None, failed)
+    every_denial = Path(parts) / f"range-{start}.denials"
+    every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
+    return (True, text.count("\n"), None, None, result.rows,
+            result.imported, result.filtered, result.skipped, result.problems,
+            result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
+            (len(denials.found), summarize(denials.found), str(every_denial)),
+            ("json", time.process_time() - began, _peak_kib()))  # fmt: skip
+
+
+def read_json_in_parallel(path: Path, result, run: str, filters, recorder, totals, denied,
+                          report) -> bool:  # fmt: skip
+    """Import the `json-array` file at `path` with WORKERS processes; False (nothing read) when
+    it is too small, the machine has one core, or it does not start as an array."""
+    from harness.logimport import _read_fast, _Selector
+    from harness.logimport.sources import json_array_rest
+
+    size = path.stat().st_size
+    if size < PARALLEL_FROM or workers_available() < 2:
+        return False
+    found_start = _array_start(path, size)
+    if found_start is None:
+        return False
+    start, lines_before = found_start
+    context = _context()
+    pending: deque = deque()
+    resume = start
+    with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
+          context.Pool(WORKERS, initializer=_worker_start,
+                       initargs=_turns(context, recorder)) as pool):  # fmt: skip
+        ranges = _json_ends(path, start, size, RANGE_BYTES)
+        begin = start
+        exhausted = False
+        merged = 0
+        while True:
+            while not exhausted and len(pending) < WINDOW:
+                end = next(ranges, None)
+                if end is None:
+                    exhausted = True
+                    break
+                pending.append((begin, end, pool.apply_async(
+                    _read_json_range, (str(path), begin, end, run, filters, parts,
+                                       begin == start, len(pending) + merged))))  # fmt: skip
+                begin = end
+            if not pending:
+                resume = begin
+                break
+            begin_of, end_of, waiting = pending.popleft()
+            found = waiting.get()
+            merged += 1
+            if found[0] is None:
+                raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
+            if not found[0]:
+                resume = begin_of
+                break
+            lines_before = _merge(found, lines_before, result, recorder, totals, denied)
+            if report:
+                report(end_of)
+        pool.terminate()
+    _read_fast(json_array_rest(path, resume, lines_before + 1, report, first=resume == start),
+               result, run,
+               _Selector(filters) if _filtering(filters) else None, recorder, totals, denied)  # fmt: skip
+    return True
+
+
+def _turns(context, recorder) -> tuple:
+    """The workers' turns to write (see _write_in_turn), from the first range; the recording's
+    files flushed first (appending no bytes), so that the workers' lines come after its own."""
+    from harness.runfolder import AZURE_LOG, EVENTS
+
+    empty = Path(recorder.folder) / ".import-flush"
+    empty.touch()
+    try:
+        recorder.append_files(empty, empty)
+    finally:
+        empty.unlink()
+    return (context.Condition(), context.RawValue("q", 0), str(Path(recorder.folder) / EVENTS),
+            str(Path(recorder.folder) / AZURE_LOG))
+
+
+def _context():
+    # forkserver, not fork: the caller may have threads (pytest, a progress thread), and a
+    # forked child of a threaded process can deadlock on a lock some thread held. The server
+    # imports the import's modules once, not each worker.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["harness.logimport"])
+    return context

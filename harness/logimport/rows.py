@@ -119,6 +119,18 @@ def normalize_time(value: Any, column: str = "TimeGenerated") -> str:
                     _SECONDS_CACHE.clear()
                 _SECONDS_CACHE[key] = known
             return f"{known}{tail[:3]}Z"
+    # az's `2026-11-28 12:00:01.234000+00:00`: its second's form is cached, its fraction read
+    if value.__class__ is str and len(value) == 32 and value[19] == "." and value[26:] == "+00:00":
+        second = value[:19]
+        known = _SECONDS_CACHE.get(second)
+        if known is not None and value[20:26].isdecimal():
+            return f"{known}.{value[20:23]}Z"
+        normal = _normalize_time(value, column)
+        if normal == f"{value[:10]}T{value[11:19]}.{value[20:23]}Z":
+            if len(_SECONDS_CACHE) > 100000:
+                _SECONDS_CACHE.clear()
+            _SECONDS_CACHE[second] = normal[:19]
+        return normal
     return _normalize_time(value, column)
 
 

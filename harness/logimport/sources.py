@@ -31,6 +31,9 @@ __all__ = [
     "UnknownFormat",
     "csv_range_cells",
     "detect",
+    "json_array_part",
+    "json_array_rest",
+    "json_element_lines",
     "open_csv_cells",
     "stream",
 ]  # fmt: skip
@@ -303,6 +306,60 @@ def csv_range_cells(text: str, names: list[str] | None, sentinel: str) -> CsvCel
     return CsvCells(lines, names=names, sentinel=sentinel)
 
 
+def json_array_rest(path: Path, start: int, first_line: int, progress: Progress | None = None,
+                    *, first: bool = False) -> Iterator[tuple[int, Item]]:  # fmt: skip
+    """The rows of a `json-array` file from `start`, a byte offset just after its `[`
+    (`first`) or after the comma that ends an element (on line `first_line`), as `stream`
+    gives them."""
+    with open(path, "rb") as raw:
+        raw.seek(start)
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        reader = _JsonReader(text, progress, (lambda: raw.tell()) if progress else None)
+        reader.line = first_line
+        if first and reader.peek() == "]":  # as array() reads an empty one
+            return
+        yield from reader.elements(_object_row)
+
+
+def json_array_part(text: str) -> list[Any] | None:
+    """The elements of `text`, the part of a JSON array from an element's start to just after
+    the comma that ends one, or None when it is not that (then it was not cut between rows)."""
+    body = text.rstrip(" \t\r\n")
+    if not body.endswith(","):
+        return None
+    try:
+        items = json.loads(f"[{body[:-1]}]")
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return items if items.__class__ is list else None
+
+
+def json_element_lines(text: str, first: bool = False) -> list[int]:
+    """The line (from 1) `stream` gives each element of json_array_part(text): the line of the
+    comma before it, or for the array's first element (`first`: text starts after `[`), its own."""
+    decode = json.JSONDecoder().raw_decode
+    lines = []
+    position = line = 0
+    while True:
+        start = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
+        if start >= len(text):
+            return lines
+        if first:
+            line += text.count("\n", position, start)
+            lines.append(line + 1)
+            first = False
+        else:
+            lines.append(line + 1)
+            line += text.count("\n", position, start)
+        _, end = decode(text, start)
+        line += text.count("\n", start, end)
+        after = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
+        line += text.count("\n", end, after)
+        position = after + 1  # past the comma
+        if after >= len(text) or text[after] != ",":
+            return lines
+
+
 def _csv_cells(text: IO[str], progress: Progress | None, tell) -> Iterator[tuple[int, Any]]:
     reader = csv.reader(text)
     try:
@@ -456,6 +513,10 @@ class _JsonReader:
         except _Broken as broken:
             yield broken.line, Bad(broken.message)
             return
+        yield from self.elements(convert)
+
+    def elements(self, convert: Callable[[Any], Item]) -> Iterator[tuple[int, Item]]:
+        """An array's elements from one's start (after `[` or a `,`) to its `]`."""
         while True:
             line = self.line
             try:

@@ -64,7 +64,11 @@ SOURCES = [("10.0.2.4", "50000"), ("10.0.2.5", "0443"), ("fd00::5", "40000"), ("
            ("10.0.2.7", "70000"), ("", "1"), ("10.0.2.8", " 12"), ("10.0.9.4", "65535"),
            ("10.0.2.ü\\\"", "7")]  # fmt: skip
 TIMES = ["11/28/2026, 12:00:01.234 PM", "11/28/2026, 12:00:01.235 PM", "2026-11-28T12:00:02Z",
-         "2026-11-28 12:00:03.1234567+01:00", "", "not a time", "11/28/2026, 9:59:59.999 AM"]  # fmt: skip
+         "2026-11-28 12:00:03.1234567+01:00", "", "not a time", "11/28/2026, 9:59:59.999 AM",
+         # az's form, cached per second: the same second with other fractions, a bad one
+         "2026-11-28 12:00:03.123000+00:00", "2026-11-28 12:00:03.987000+00:00",
+         "2026-11-28 12:00:03.12x000+00:00", "2026-11-28 12:00:03.123000+01:00",
+         " 2026-11-28 12:00:03.12300+00:00"]  # fmt: skip
 
 
 def _destinations() -> list[dict[str, str]]:
@@ -147,6 +151,10 @@ def _write_json_lines(path: Path, rows: list[dict[str, str]]) -> Path:
                 item["DestinationPort"] = int(item["DestinationPort"])  # type: ignore[arg-type]
             if index % 11 == 0:
                 item["DestinationPort"] = True
+            if index % 13 == 0:
+                item["Fqdn"] = ["not", "text"]  # unhashable: no template is looked up by it
+            if index % 17 == 0 and str(item.get("DestinationPort", "")).isdigit():
+                item["DestinationPort"] = float(item["DestinationPort"])  # type: ignore[arg-type]
             handle.write(json.dumps(item) + "\n")
     return path
 
@@ -159,7 +167,7 @@ def test_generated_exports_are_written_the_same_by_both_paths(
     monkeypatch.setattr(logimport, "FOLD_EVERY", 7)
     export = write(tmp_path / f"export{write.__name__}", _rows(3000))
     written = _both(tmp_path / "plain", [export])
-    assert written["events.jsonl"][0].count(b"\n") > 2000
+    assert written["events.jsonl"][0].count(b"\n") > 1500
     assert json.loads(written["summary.json"][0])["files"][0]["skipped"] > 0
     _assert_same(written)
     _assert_same(_both(tmp_path / "filtered", [export, export], source="fd00::/64"))
@@ -253,3 +261,213 @@ def test_a_csv_too_plain_to_split_is_read_in_one_process(
     export.write_text("Type,Fqdn\rSourceIp,x\r\n" + "AZFWApplicationRule,x.test\r\n" * 50)
     _assert_same(_both(tmp_path, [export]))
     assert in_parallel["parallel"] == [False]
+
+
+# --- a range read line by line (csvlines) -----------------------------------------------------
+
+LINE_SOURCES = [("10.0.2.4", "50000"), ("10.0.2.5", "0443"), ("fd00::5", "40000"),
+                ("10.0.2.6", ""), ("10.0.2.7", "70000"), ("", "1"), ("10.0.9.4", "65535"),
+                ("10.0.2.8", "0"), ("FD00::A", "9")]  # fmt: skip
+LINE_TIMES = ["11/28/2026, 12:00:01.234 PM", "11/28/2026, 12:00:01.999 AM",
+              "11/28/2026, 9:59:59.000 PM", "2026-11-28T12:00:02Z",
+              "2026-11-28 12:00:03.1234567+01:00", "", "not a time", "13/28/2026, 1:00:00.000 PM",
+              "11/28/2026, 1:00:00.0 PM", "11/28/2026, 12:00:01.234 XM"]  # fmt: skip
+
+
+def _line_rows(count: int) -> list[dict[str, str]]:
+    """Rows whose every line the line pattern takes (no quote inside a cell, no line break),
+    with the values it must treat as the csv loop does: IPv6, portless and out-of-range
+    sources, ports with leading zeros, every time form, bad times, ICMP, DNS-less columns,
+    quoted cells with commas in the key, rows too short."""
+    rng = random.Random(7)
+    destinations = [row for row in _destinations()
+                    if '"' not in "".join(row.values())]  # fmt: skip
+    destinations.append({"Type": "AZFWApplicationRule", "Protocol": "HTTP",
+                         "DestinationPort": "80", "Fqdn": "comma.test", "Action": "Deny",
+                         "TargetUrl": "http://comma.test/?a=1,b=2", "ActionReason": "x, y"})  # fmt: skip
+    rows = []
+    for _ in range(count):
+        ip, port = rng.choice(LINE_SOURCES) if rng.random() < 0.4 else LINE_SOURCES[0]
+        row = dict.fromkeys(COLUMNS, "")
+        row.update(rng.choice(destinations))
+        row.update({"TimeGenerated [UTC]": rng.choice(LINE_TIMES) if rng.random() < 0.3
+                    else LINE_TIMES[0], "SourceIp": ip, "SourcePort": port, "TenantId": "t"})  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def test_ranges_read_line_by_line_are_written_as_in_one_piece(
+    tmp_path: Path, in_parallel: dict[str, list], monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    monkeypatch.setattr(logimport, "FOLD_EVERY", 29)  # batches end inside ranges, and not
+    export = tmp_path / "export.csv"
+    with export.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(COLUMNS)
+        for index, row in enumerate(_line_rows(3000)):
+            if index == 1000:  # too short for the pattern: its range is read by the csv loop
+                handle.write("t,short,row\r\n")
+            if index % 700 == 1:  # one cell too many: the pattern takes it, the csv module counts
+                writer.writerow([*row.values(), "extra"])
+                continue
+            writer.writerow(row.values())
+    written = _both(tmp_path / "plain", [export])
+    assert in_parallel["parallel"] == [True]
+    ranges = import_logs([export], tmp_path / "again").files[0].ranges
+    assert ranges["lines"] > 200 and ranges["cells"] == 1  # every range but the short row's
+    assert b"cells where the header has" in written["warnings"][0]
+    assert b"is not a time" in written["warnings"][0]
+    _assert_same(written)
+    _assert_same(_both(tmp_path / "filtered", [export], source="10.0.2.0/24", action="deny",
+                       since="2026-11-28T12:00:01.500Z"))  # fmt: skip
+
+
+@pytest.mark.parametrize("line", [
+    'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,"x""y",AZFWApplicationRule',  # "" in a cell
+    'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,"x\rz",AZFWApplicationRule',  # a bare CR
+    'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4, 5,x,AZFWApplicationRule',  # a port's space
+    'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.ü,5,x,AZFWApplicationRule',  # not an IP's text
+    'a,11/28/2026" 12:00,HTTPS,10.0.2.4,5,x,AZFWApplicationRule',  # a quote inside a cell
+    '',  # an empty line
+])  # fmt: skip
+def test_a_range_with_a_line_the_pattern_does_not_take_is_left_to_the_csv_loop(line: str) -> None:
+    from harness.logimport.csvlines import line_pattern, read_lines
+
+    names = ["TenantId", "TimeGenerated", "Protocol", "SourceIp", "SourcePort", "Fqdn", "Type"]
+    pattern = line_pattern(names)
+    assert pattern is not None
+    good = 'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,x.test,AZFWApplicationRule\r\n'
+    assert pattern.regex.findall(good) and not pattern.regex.findall(line + "\r\n")
+    result = logimport.FileResult("x", "csv")
+    assert not read_lines(good + line + "\r\n" + good, pattern, None, None, result, None,  # type: ignore[arg-type]
+                          None, None, None)  # fmt: skip
+    assert result.rows == 0  # nothing was done
+
+
+@pytest.mark.parametrize("names", [
+    ["TimeGenerated", "SourceIp", "SourcePort"], ["SourceIp", "SourcePort", "TimeGenerated", "x"],
+    ["TimeGenerated", "x", "SourceIp", "y", "SourcePort", "z"], ["x", "TimeGenerated", "SourceIp"],
+    ["TimeGenerated", "SourceIp", "SourceIp", "SourcePort"],
+])  # fmt: skip
+def test_the_line_pattern_gives_back_each_line_or_is_not_made(names: list[str]) -> None:
+    from harness.logimport.csvlines import line_pattern
+
+    pattern = line_pattern(names)
+    if {"TimeGenerated", "SourceIp", "SourcePort"} - set(names) or len(set(names)) < len(names) or (
+        names.index("SourcePort") < names.index("TimeGenerated")
+    ):  # fmt: skip
+        assert pattern is None
+        return
+    assert pattern is not None
+    values = {"TimeGenerated": '"11/28/2026, 1:02:03.456 PM"', "SourceIp": "10.0.2.4",
+              "SourcePort": "50000", "x": '"a,b"', "y": "", "z": "q,r,s"}  # fmt: skip
+    line = ",".join(values[name] for name in names)
+    (match,) = pattern.regex.findall(line + "\r\n")
+    assert pattern.line(match) == line
+
+
+# --- JSON arrays in ranges --------------------------------------------------------------------
+
+
+def _json_ranges_read(tmp_path: Path, export: Path) -> dict[str, int]:
+    return import_logs([export], tmp_path / "ranges").files[0].ranges
+
+
+@pytest.mark.parametrize("indent", [2, None])
+def test_a_json_array_read_in_ranges_is_written_as_in_one_piece(
+    indent: int | None, tmp_path: Path, in_parallel: dict[str, list],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """az's pretty JSON and a compact array, cut between rows, with the values that could fool
+    a cut: `},{` inside strings, a row's own array of objects, a row that is not an object,
+    rows with a field of the wrong type (skipped, with their lines), a BOM."""
+    monkeypatch.setattr(logimport, "FOLD_EVERY", 29)
+    items: list[object] = []
+    for index, row in enumerate(_rows(1500)):
+        item: dict[str, object] = {"TableName": "PrimaryResult"}
+        for column, value in row.items():
+            item[column.removesuffix(" [UTC]")] = "None" if value == "" else value
+        if index % 97 == 0:
+            item["TargetUrl"] = 'http://x.test/?q=},{"a": 1},\n  {'
+        if index % 211 == 0:
+            item["Extra"] = [{"a": 1}, {"b": [2, {"c": 3}]}]
+        items.append(item)
+        if index == 400:
+            items.append(["not", "an", "object"])
+    export = tmp_path / "rows.json"
+    export.write_text("\ufeff" + json.dumps(items, indent=indent), encoding="utf-8")
+    written = _both(tmp_path / "plain", [export])
+    assert b"line " in written["warnings"][0]  # skipped rows, by line
+    assert _json_ranges_read(tmp_path, export)["json"] > 20
+    _assert_same(written)
+    _assert_same(_both(tmp_path / "filtered", [export, export], source="10.0.2.0/24",
+                       action="deny", since="2026-11-28T12:00:02Z"))  # fmt: skip
+
+
+def test_a_json_array_cut_inside_a_row_is_read_on_in_one_process(
+    tmp_path: Path, in_parallel: dict[str, list]
+) -> None:  # fmt: skip
+    """Rows whose own arrays of objects are long enough to hold the cut: the range that does
+    not decode, and every one after it, are read in this process, as one array."""
+    items = []
+    for index, row in enumerate(_rows(300)):
+        item = {key.removesuffix(" [UTC]"): value for key, value in row.items() if value}
+        if index % 50 == 10:
+            item["Nested"] = [{"n": number, "pad": "x" * 40} for number in range(60)]
+        items.append(item)
+    export = tmp_path / "rows.json"
+    export.write_text(json.dumps(items, indent=1), encoding="utf-8")
+    written = _both(tmp_path, [export])
+    assert _json_ranges_read(tmp_path, export)["json"] >= 1
+    _assert_same(written)
+
+
+@pytest.mark.parametrize("text", ["[]", "  [ \n ]\n", "[\n  {\"SourceIp\": \"10.0.2.4\"},\n  {broken\n]"])
+def test_json_arrays_with_no_range_to_cut_are_read_as_one(
+    text: str, tmp_path: Path, in_parallel: dict[str, list]
+) -> None:  # fmt: skip
+    export = tmp_path / "rows.json"
+    export.write_text(text, encoding="utf-8")
+    _assert_same(_both(tmp_path, [export]))
+
+
+def test_json_element_lines_are_the_lines_the_stream_gives() -> None:
+    from harness.logimport.sources import json_element_lines
+
+    text = '\n  {"a": 1},\n  {"b": "x\\ny"},\n\n  [1,\n 2],'
+    assert json_element_lines(text, first=True) == [2, 2, 3]
+    assert json_element_lines(text) == [1, 2, 3]
+
+
+def test_ranges_are_appended_in_turn_and_a_failed_one_stops_the_rest(tmp_path: Path) -> None:
+    import threading
+    import types
+
+    from harness.logimport import parallel
+
+    events, azure = tmp_path / "events.jsonl", tmp_path / "azure.log"
+    turn = types.SimpleNamespace(value=0)
+    parallel._worker_start(threading.Condition(), turn, str(events), str(azure))
+    try:
+        ranges = []
+        for index in range(5):
+            lines = parallel._RangeLines()
+            lines.write_lines([f"event {index}"], [f"azure {index}"] if index % 2 else [])
+            ranges.append(lines)
+        done: list[object] = []
+        # Finished in reverse order; written in file order; range 3 stops, range 4 is not written.
+        threads = [threading.Thread(target=lambda i=index: done.append(
+            parallel._write_in_turn(i, ranges[i] if i != 3 else None))) for index in (4, 3, 2, 1, 0)]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert events.read_text() == "event 0\nevent 1\nevent 2\n"
+        assert azure.read_text() == "azure 1\n"
+        assert turn.value == parallel._STOPPED and done == [None] * 5
+        turn.value = 0
+        parallel._TURN[2] = str(tmp_path)  # a folder: cannot be written
+        assert "Is a directory" in (parallel._write_in_turn(0, ranges[0]) or "")
+        assert turn.value == parallel._STOPPED
+    finally:
+        parallel._TURN.clear()

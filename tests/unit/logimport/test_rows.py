@@ -85,3 +85,27 @@ def test_a_value_of_the_wrong_type_is_named(column: str, value: object, message:
 def test_icmp_network_rows_are_unsupported() -> None:
     with pytest.raises(Unsupported):
         table_event("AZFWNetworkRule", {"Protocol": "ICMP", "SourceIp": "10.0.2.4"}, "r")
+
+
+@pytest.mark.parametrize("values", [
+    ["2026-11-28 12:00:01.234000+00:00", "2026-11-28 12:00:01.999999+00:00",
+     "2026-11-28 12:00:01.12x000+00:00", "2026-11-28 12:00:01.000000+01:00",
+     " 2026-11-28 12:00:01.23400+00:00", "2026-11-28 12:00:01.٣٣٣000+00:00"],
+    ["11/28/2026, 12:00:01.234 PM", "11/28/2026, 12:00:01.001 PM", "11/28/2026, 12:00:01.1x1 PM",
+     "13/28/2026, 12:00:01.234 PM", "13/28/2026, 12:00:01.235 PM"],
+])  # fmt: skip
+def test_times_cached_per_second_are_normalized_as_uncached(values: list[str]) -> None:
+    from harness.logimport import rows
+
+    rows._SECONDS_CACHE.clear()
+    for _ in range(2):  # the second time from the cache
+        for value in values:
+            try:
+                expected = rows._normalize_time(value)
+            except RowError as error:
+                with pytest.raises(RowError, match="is not a time") as raised:
+                    normalize_time(value)
+                assert str(raised.value).startswith(str(error).split("'")[0])
+                continue
+            assert normalize_time(value) == expected
+    assert rows._SECONDS_CACHE
