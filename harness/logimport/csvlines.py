@@ -117,21 +117,24 @@ def read_lines(text: str, pattern: LinePattern, renderer: RowRenderer, render_ce
     policies = totals.policies
     keep = selector.keep if selector is not None else None
     imported = 0
-    number = 0
     result.rows += len(matches)
-    for match in matches:
-        number += 1
+    add_denied = denied.add
+    last_policy = None
+    # The portal's rows come in time order: most share the previous row's second.
+    last_second = last_half = known = None
+    for number, match in enumerate(matches, 1):
         before, second, millis, half, other, between, ip, middle, port, after = match
-        key = (before, between, middle, after)
-        template = get_template(key)
+        template = get_template((before, between, middle, after))
         done = None
         try:
             if template is not None and ip:
                 if half:
-                    known = get_second(second + half)
-                    if known is None:  # a bad time raises what table_event raises
-                        known = _SECONDS[second + half] = normalize_time(
-                            f"{second}{millis}{half}")[:-4]  # fmt: skip
+                    if second != last_second or half != last_half:
+                        found_second = get_second(second + half)
+                        if found_second is None:  # a bad time raises what table_event raises
+                            found_second = _SECONDS[second + half] = normalize_time(
+                                f"{second}{millis}{half}")[:-4]  # fmt: skip
+                        known, last_second, last_half = found_second, second, half
                     ts = ts_text = f"{known}{millis}Z"
                 else:
                     ts = normalize_time(other[1:-1] if other[:1] == '"' else other)
@@ -154,7 +157,7 @@ def read_lines(text: str, pattern: LinePattern, renderer: RowRenderer, render_ce
                     continue
                 done, made = render_cells(cells)
                 if made is not None:
-                    templates[key] = made
+                    templates[(before, between, middle, after)] = made
         except Unsupported as what:
             result.unsupported[str(what)] = result.unsupported.get(str(what), 0) + 1
             continue
@@ -189,12 +192,14 @@ def read_lines(text: str, pattern: LinePattern, renderer: RowRenderer, render_ce
         if ts:
             if not first_seen or ts < first_seen:
                 first_seen = ts
-            last_seen = max(last_seen, ts)
-        if policy:
+            if ts > last_seen:
+                last_seen = ts
+        if policy and policy is not last_policy:
             policies.setdefault(policy, None)
+            last_policy = policy
         if action == "Deny":
-            denied.add(found, ts, size)
-        if len(out) >= 4000:
+            add_denied(found, ts, size)
+        if imported % 4000 == 0:
             lines.write_lines(out, azure)
             out.clear()
             azure.clear()

@@ -217,7 +217,9 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     # the end of a batch, one by one from the file: replaying each would be its busiest loop.
     every_denial = Path(parts) / f"range-{start}.denials"
     every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
-    return (True, _line_count(text), None, None, result.rows,
+    # Lines read by lines hold no bare CR (the pattern refuses one): their count is the LFs'.
+    line_count = text.count("\n") if read_by == "lines" else _line_count(text)
+    return (True, line_count, None, None, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
             (len(denials.found), summarize(denials.found), str(every_denial)),
