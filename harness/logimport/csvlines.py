@@ -192,7 +192,7 @@ def read_lines(text: str, pattern: LinePattern, renderer: RowRenderer, render_ce
         if ts:
             if not first_seen or ts < first_seen:
                 first_seen = ts
-            if ts > last_seen:
+            if ts > last_seen:  # noqa: PLR1730 - no call of max() per row on the hot path
                 last_seen = ts
         if policy and policy is not last_policy:
             policies.setdefault(policy, None)
