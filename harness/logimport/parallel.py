@@ -265,46 +265,55 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
     if header is None:
         return False
     start, names, lines_before = header
-    context = _context()
-    pending: deque = deque()
-    resume: tuple[int, int] | None = None  # (offset, line) to read on from in this process
-    with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
-          context.Pool(WORKERS, initializer=_worker_start,
-                       initargs=_turns(context, recorder)) as pool):  # fmt: skip
-        ranges = _ends(path, start, size, RANGE_BYTES)
-        begin = start
-        exhausted = False
-        merged = 0
-        while True:
-            while not exhausted and len(pending) < WINDOW:
-                end = next(ranges, None)
-                if end is None or begin >= size:
-                    exhausted = True
-                    break
-                pending.append((begin, end, pool.apply_async(
-                    _read_range, (str(path), begin, end, names, run, filters, sentinel, parts,
-                                  len(pending) + merged))))  # fmt: skip
-                begin = end
-            if not pending:
-                break
-            begin_of, end_of, waiting = pending.popleft()
-            found = waiting.get()
-            merged += 1
-            if found[0] is None:
-                raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
-            if not found[0]:
-                resume = (begin_of, lines_before)
-                break
-            lines_before = _merge(found, lines_before, result, recorder, totals, denied)
-            if report:
-                report(end_of)
-        pool.terminate()
-    if resume is not None:
-        offset, line = resume
-        with open_csv_cells(path, report, start=offset, names=names, first_line=line) as cells:
+    stopped, lines_before = _in_turn(
+        recorder, _ends(path, start, size, RANGE_BYTES), start, lines_before, size,
+        lambda begin, end, parts, index: (_read_range, (str(path), begin, end, names, run, filters,
+                                                        sentinel, parts, index)),
+        result, totals, denied, report)  # fmt: skip
+    if stopped is not None:
+        with open_csv_cells(path, report, start=stopped, names=names,
+                            first_line=lines_before) as cells:  # fmt: skip
             _read_fast_csv(cells, result, run, _Selector(filters) if _filtering(filters) else None,
                            recorder, totals, denied)  # fmt: skip
     return True
+
+
+def _in_turn(recorder, ranges, start: int, lines_before: int, stop_at: int | None, task,
+             result, totals, denied, report) -> tuple[int | None, int]:  # fmt: skip
+    """The `ranges` (their ends, from `start`) read by WORKERS processes, WINDOW at a time, each
+    `task(begin, end, parts, index)` giving the function and arguments; merged in file order.
+    (Where a range did not read as whole rows begins, to read on from in this process, or where
+    the last one ended; the lines before it.)"""
+    context = _context()
+    pending: deque = deque()
+    with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
+          context.Pool(WORKERS, initializer=_worker_start,
+                       initargs=_turns(context, recorder)) as pool):  # fmt: skip
+        begin, exhausted, merged = start, False, 0
+        try:
+            while True:
+                while not exhausted and len(pending) < WINDOW:
+                    end = next(ranges, None)
+                    if end is None or (stop_at is not None and begin >= stop_at):
+                        exhausted = True
+                        break
+                    function, arguments = task(begin, end, parts, len(pending) + merged)
+                    pending.append((begin, end, pool.apply_async(function, arguments)))
+                    begin = end
+                if not pending:
+                    return (None if stop_at is not None else begin), lines_before
+                begin_of, end_of, waiting = pending.popleft()
+                found = waiting.get()
+                merged += 1
+                if found[0] is None:
+                    raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
+                if not found[0]:
+                    return begin_of, lines_before
+                lines_before = _merge(found, lines_before, result, recorder, totals, denied)
+                if report:
+                    report(end_of)
+        finally:
+            pool.terminate()
 
 
 def _filtering(filters) -> bool:
@@ -445,41 +454,11 @@ def read_json_in_parallel(path: Path, result, run: str, filters, recorder, total
     if found_start is None:
         return False
     start, lines_before = found_start
-    context = _context()
-    pending: deque = deque()
-    resume = start
-    with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
-          context.Pool(WORKERS, initializer=_worker_start,
-                       initargs=_turns(context, recorder)) as pool):  # fmt: skip
-        ranges = _json_ends(path, start, size, RANGE_BYTES)
-        begin = start
-        exhausted = False
-        merged = 0
-        while True:
-            while not exhausted and len(pending) < WINDOW:
-                end = next(ranges, None)
-                if end is None:
-                    exhausted = True
-                    break
-                pending.append((begin, end, pool.apply_async(
-                    _read_json_range, (str(path), begin, end, run, filters, parts,
-                                       begin == start, len(pending) + merged))))  # fmt: skip
-                begin = end
-            if not pending:
-                resume = begin
-                break
-            begin_of, end_of, waiting = pending.popleft()
-            found = waiting.get()
-            merged += 1
-            if found[0] is None:
-                raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
-            if not found[0]:
-                resume = begin_of
-                break
-            lines_before = _merge(found, lines_before, result, recorder, totals, denied)
-            if report:
-                report(end_of)
-        pool.terminate()
+    resume, lines_before = _in_turn(
+        recorder, _json_ends(path, start, size, RANGE_BYTES), start, lines_before, None,
+        lambda begin, end, parts, index: (_read_json_range, (str(path), begin, end, run, filters,
+                                                             parts, begin == start, index)),
+        result, totals, denied, report)  # fmt: skip
     _read_fast(json_array_rest(path, resume, lines_before + 1, report, first=resume == start),
                result, run,
                _Selector(filters) if _filtering(filters) else None, recorder, totals, denied)  # fmt: skip
