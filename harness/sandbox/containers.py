@@ -140,10 +140,15 @@ def _remove(container: Container, before_remove: Callable[[Container], None] | N
             _remove_now(container)
             raise
         except DockerException as error:
+            name = getattr(container, "name", "?")
             if failure is None:
-                raise
+                # The engine's trouble, not a bug: exit 2, with what to run once it answers.
+                raise EnvironmentProblem(
+                    f"the engine could not remove {name}: {error}; run `egress gc` once "
+                    "the engine answers again (it removes every labelled leftover)"
+                ) from error
             # The block's own error is what the user needs; this one is said beside it.
-            failure.add_note(f"removing {getattr(container, 'name', '?')} failed: {error}")
+            failure.add_note(f"removing {name} failed: {error}")
 
 
 def _remove_now(container: Container) -> None:

@@ -113,7 +113,7 @@ def _gateway_iptables(engine: docker.DockerClient) -> Check:
             container.start()
             status = container.wait(timeout=60)
             output = container.logs().decode(errors="replace").strip()
-    except DockerException as error:
+    except (DockerException, EnvironmentProblem) as error:
         return Check(name, False, f"could not run the check: {error}", NO_ENGINE_FIX)
     if status.get("StatusCode") == 0:
         return Check(name, True, "iptables and ip6tables work with NET_ADMIN")

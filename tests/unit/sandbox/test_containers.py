@@ -174,7 +174,11 @@ def test_a_failed_removal_does_not_hide_the_blocks_own_error():
         raise EnvironmentProblem("the real problem")
     assert "removing egress-r-w failed: 500 engine busy" in raised.value.__notes__[0]
     engine.remove_failures = [APIError("500 engine busy")]
-    with pytest.raises(APIError), labelled_container(engine, "i", run_id="r2", role="w"):
+    with (
+        pytest.raises(EnvironmentProblem, match=r"could not remove egress-r2-w: 500 engine busy; "
+                                                r"run `egress gc`"),
+        labelled_container(engine, "i", run_id="r2", role="w"),
+    ):  # fmt: skip
         pass
 
 
