@@ -265,7 +265,7 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
     if header is None:
         return False
     start, names, lines_before = header
-    stopped, lines_before = _in_turn(
+    stopped, _, lines_before = _in_turn(
         recorder, _ends(path, start, size, RANGE_BYTES), start, lines_before, size,
         lambda begin, end, parts, index: (_read_range, (str(path), begin, end, names, run, filters,
                                                         sentinel, parts, index)),
@@ -279,11 +279,11 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
 
 
 def _in_turn(recorder, ranges, start: int, lines_before: int, stop_at: int | None, task,
-             result, totals, denied, report) -> tuple[int | None, int]:  # fmt: skip
+             result, totals, denied, report) -> tuple[int | None, int, int]:  # fmt: skip
     """The `ranges` (their ends, from `start`) read by WORKERS processes, WINDOW at a time, each
     `task(begin, end, parts, index)` giving the function and arguments; merged in file order.
-    (Where a range did not read as whole rows begins, to read on from in this process, or where
-    the last one ended; the lines before it.)"""
+    (Where the first range that did not read as whole rows begins, to read on from in this
+    process, or None; where the ranges merged end; the lines before that.)"""
     context = _context()
     pending: deque = deque()
     with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
@@ -301,14 +301,14 @@ def _in_turn(recorder, ranges, start: int, lines_before: int, stop_at: int | Non
                     pending.append((begin, end, pool.apply_async(function, arguments)))
                     begin = end
                 if not pending:
-                    return (None if stop_at is not None else begin), lines_before
+                    return None, begin, lines_before
                 begin_of, end_of, waiting = pending.popleft()
                 found = waiting.get()
                 merged += 1
                 if found[0] is None:
                     raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
                 if not found[0]:
-                    return begin_of, lines_before
+                    return begin_of, begin_of, lines_before
                 lines_before = _merge(found, lines_before, result, recorder, totals, denied)
                 if report:
                     report(end_of)
@@ -454,7 +454,8 @@ def read_json_in_parallel(path: Path, result, run: str, filters, recorder, total
     if found_start is None:
         return False
     start, lines_before = found_start
-    resume, lines_before = _in_turn(
+    # The rest (after the last range merged: all, or from one that did not decode) read here.
+    _, resume, lines_before = _in_turn(
         recorder, _json_ends(path, start, size, RANGE_BYTES), start, lines_before, None,
         lambda begin, end, parts, index: (_read_json_range, (str(path), begin, end, run, filters,
                                                              parts, begin == start, index)),
