@@ -241,6 +241,8 @@ def hosts_file_addresses(text: str) -> dict[str, list[str]]:
     return found
 
 
+# Read for each connection, not a run's settings: updating one of them switches no run.
+PER_CONNECTION_OPTIONS = frozenset({"egress_direct_relay", "egress_fast_path"})
 INTERNAL_ERROR = Decision(DENY, DENY, Reason.INTERNAL_ERROR)  # a hook failed: denied closed
 
 
@@ -324,6 +326,14 @@ class FirewallAddon:
             "upstream has answered (harness.gateway.relay); off: mitmproxy relays every chunk.",
         )
         loader.add_option(
+            "egress_fast_path",
+            bool,
+            True,
+            "Relay a transparent TLS connection whose SNI the policy allows past mitmproxy "
+            "altogether, on the gateway's own accept loop (harness.gateway.fastpath); off, or "
+            "for anything else: mitmproxy handles the connection.",
+        )
+        loader.add_option(
             "egress_dns_ms",
             int,
             3000,
@@ -344,9 +354,9 @@ class FirewallAddon:
             except OSError:
                 self.hosts_file = {}
         if self.config is not None and not any(
-            name.startswith("egress_") and name != "egress_direct_relay" for name in updated
+            name.startswith("egress_") and name not in PER_CONNECTION_OPTIONS for name in updated
         ):
-            return  # (egress_direct_relay is read per connection: no run switch)
+            return  # (options read per connection switch no run)
         try:
             config = parse_options(
                 ctx.options.egress_policy, ctx.options.egress_mode, ctx.options.egress_https_deny,
@@ -566,17 +576,23 @@ class FirewallAddon:
             known = self._own_cache[host] = is_own_address(host, self.own_addresses or frozenset())
         return known
 
+    def connection_request(
+        self, protocol: str, src_ip: str, src_port: int, dst_ip: str, dst_port: int, sni: str | None
+    ) -> Request:
+        """The Request of a transparent connection (also the fast path's: the same inputs)."""
+        return Request(
+            protocol, src_ip, src_port, dst_port, dst_ip=dst_ip, host=sni,
+            dst_names=frozenset(self.names_by_ip.get(dst_ip, ())),
+            to_gateway=self._is_the_gateway(dst_ip, sni),
+        )  # fmt: skip
+
     def _decide_connection(
         self, context: proxy_context.Context, protocol: str, sni: str | None
     ) -> TrackedConnection:
         """HTTPS (on its SNI) or raw TCP: decide, pin the upstream and approve it, or leave it
         unapproved (server_connect then refuses it); the event waits for the close."""
         src_ip, src_port, dst_ip, dst_port = self._request_base(context.client, context.server)
-        request = Request(
-            protocol, src_ip, src_port, dst_port, dst_ip=dst_ip, host=sni,
-            dst_names=frozenset(self.names_by_ip.get(dst_ip, ())),
-            to_gateway=self._is_the_gateway(dst_ip, sni),
-        )  # fmt: skip
+        request = self.connection_request(protocol, src_ip, src_port, dst_ip, dst_port, sni)
         decision = self._decide(request)
         event = event_for_decision(
             request, decision, policy_name=self._policy_name, run=self._run_id

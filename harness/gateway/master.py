@@ -160,10 +160,23 @@ def make_master(
         next_layer.NextLayer(),
         errorcheck.ErrorCheck(),
     )
+    _install_fast_path(gateway, own)
     opts.set(*settings)
     if modes:
         opts.update(mode=list(modes))
     return gateway
+
+
+def _install_fast_path(gateway, own: Sequence[object]) -> None:
+    """Transparent connections are accepted by harness.gateway.fastpath first, which relays an
+    allowed TLS pass-through itself and hands everything else to mitmproxy (`egress_fast_path`)."""
+    from harness.gateway.addon import FirewallAddon
+
+    firewalls = [addon for addon in own if isinstance(addon, FirewallAddon)]
+    if len(firewalls) == 1:
+        from harness.gateway.fastpath import install
+
+        install(gateway, firewalls[0])
 
 
 def _parse(argv: Sequence[str]) -> dict[str, list[str]]:
