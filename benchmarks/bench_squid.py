@@ -9,8 +9,10 @@ proxy, which decides on the SNI without terminating TLS:
   step 1, `splice` for the allowed SNI, `terminate` for the rest;
 - the gateway: the firewall addon on its lean master (harness/gateway/master.py), transparent
   mode, the policy `allow: [allowed.test]`, recording on;
-- `layers`: the same gateway with `egress_direct_relay=false`, so mitmproxy's layers relay every
-  chunk (harness/gateway/relay.py is what the `gateway` row adds);
+- `nofast`: the same gateway with `egress_fast_path=false`, so mitmproxy sets up every
+  connection (harness/gateway/fastpath.py is what the `gateway` row adds);
+- `layers`: the gateway with neither the fast path nor the direct relay
+  (`egress_direct_relay=false`), so mitmproxy's layers relay every chunk;
 - mitmdump with the same addon (the gateway before the lean master), for reference;
 - with `--before DIR`: a row `before`, the lean master run from DIR's harness/ (e.g. an export of
   an older commit: `git archive <commit> harness addons | tar -x -C DIR`), to compare versions
@@ -25,7 +27,7 @@ least 0.5 of Squid's rate, at most 2x its CPU per connection. Debian's squid-ope
 and apache2-utils are installed with apt when missing. Needs root; everything it creates
 (namespaces, processes, /etc/netns/<ns>, a temporary folder) is removed at the end.
 
-    .venv/bin/python benchmarks/bench_squid.py [--connections 2000] [--only squid,gateway,layers]
+    .venv/bin/python benchmarks/bench_squid.py [--connections 2000] [--only squid,gateway,nofast]
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ CLIENT_UID = 64667
 PROXY_PORT = 3129
 CONCURRENCY = tuple(int(c) for c in os.environ.get("EGRESS_BENCH_CONCURRENCY", "1,32,128").split(","))
 PROFILE_TO = os.environ.get("EGRESS_BENCH_PROFILE", "")  # a cProfile output file for the gateway
+PROFILED = os.environ.get("EGRESS_BENCH_PROFILE_ROW", "gateway").split(",")  # which row's
 PACKAGES = {"squid": "squid-openssl", "nginx": "nginx-light", "ab": "apache2-utils"}
 BIG_MIB = 256
 # The client side runs as an unprivileged uid: the system Python, not a venv under a private home.
@@ -234,11 +237,13 @@ def gateway(lab: Lab, master: str, code: Path = REPO) -> Iterator[subprocess.Pop
     common = ["--mode", f"transparent@127.0.0.1:{PROXY_PORT}", "--set", "connection_strategy=lazy",
               "--set", f"egress_policy={root / 'policy.yaml'}",
               "--set", f"egress_record_dir={root / 'run'}", "--set", "egress_run_id=bench"]  # fmt: skip
+    if master in ("nofast", "layers"):
+        common += ["--set", "egress_fast_path=false"]
     if master == "layers":
         common += ["--set", "egress_direct_relay=false"]
     if master == "mitmdump":
         argv = [str(MITMDUMP), "-q", "-s", str(code / "addons" / "firewall.py"), *common]
-    elif PROFILE_TO:
+    elif PROFILE_TO and master in PROFILED:
         argv = [str(PYTHON), "-m", "cProfile", "-o", PROFILE_TO, "-m", "harness.gateway.master",
                 *common]  # fmt: skip
     else:
@@ -344,8 +349,8 @@ def big_download(lab: Lab, proxy_pid: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=2000, help="per concurrency level")
-    parser.add_argument("--only", default="squid,gateway,layers,mitmdump",
-                        help="comma-separated: squid, gateway, layers, mitmdump")  # fmt: skip
+    parser.add_argument("--only", default="squid,gateway,nofast,layers,mitmdump",
+                        help="comma-separated: squid, gateway, nofast, layers, mitmdump")  # fmt: skip
     parser.add_argument("--before", type=Path, default=None,
                         help="folder with harness/ and addons/ of a version to compare: row 'before'")  # fmt: skip
     options = parser.parse_args()
@@ -357,7 +362,7 @@ def main() -> None:
     wanted = options.only.split(",") + (["before"] if options.before else [])
     results: dict[str, dict] = {}
     with lab() as the_lab:
-        for name in ("squid", "before", "gateway", "layers", "mitmdump"):
+        for name in ("squid", "before", "gateway", "nofast", "layers", "mitmdump"):
             if name not in wanted:
                 continue
             if name == "squid":
