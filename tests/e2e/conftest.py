@@ -25,7 +25,6 @@ from netlab import (
     DNS_PORT,
     GATEWAY_UID,
     HERE,
-    MITMDUMP,
     PYTHON,
     REPO,
     TRANSPARENT_PORT,
@@ -125,7 +124,7 @@ POLICY = "allow: [allowed.test, gw.test]\n"
 
 @pytest.fixture(scope="module")
 def gateway(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Gateway]:
-    """The real mitmdump with the firewall addon, one per deny style (`indirect` parameter:
+    """The gateway's lean master with the firewall addon, one per deny style (`indirect` parameter:
     `STYLE` or `STYLE/DNS`, e.g. `close/resolve`), behind the module's GATEWAY_POLICY if it
     has one, else POLICY."""
     style, _, dns_mode = str(request.param).partition("/")
@@ -138,7 +137,8 @@ def gateway(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Gateway]:
     (base / "policy.yaml").write_text(getattr(request.module, "GATEWAY_POLICY", POLICY))
     (base / "policy.yaml").chmod(0o644)
     arguments = [
-        str(MITMDUMP), "-q", "-s", str(REPO / "addons" / "firewall.py"),
+        # The gateway container's own master (and with it the fast path), not mitmdump.
+        str(PYTHON), "-m", "harness.gateway.master", "-s", str(REPO / "addons" / "firewall.py"),
         "--mode", f"transparent@127.0.0.1:{TRANSPARENT_PORT}", "--mode", f"dns@127.0.0.1:{DNS_PORT}",
         "--set", "connection_strategy=lazy",
         "--set", f"egress_policy={base / 'policy.yaml'}",
