@@ -123,7 +123,9 @@ class FastPath:
         src_ip, src_port = transport.get_extra_info("peername")[:2]
         request = addon.connection_request("HTTPS", src_ip, src_port, dst_ip, dst_port, sni)
         decision = addon._decide(request)
-        if not decision.allowed or addon.sinkhole.unreachable(sni) or addon._is_ip(sni):
+        # (sinkhole.unreachable: an address of its range, never a name that is not an IP, or a
+        # name it answered; the IP test first spares the range test's ValueError per name.)
+        if not decision.allowed or addon._is_ip(sni) or addon.sinkhole.holds_name(sni):
             return None  # a denial's close/alert/drop, the sinkhole's failure: mitmproxy's
         event = event_for_decision(
             request, decision, policy_name=addon._policy_name, run=addon._run_id

@@ -22,6 +22,8 @@ from harness.gateway.master import make_master
 from harness.policy.model import Reason
 from harness.runfolder import read_events
 
+# A `first` listed here is sent in these pieces, each its own read on the gateway's side.
+PIECES: dict[bytes, list[bytes]] = {}
 ANSWER = b"server says hello " * 1000  # more than one read's worth, in both directions' counts
 CLIENT_REST = b"the client's next records " * 500
 
@@ -95,7 +97,10 @@ class Upstream:
 async def exchange(port: int, first: bytes, rest: bytes = b"") -> tuple[bytes, str]:
     """Send `first` (and `rest` once something came back), read to EOF: (bytes, how it ended)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(first)
+    for piece in PIECES.get(first, [first]):
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # one read each on the gateway's side
     got = b""
     ended = "eof"
     try:
@@ -227,7 +232,21 @@ def test_everything_else_reaches_mitmproxy_unread_and_ends_as_without_the_fast_p
     assert [e.action for e in fast.events] == [action]
 
 
-def test_a_hello_in_pieces_is_buffered_and_the_name_needing_a_lookup_goes_to_mitmproxy(
+def test_a_hello_in_pieces_is_buffered_until_complete_and_relayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hello = client_hello("allowed.test")
+    monkeypatch.setitem(PIECES, hello, [hello[:1], hello[1:40], hello[40:]])
+    outcome = through_gateway(tmp_path, monkeypatch, [(hello, b"")])
+    assert (outcome.fast.relayed, outcome.fast.handed_over) == (1, 0)
+    assert outcome.answers == [(ANSWER, "eof")]
+    assert outcome.upstream.received == [hello]
+    assert [(e.action, e.bytes_up, e.bytes_down) for e in outcome.events] == [
+        ("Allow", len(hello), len(ANSWER))
+    ]
+
+
+def test_a_name_that_needs_a_lookup_goes_to_mitmproxy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hello = client_hello("allowed.test")
@@ -308,3 +327,16 @@ def test_an_exception_in_the_relay_aborts_both_sides_and_records_an_internal_err
     assert outcome.answers[0][0] == b""  # nothing of the upstream's answer passed
     assert outcome.upstream.received == [b""]  # nor the hello: aborted before it was sent
     assert [(e.action, e.reason) for e in outcome.events] == [("Deny", Reason.INTERNAL_ERROR)]
+
+
+def test_a_name_the_sinkhole_answered_goes_to_mitmproxy_and_is_recorded_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def sinkholed(addon: FirewallAddon, fast: fastpath.FastPath) -> None:
+        addon.sinkhole.address_for("allowed.test")
+
+    hello = client_hello("allowed.test")
+    outcome = through_gateway(tmp_path, monkeypatch, [(hello, b"")], prepare=sinkholed)
+    assert (outcome.fast.relayed, outcome.fast.handed_over) == (0, 1)
+    assert outcome.upstream.accepted == 0
+    assert [(e.action, e.upstream) for e in outcome.events] == [("Allow", "unreachable")]
