@@ -170,9 +170,10 @@ def make_master(
 def _install_fast_path(gateway, own: Sequence[object]) -> None:
     """Transparent connections are accepted by harness.gateway.fastpath first, which relays an
     allowed TLS pass-through itself and hands everything else to mitmproxy (`egress_fast_path`)."""
-    from harness.gateway.addon import FirewallAddon
-
-    firewalls = [addon for addon in own if isinstance(addon, FirewallAddon)]
+    firewall_module = sys.modules.get("harness.gateway.addon")
+    if firewall_module is None:
+        return  # no FirewallAddon among them (and no import of it for a gateway without one)
+    firewalls = [addon for addon in own if isinstance(addon, firewall_module.FirewallAddon)]
     if len(firewalls) == 1:
         from harness.gateway.fastpath import install
 
