@@ -7,7 +7,9 @@ firewall needs six: Core (options), Proxyserver (the transparent and DNS listene
 DnsResolver (answers queries), NextLayer (HTTP and DNS layers) and ErrorCheck (a bad option stops
 start-up), in mitmdump's relative order: the FirewallAddon's hooks run before the resolver's (a denied
 name is never asked upstream) and its `next_layer` before NextLayer's, which then leaves a layer
-the FirewallAddon chose alone. TermLog prints the log, as mitmdump does.
+the FirewallAddon chose alone. TermLog prints the log, as mitmdump does. With a FirewallAddon, the
+transparent listener accepts through harness.gateway.fastpath, which relays an allowed TLS
+pass-through itself and hands every other connection to mitmproxy unread (`egress_fast_path`).
 
     python -m harness.gateway.master --mode transparent@127.0.0.1:15001 --mode dns@... \
         -s /opt/egress/addons/firewall.py --set egress_policy=/egress/policy.yaml ...
