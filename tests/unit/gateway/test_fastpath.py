@@ -340,3 +340,55 @@ def test_a_name_the_sinkhole_answered_goes_to_mitmproxy_and_is_recorded_unreacha
     assert (outcome.fast.relayed, outcome.fast.handed_over) == (0, 1)
     assert outcome.upstream.accepted == 0
     assert [(e.action, e.upstream) for e in outcome.events] == [("Allow", "unreachable")]
+
+
+def test_a_connection_open_across_a_run_switch_is_recorded_in_the_run_it_began_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared gateway's next run (one option update) closes the previous recording with what is
+    still open, as for a connection mitmproxy relays; nothing of it lands in the next run."""
+    hello = client_hello("allowed.test")
+    first_run, next_run = tmp_path / "first", tmp_path / "next"
+    first_run.mkdir()
+    next_run.mkdir()
+
+    async def scenario() -> fastpath.FastPath:
+        upstream = Upstream(expect=len(hello))
+        upstream_port = await upstream.start()
+        monkeypatch.setattr(platform, "original_addr", lambda sock: ("127.0.0.1", upstream_port))
+        (tmp_path / "policy.yaml").write_text(policy(upstream_port))
+        settings = [f"egress_policy={tmp_path / 'policy.yaml'}", f"egress_record_dir={first_run}",
+                    "egress_run_id=first"]  # fmt: skip
+        gateway = make_master(
+            ["transparent@127.0.0.1:0"], settings, loop=asyncio.get_running_loop()
+        )
+        addon = gateway.addons.get("firewalladdon")
+        addon.hosts_file = {"allowed.test": ["127.0.0.1"]}
+        monkeypatch.setattr(addon, "_is_own", lambda host: False)
+        running = asyncio.create_task(gateway.run())
+        while not addon.is_running:
+            await asyncio.sleep(0.01)
+        port = gateway.addons.get("proxyserver").listen_addrs()[0][1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(hello)
+        assert await asyncio.wait_for(reader.readexactly(len(ANSWER)), 5) == ANSWER
+        gateway.options.update(egress_record_dir=str(next_run), egress_run_id="next")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        for _ in range(100):
+            if not addon.connections:
+                break
+            await asyncio.sleep(0.01)
+        gateway.shutdown()
+        await asyncio.wait_for(running, 10)
+        assert upstream.server is not None
+        upstream.server.close()
+        return gateway.egress_fast_path
+
+    fast = asyncio.run(scenario())
+    assert fast.relayed == 1
+    first = [(e.kind, e.reason, e.run) for e in read_events(first_run)]
+    assert first[0][:2] == ("lifecycle", "ready") and first[-1][:2] == ("lifecycle", "stopped")
+    assert [(kind, run) for kind, _, run in first if kind == "tls"] == [("tls", "first")]
+    assert [e.kind for e in read_events(next_run)] == ["lifecycle", "lifecycle"]  # ready, stopped
