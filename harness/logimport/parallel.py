@@ -201,8 +201,10 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     renderer = _renderer(run, names)
     read_by = "lines"
     pattern = line_pattern(names)
-    if pattern is None or not read_lines(text, pattern, renderer, cells_renderer(renderer, run),
-                                         result, selector, lines, totals, denials):  # fmt: skip
+    line_count = None if pattern is None else read_lines(
+        text, pattern, renderer, cells_renderer(renderer, run), result, selector, lines, totals,
+        denials.found)  # fmt: skip
+    if line_count is None:
         read_by = "cells"
         cells = csv_range_cells(text, names, sentinel)
         _read_fast_csv(cells, result, run, selector, lines, totals, denials,  # type: ignore[arg-type]
@@ -217,8 +219,8 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     # the end of a batch, one by one from the file: replaying each would be its busiest loop.
     every_denial = Path(parts) / f"range-{start}.denials"
     every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
-    # Lines read by lines hold no bare CR (the pattern refuses one): their count is the LFs'.
-    line_count = text.count("\n") if read_by == "lines" else _line_count(text)
+    if read_by == "cells":  # lines read by lines hold no bare CR: their count is the LFs'
+        line_count = _line_count(text)
     return (True, line_count, None, None, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),

@@ -339,8 +339,8 @@ def test_a_range_with_a_line_the_pattern_does_not_take_is_left_to_the_csv_loop(l
     good = 'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,x.test,AZFWApplicationRule\r\n'
     assert pattern.regex.findall(good) and not pattern.regex.findall(line + "\r\n")
     result = logimport.FileResult("x", "csv")
-    assert not read_lines(good + line + "\r\n" + good, pattern, None, None, result, None,  # type: ignore[arg-type]
-                          None, None, None)  # fmt: skip
+    assert read_lines(good + line + "\r\n" + good, pattern, None, None, result, None,  # type: ignore[arg-type]
+                          None, None, None) is None  # fmt: skip
     assert result.rows == 0  # nothing was done
 
 
@@ -364,6 +364,45 @@ def test_the_line_pattern_gives_back_each_line_or_is_not_made(names: list[str]) 
     line = ",".join(values[name] for name in names)
     (match,) = pattern.regex.findall(line + "\r\n")
     assert pattern.line(match) == line
+
+
+_NAMES = ["TenantId", "TimeGenerated", "Protocol", "SourceIp", "SourcePort", "Fqdn", "Type"]
+_LINES = ['a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,x.test,AZFWApplicationRule',
+          'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,"a,b",AZFWApplicationRule',
+          'a,"11/28/2026, 12:00:02.5 PM",HTTP,10.0.2.4,,x.test,"AZFW,Rule"',
+          '"a,b",2026-11-28T12:00:03Z,"HTTPS",fe80::1,0,"",""']  # fmt: skip
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\n"])
+@pytest.mark.parametrize("last_ended", [True, False])
+def test_lines_ending_alike_are_taken_apart_as_the_whole_pattern_takes_them(
+    end: str, last_ended: bool,
+) -> None:  # fmt: skip
+    from harness.logimport.csvlines import line_pattern
+
+    pattern = line_pattern(_NAMES)
+    assert pattern is not None
+    text = end.join(_LINES) + (end if last_ended else "")
+    taken = pattern.matches(text)
+    assert taken is not None
+    assert taken == (pattern.regex.findall(text), text.count("\n"))
+    assert [pattern.line(match) for match in taken[0]] == _LINES
+
+
+@pytest.mark.parametrize("text", [
+    _LINES[0] + '\r\na,"1",HTTPS,10.0.2.4,5,"x\r\ny",z\r\n',  # a cell over two lines
+    _LINES[0] + '\r\na,"1",HTTPS,10.0.2.4,5,"x"y,z\r\n',  # a quote that does not end a cell
+    _LINES[0] + '\r\na,"1",HTTPS,10.0.2.4,5,x,"z\r\n',  # a quote that never closes
+    _LINES[0] + "\r\n" + _LINES[0] + "\n" + _LINES[0] + "\r\n",  # line ends mixed
+    _LINES[0] + "\r\n" + _LINES[0] + "\rx\r\n",  # a bare CR
+    _LINES[0] + "\n" + _LINES[0] + "\rx\n",  # a bare CR where lines end in LF
+])  # fmt: skip
+def test_lines_the_csv_module_would_read_otherwise_are_not_taken(text: str) -> None:
+    from harness.logimport.csvlines import line_pattern
+
+    pattern = line_pattern(_NAMES)
+    assert pattern is not None
+    assert pattern.matches(text) is None
 
 
 # --- JSON arrays in ranges --------------------------------------------------------------------
