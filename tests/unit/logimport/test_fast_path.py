@@ -478,35 +478,99 @@ def test_json_element_lines_are_the_lines_the_stream_gives() -> None:
     assert json_element_lines(text) == [1, 2, 3]
 
 
-def test_ranges_are_appended_in_turn_and_a_failed_one_stops_the_rest(tmp_path: Path) -> None:
+def _turns(tmp_path: Path) -> tuple:
     import threading
     import types
 
     from harness.logimport import parallel
 
-    events, azure = tmp_path / "events.jsonl", tmp_path / "azure.log"
-    turn = types.SimpleNamespace(value=0)
-    parallel._worker_start(threading.Condition(), turn, str(events), str(azure))
+    (tmp_path / "parked").mkdir()
+    turns = (threading.Condition(), types.SimpleNamespace(value=0),
+             types.SimpleNamespace(value=0), str(tmp_path / "events.jsonl"),
+             str(tmp_path / "azure.log"), str(tmp_path / "parked"))  # fmt: skip
+    parallel._worker_start(*turns)
+    return turns
+
+
+def _range_lines(index: int):
+    from harness.logimport import parallel
+
+    lines = parallel._RangeLines()
+    lines.write_lines([f"event {index}", f"event {index}b"], [f"azure {index}"] if index % 2 else [])
+    return lines
+
+
+def test_ranges_are_appended_in_turn_and_a_failed_one_stops_the_rest(tmp_path: Path) -> None:
+    import threading
+
+    from harness.logimport import parallel
+
+    _, turn, writing, events, azure, _ = _turns(tmp_path)
     try:
-        ranges = []
-        for index in range(5):
-            lines = parallel._RangeLines()
-            lines.write_lines([f"event {index}"], [f"azure {index}"] if index % 2 else [])
-            ranges.append(lines)
+        ranges = [_range_lines(index) for index in range(5)]
         done: list[object] = []
         # Finished in reverse order; written in file order; range 3 stops, range 4 is not written.
         threads = [threading.Thread(target=lambda i=index: done.append(
             parallel._write_in_turn(i, ranges[i] if i != 3 else None))) for index in (4, 3, 2, 1, 0)]  # fmt: skip
         for thread in threads:
             thread.start()
+            thread.join(timeout=10)  # none waits for the ranges before it
+            assert not thread.is_alive()
+        assert Path(events).read_text() == "".join(
+            f"event {index}\nevent {index}b\n" for index in range(3))  # fmt: skip
+        assert Path(azure).read_text() == "azure 1\n"
+        assert turn.value == parallel._STOPPED and done == [None] * 5 and writing.value == 0
+        turn.value = 0
+        parallel._TURN[3] = str(tmp_path)  # a folder: cannot be written
+        assert "Is a directory" in (parallel._write_in_turn(0, ranges[0]) or "")
+        assert turn.value == parallel._STOPPED and writing.value == 0
+    finally:
+        parallel._TURN.clear()
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0), (1, 3, 0, 2), (2, 0, 3, 1)])
+def test_ranges_finished_in_any_order_are_written_in_file_order(
+    order: tuple[int, ...], tmp_path: Path,
+) -> None:  # fmt: skip
+    from harness.logimport import parallel
+
+    turns = _turns(tmp_path)
+    try:
+        for index in order:
+            assert parallel._write_in_turn(index, _range_lines(index)) is None
+        assert Path(turns[3]).read_text() == "".join(
+            f"event {index}\nevent {index}b\n" for index in range(4))  # fmt: skip
+        assert Path(turns[4]).read_text() == "azure 1\nazure 3\n"
+        assert turns[1].value == 4 and turns[2].value == 0
+        parallel._wait_written(turns, 4)  # returns: all four are written
+    finally:
+        parallel._TURN.clear()
+
+
+def test_ranges_written_by_racing_threads_come_out_in_file_order(tmp_path: Path) -> None:
+    import random
+    import threading
+    import time
+
+    from harness.logimport import parallel
+
+    turns = _turns(tmp_path)
+    try:
+        rng = random.Random(7)
+        delays = [rng.random() / 200 for _ in range(60)]
+
+        def finish(index: int) -> None:
+            time.sleep(delays[index])
+            assert parallel._write_in_turn(index, _range_lines(index)) is None
+
+        threads = [threading.Thread(target=finish, args=(index,)) for index in range(60)]
+        for thread in threads:
+            thread.start()
+        parallel._wait_written(turns, 60)
         for thread in threads:
             thread.join(timeout=10)
-        assert events.read_text() == "event 0\nevent 1\nevent 2\n"
-        assert azure.read_text() == "azure 1\n"
-        assert turn.value == parallel._STOPPED and done == [None] * 5
-        turn.value = 0
-        parallel._TURN[2] = str(tmp_path)  # a folder: cannot be written
-        assert "Is a directory" in (parallel._write_in_turn(0, ranges[0]) or "")
-        assert turn.value == parallel._STOPPED
+        assert Path(turns[3]).read_text() == "".join(
+            f"event {index}\nevent {index}b\n" for index in range(60))  # fmt: skip
+        assert turns[1].value == 60 and turns[2].value == 0
     finally:
         parallel._TURN.clear()
