@@ -11,9 +11,11 @@ between rows exactly when that line comes back as a row of its own. A range that
 check is thrown away with every range after it, and the rest of the file is read in this
 process from where that range began (a row's start, since every range before it passed).
 
-Memory: at most WINDOW ranges are out at a time, each RANGE_BYTES of CSV. A worker holds its
-range's lines until every range before it is written, then appends them to the recording's
-files itself (`_write_in_turn`): the lines are written once, not copied again by this process.
+Memory: at most WINDOW ranges are out at a time, each RANGE_BYTES of CSV. A worker appends its
+range's lines to the recording's files itself (`_write_in_turn`) when every range before it is
+written; one that finishes before its turn does not wait for it (a core would stand idle): it
+parks its lines in a file, and the worker that writes the range before appends them next. No
+line passes through this process.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import pickle
 import re
 import resource
+import shutil
 import signal
 import tempfile
 import time
@@ -138,39 +141,118 @@ def _peak_kib() -> int:
 
 
 _STOPPED = -1
-_TURN: list = []  # in a worker: (condition, the index of the range to write next, its 2 files)
+PARKED_AHEAD = 4 * WORKERS  # ranges handed out beyond the one to write next, at most
+# In a worker: (condition, the index of the range to write next, whether a worker is writing,
+# the recording's 2 files, the folder where ranges finished out of turn wait).
+_TURN: list = []
 
 
-def _worker_start(condition: Any, turn: Any, events: str, azure: str) -> None:
+def _worker_start(condition: Any, turn: Any, writing: Any, events: str, azure: str,
+                  parked: str) -> None:  # fmt: skip
     """A worker leaves Ctrl-C and SIGTERM to the parent, which ends the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _TURN[:] = [condition, turn, events, azure]
+    _TURN[:] = [condition, turn, writing, events, azure, parked]
+
+
+class _Parked:
+    """A range's lines, finished before its turn, waiting in two files (or its stop)."""
+
+    def __init__(self, folder: str, index: int) -> None:
+        self.events = os.path.join(folder, f"range-{index}.events")
+        self.azure = os.path.join(folder, f"range-{index}.azure")
+        self.ready = os.path.join(folder, f"range-{index}.parked")
+        self.stop = os.path.join(folder, f"range-{index}.stop")
+
+    def park(self, lines: _RangeLines | None) -> str:
+        """Write them (or the stop); the marker that says they are whole, under a temporary
+        name, to be renamed while the turns' lock is held."""
+        if lines is None:
+            marker = self.stop
+        else:
+            for name, parts in ((self.events, lines.events), (self.azure, lines.azure)):
+                with open(name, "w", encoding="utf-8") as handle:
+                    handle.writelines(parts)
+            marker = self.ready
+        Path(marker + ".tmp").touch()
+        return marker
+
+    def found(self) -> _Parked | None:
+        """This range, when it is parked (it may be a stop); None when it is not yet."""
+        return self if os.path.exists(self.ready) or os.path.exists(self.stop) else None
 
 
 def _write_in_turn(index: int, lines: _RangeLines | None) -> str | None:
-    """Wait until every range before `index` is written, then append this one's lines (None:
-    the range did not end between rows: stop, so that no range after it is written either and
-    the parent reads on from it). An error writing, as text; else None."""
-    condition, turn, events, azure = _TURN
+    """Append range `index`'s lines to the recording in file order, without waiting for the
+    ranges before it: in its turn, and with nobody writing, the worker writes them (and then
+    every range after it that finished early); else it parks them for whoever writes the range
+    before (None for `lines`: the range did not end between rows: stop, so that no range after
+    it is written either and the parent reads on from it). An error writing, as text; else None."""
+    condition, turn, writing, _, _, folder = _TURN
     with condition:
-        condition.wait_for(lambda: turn.value in (index, _STOPPED))
-        if turn.value == _STOPPED or lines is None:
-            turn.value = _STOPPED
-            condition.notify_all()
+        if turn.value == _STOPPED:
             return None
+        mine = turn.value == index and not writing.value
+        if mine:
+            writing.value = 1
+    if not mine:
+        parked = _Parked(folder, index)
+        try:
+            marker = parked.park(lines)
+        except OSError as error:
+            with condition:
+                turn.value = _STOPPED
+                condition.notify_all()
+            return str(error)
+        with condition:
+            os.replace(marker + ".tmp", marker)
+            if turn.value != index or writing.value:
+                return None  # the writer of the range before finds it
+            writing.value = 1  # that writer has finished and passed the turn on: write it
+    return _write_on(index, lines)
+
+
+def _write_on(index: int, lines: _RangeLines | _Parked | None) -> str | None:
+    """As the one writing: range `index`, then each next one that is parked."""
+    condition, turn, writing, events, azure, folder = _TURN
     failed = None
-    try:
-        for name, parts in ((events, lines.events), (azure, lines.azure)):
-            if parts:
-                with open(name, "a", encoding="utf-8") as handle:
-                    handle.write("".join(parts))
-    except OSError as error:
-        failed = str(error)
+    while True:
+        if lines is None or (isinstance(lines, _Parked) and os.path.exists(lines.stop)):
+            with condition:
+                turn.value, writing.value = _STOPPED, 0
+                condition.notify_all()
+            return None
+        try:
+            for name, parts in ((events, lines.events), (azure, lines.azure)):
+                if isinstance(parts, str):
+                    if os.path.getsize(parts):
+                        with open(parts, "rb") as source, open(name, "ab") as target:
+                            shutil.copyfileobj(source, target, 1 << 20)
+                elif parts:
+                    with open(name, "a", encoding="utf-8") as handle:
+                        handle.writelines(parts)
+        except OSError as error:
+            failed = str(error)
+        with condition:
+            if failed:
+                turn.value, writing.value = _STOPPED, 0
+                condition.notify_all()
+                return failed
+            index += 1
+            turn.value = index
+            condition.notify_all()
+            lines = _Parked(folder, index).found()
+            if lines is None:
+                writing.value = 0
+                return None
+
+
+def _wait_written(turns: tuple, until: int) -> None:
+    """In the parent: until the ranges before `until` are written, or the writing stopped
+    (until=_STOPPED: until it stopped)."""
+    condition, turn = turns[0], turns[1]
     with condition:
-        turn.value = _STOPPED if failed else index + 1
-        condition.notify_all()
-    return failed
+        condition.wait_for(lambda: turn.value == _STOPPED or 0 <= until <= turn.value)
 
 
 def _read_range(path: str, start: int, end: int, names: list[str], run: str, filters: Any,
@@ -201,8 +283,10 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     renderer = _renderer(run, names)
     read_by = "lines"
     pattern = line_pattern(names)
-    if pattern is None or not read_lines(text, pattern, renderer, cells_renderer(renderer, run),
-                                         result, selector, lines, totals, denials):  # fmt: skip
+    line_count = None if pattern is None else read_lines(
+        text, pattern, renderer, cells_renderer(renderer, run), result, selector, lines, totals,
+        denials.found)  # fmt: skip
+    if line_count is None:
         read_by = "cells"
         cells = csv_range_cells(text, names, sentinel)
         _read_fast_csv(cells, result, run, selector, lines, totals, denials,  # type: ignore[arg-type]
@@ -217,8 +301,8 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     # the end of a batch, one by one from the file: replaying each would be its busiest loop.
     every_denial = Path(parts) / f"range-{start}.denials"
     every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
-    # Lines read by lines hold no bare CR (the pattern refuses one): their count is the LFs'.
-    line_count = text.count("\n") if read_by == "lines" else _line_count(text)
+    if read_by == "cells":  # lines read by lines hold no bare CR: their count is the LFs'
+        line_count = _line_count(text)
     return (True, line_count, None, None, result.rows,
             result.imported, result.filtered, result.skipped, result.problems,
             result.unsupported, totals.first_seen, totals.last_seen, list(totals.policies),
@@ -235,9 +319,9 @@ class _RangeLines:
 
     def write_lines(self, events: list[str], azure: list[str]) -> None:
         if events:
-            self.events.append("\n".join(events) + "\n")
+            self.events += ("\n".join(events), "\n")
         if azure:
-            self.azure.append("\n".join(azure) + "\n")
+            self.azure += ("\n".join(azure), "\n")
 
 
 class _Denials:
@@ -280,40 +364,45 @@ def read_csv_in_parallel(path: Path, result, run: str, filters, recorder, totals
 
 def _in_turn(recorder, ranges, start: int, lines_before: int, stop_at: int | None, task,
              result, totals, denied, report) -> tuple[int | None, int, int]:  # fmt: skip
-    """The `ranges` (their ends, from `start`) read by WORKERS processes, WINDOW at a time, each
-    `task(begin, end, parts, index)` giving the function and arguments; merged in file order.
-    (Where the first range that did not read as whole rows begins, to read on from in this
-    process, or None; where the ranges merged end; the lines before that.)"""
+    """The `ranges` (their ends, from `start`) read by WORKERS processes, WINDOW at a time and
+    at most PARKED_AHEAD past the range to write next, each `task(begin, end, parts, index)`
+    giving the function and arguments; merged in file order. (Where the first range that did
+    not read as whole rows begins, to read on from in this process, or None; where the ranges
+    merged end; the lines before that.) Every range merged is written when it returns."""
     context = _context()
     pending: deque = deque()
-    with (tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts,
-          context.Pool(WORKERS, initializer=_worker_start,
-                       initargs=_turns(context, recorder)) as pool):  # fmt: skip
-        begin, exhausted, merged = start, False, 0
-        try:
-            while True:
-                while not exhausted and len(pending) < WINDOW:
-                    end = next(ranges, None)
-                    if end is None or (stop_at is not None and begin >= stop_at):
-                        exhausted = True
-                        break
-                    function, arguments = task(begin, end, parts, len(pending) + merged)
-                    pending.append((begin, end, pool.apply_async(function, arguments)))
-                    begin = end
-                if not pending:
-                    return None, begin, lines_before
-                begin_of, end_of, waiting = pending.popleft()
-                found = waiting.get()
-                merged += 1
-                if found[0] is None:
-                    raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
-                if not found[0]:
-                    return begin_of, begin_of, lines_before
-                lines_before = _merge(found, lines_before, result, recorder, totals, denied)
-                if report:
-                    report(end_of)
-        finally:
-            pool.terminate()
+    with tempfile.TemporaryDirectory(prefix=".import-ranges-", dir=recorder.folder) as parts:
+        turns = _turns(context, recorder, parts)
+        with context.Pool(WORKERS, initializer=_worker_start, initargs=turns) as pool:
+            begin, exhausted, merged, handed = start, False, 0, 0
+            try:
+                while True:
+                    while not exhausted and len(pending) < WINDOW and (
+                        not pending or handed - turns[1].value < PARKED_AHEAD
+                    ):  # fmt: skip
+                        end = next(ranges, None)
+                        if end is None or (stop_at is not None and begin >= stop_at):
+                            exhausted = True
+                            break
+                        function, arguments = task(begin, end, parts, handed)
+                        pending.append((begin, end, pool.apply_async(function, arguments)))
+                        begin, handed = end, handed + 1
+                    if not pending:
+                        _wait_written(turns, handed)
+                        return None, begin, lines_before
+                    begin_of, end_of, waiting = pending.popleft()
+                    found = waiting.get()
+                    merged += 1
+                    if found[0] is None:
+                        raise RecorderError(f"cannot write to {recorder.folder}: {found[1]}")
+                    if not found[0]:
+                        _wait_written(turns, _STOPPED)
+                        return begin_of, begin_of, lines_before
+                    lines_before = _merge(found, lines_before, result, recorder, totals, denied)
+                    if report:
+                        report(end_of)
+            finally:
+                pool.terminate()
 
 
 def _filtering(filters) -> bool:
@@ -466,7 +555,7 @@ def read_json_in_parallel(path: Path, result, run: str, filters, recorder, total
     return True
 
 
-def _turns(context, recorder) -> tuple:
+def _turns(context, recorder, parked: str) -> tuple:
     """The workers' turns to write (see _write_in_turn), from the first range; the recording's
     files flushed first (appending no bytes), so that the workers' lines come after its own."""
     from harness.runfolder import AZURE_LOG, EVENTS
@@ -477,8 +566,8 @@ def _turns(context, recorder) -> tuple:
         recorder.append_files(empty, empty)
     finally:
         empty.unlink()
-    return (context.Condition(), context.RawValue("q", 0), str(Path(recorder.folder) / EVENTS),
-            str(Path(recorder.folder) / AZURE_LOG))
+    return (context.Condition(), context.RawValue("q", 0), context.RawValue("b", 0),
+            str(Path(recorder.folder) / EVENTS), str(Path(recorder.folder) / AZURE_LOG), parked)
 
 
 def _context():

@@ -339,8 +339,8 @@ def test_a_range_with_a_line_the_pattern_does_not_take_is_left_to_the_csv_loop(l
     good = 'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,x.test,AZFWApplicationRule\r\n'
     assert pattern.regex.findall(good) and not pattern.regex.findall(line + "\r\n")
     result = logimport.FileResult("x", "csv")
-    assert not read_lines(good + line + "\r\n" + good, pattern, None, None, result, None,  # type: ignore[arg-type]
-                          None, None, None)  # fmt: skip
+    assert read_lines(good + line + "\r\n" + good, pattern, None, None, result, None,  # type: ignore[arg-type]
+                          None, None, None) is None  # fmt: skip
     assert result.rows == 0  # nothing was done
 
 
@@ -364,6 +364,45 @@ def test_the_line_pattern_gives_back_each_line_or_is_not_made(names: list[str]) 
     line = ",".join(values[name] for name in names)
     (match,) = pattern.regex.findall(line + "\r\n")
     assert pattern.line(match) == line
+
+
+_NAMES = ["TenantId", "TimeGenerated", "Protocol", "SourceIp", "SourcePort", "Fqdn", "Type"]
+_LINES = ['a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,x.test,AZFWApplicationRule',
+          'a,"11/28/2026, 12:00:01.234 PM",HTTPS,10.0.2.4,5,"a,b",AZFWApplicationRule',
+          'a,"11/28/2026, 12:00:02.5 PM",HTTP,10.0.2.4,,x.test,"AZFW,Rule"',
+          '"a,b",2026-11-28T12:00:03Z,"HTTPS",fe80::1,0,"",""']  # fmt: skip
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\n"])
+@pytest.mark.parametrize("last_ended", [True, False])
+def test_lines_ending_alike_are_taken_apart_as_the_whole_pattern_takes_them(
+    end: str, last_ended: bool,
+) -> None:  # fmt: skip
+    from harness.logimport.csvlines import line_pattern
+
+    pattern = line_pattern(_NAMES)
+    assert pattern is not None
+    text = end.join(_LINES) + (end if last_ended else "")
+    taken = pattern.matches(text)
+    assert taken is not None
+    assert taken == (pattern.regex.findall(text), text.count("\n"))
+    assert [pattern.line(match) for match in taken[0]] == _LINES
+
+
+@pytest.mark.parametrize("text", [
+    _LINES[0] + '\r\na,"1",HTTPS,10.0.2.4,5,"x\r\ny",z\r\n',  # a cell over two lines
+    _LINES[0] + '\r\na,"1",HTTPS,10.0.2.4,5,"x"y,z\r\n',  # a quote that does not end a cell
+    _LINES[0] + '\r\na,"1",HTTPS,10.0.2.4,5,x,"z\r\n',  # a quote that never closes
+    _LINES[0] + "\r\n" + _LINES[0] + "\n" + _LINES[0] + "\r\n",  # line ends mixed
+    _LINES[0] + "\r\n" + _LINES[0] + "\rx\r\n",  # a bare CR
+    _LINES[0] + "\n" + _LINES[0] + "\rx\n",  # a bare CR where lines end in LF
+])  # fmt: skip
+def test_lines_the_csv_module_would_read_otherwise_are_not_taken(text: str) -> None:
+    from harness.logimport.csvlines import line_pattern
+
+    pattern = line_pattern(_NAMES)
+    assert pattern is not None
+    assert pattern.matches(text) is None
 
 
 # --- JSON arrays in ranges --------------------------------------------------------------------
@@ -439,35 +478,99 @@ def test_json_element_lines_are_the_lines_the_stream_gives() -> None:
     assert json_element_lines(text) == [1, 2, 3]
 
 
-def test_ranges_are_appended_in_turn_and_a_failed_one_stops_the_rest(tmp_path: Path) -> None:
+def _turns(tmp_path: Path) -> tuple:
     import threading
     import types
 
     from harness.logimport import parallel
 
-    events, azure = tmp_path / "events.jsonl", tmp_path / "azure.log"
-    turn = types.SimpleNamespace(value=0)
-    parallel._worker_start(threading.Condition(), turn, str(events), str(azure))
+    (tmp_path / "parked").mkdir()
+    turns = (threading.Condition(), types.SimpleNamespace(value=0),
+             types.SimpleNamespace(value=0), str(tmp_path / "events.jsonl"),
+             str(tmp_path / "azure.log"), str(tmp_path / "parked"))  # fmt: skip
+    parallel._worker_start(*turns)
+    return turns
+
+
+def _range_lines(index: int):
+    from harness.logimport import parallel
+
+    lines = parallel._RangeLines()
+    lines.write_lines([f"event {index}", f"event {index}b"], [f"azure {index}"] if index % 2 else [])
+    return lines
+
+
+def test_ranges_are_appended_in_turn_and_a_failed_one_stops_the_rest(tmp_path: Path) -> None:
+    import threading
+
+    from harness.logimport import parallel
+
+    _, turn, writing, events, azure, _ = _turns(tmp_path)
     try:
-        ranges = []
-        for index in range(5):
-            lines = parallel._RangeLines()
-            lines.write_lines([f"event {index}"], [f"azure {index}"] if index % 2 else [])
-            ranges.append(lines)
+        ranges = [_range_lines(index) for index in range(5)]
         done: list[object] = []
         # Finished in reverse order; written in file order; range 3 stops, range 4 is not written.
         threads = [threading.Thread(target=lambda i=index: done.append(
             parallel._write_in_turn(i, ranges[i] if i != 3 else None))) for index in (4, 3, 2, 1, 0)]  # fmt: skip
         for thread in threads:
             thread.start()
+            thread.join(timeout=10)  # none waits for the ranges before it
+            assert not thread.is_alive()
+        assert Path(events).read_text() == "".join(
+            f"event {index}\nevent {index}b\n" for index in range(3))  # fmt: skip
+        assert Path(azure).read_text() == "azure 1\n"
+        assert turn.value == parallel._STOPPED and done == [None] * 5 and writing.value == 0
+        turn.value = 0
+        parallel._TURN[3] = str(tmp_path)  # a folder: cannot be written
+        assert "Is a directory" in (parallel._write_in_turn(0, ranges[0]) or "")
+        assert turn.value == parallel._STOPPED and writing.value == 0
+    finally:
+        parallel._TURN.clear()
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0), (1, 3, 0, 2), (2, 0, 3, 1)])
+def test_ranges_finished_in_any_order_are_written_in_file_order(
+    order: tuple[int, ...], tmp_path: Path,
+) -> None:  # fmt: skip
+    from harness.logimport import parallel
+
+    turns = _turns(tmp_path)
+    try:
+        for index in order:
+            assert parallel._write_in_turn(index, _range_lines(index)) is None
+        assert Path(turns[3]).read_text() == "".join(
+            f"event {index}\nevent {index}b\n" for index in range(4))  # fmt: skip
+        assert Path(turns[4]).read_text() == "azure 1\nazure 3\n"
+        assert turns[1].value == 4 and turns[2].value == 0
+        parallel._wait_written(turns, 4)  # returns: all four are written
+    finally:
+        parallel._TURN.clear()
+
+
+def test_ranges_written_by_racing_threads_come_out_in_file_order(tmp_path: Path) -> None:
+    import random
+    import threading
+    import time
+
+    from harness.logimport import parallel
+
+    turns = _turns(tmp_path)
+    try:
+        rng = random.Random(7)
+        delays = [rng.random() / 200 for _ in range(60)]
+
+        def finish(index: int) -> None:
+            time.sleep(delays[index])
+            assert parallel._write_in_turn(index, _range_lines(index)) is None
+
+        threads = [threading.Thread(target=finish, args=(index,)) for index in range(60)]
+        for thread in threads:
+            thread.start()
+        parallel._wait_written(turns, 60)
         for thread in threads:
             thread.join(timeout=10)
-        assert events.read_text() == "event 0\nevent 1\nevent 2\n"
-        assert azure.read_text() == "azure 1\n"
-        assert turn.value == parallel._STOPPED and done == [None] * 5
-        turn.value = 0
-        parallel._TURN[2] = str(tmp_path)  # a folder: cannot be written
-        assert "Is a directory" in (parallel._write_in_turn(0, ranges[0]) or "")
-        assert turn.value == parallel._STOPPED
+        assert Path(turns[3]).read_text() == "".join(
+            f"event {index}\nevent {index}b\n" for index in range(60))  # fmt: skip
+        assert turns[1].value == 60 and turns[2].value == 0
     finally:
         parallel._TURN.clear()
