@@ -98,8 +98,14 @@ ensure_docker() {
             || die "apt-get could not install docker.io; install a Docker engine by hand and run this again"
     fi
     local log=/var/log/egress-dockerd.log
-    say "starting dockerd in the background (log: $log)"
-    nohup dockerd >"$log" 2>&1 &
+    if pgrep -x dockerd >/dev/null; then
+        say "dockerd runs but does not answer yet; waiting for it (log: $log)"
+    else
+        say "starting dockerd in the background (log: $log)"
+        # In a session of its own: a Ctrl-C or kill of the command that started it (its
+        # process group) must not stop the engine everyone's containers run on.
+        setsid nohup dockerd >>"$log" 2>&1 </dev/null &
+    fi
     local waited=0
     until docker_answers; do
         sleep 1
