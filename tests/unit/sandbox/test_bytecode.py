@@ -1,0 +1,115 @@
+"""The gateway's bytecode cache: the host says when the entrypoint must compile, and the loader
+inside the gateway uses a cached file only when it matches its source (a stale or foreign file
+is compiled from source, never run)."""
+
+from __future__ import annotations
+
+import compileall
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.sandbox.bytecode import BYTECODE_MOUNT, bytecode_cache
+
+
+def checkout(tmp_path: Path) -> Path:
+    root = tmp_path / "checkout"
+    (root / "harness" / "gateway").mkdir(parents=True)
+    (root / "addons").mkdir()
+    (root / "harness" / "gateway" / "addon.py").write_text("X = 1\n")
+    (root / "addons" / "firewall.py").write_text("addons = []\n")
+    return root
+
+
+def test_a_new_checkout_is_stale_until_a_start_compiled_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EGRESS_CACHE_DIR", str(tmp_path / "cache"))
+    root = checkout(tmp_path)
+    first = bytecode_cache(root, "sha256:image")
+    assert first is not None and first.stale
+    assert first.environment() == {
+        "EGRESS_BYTECODE_DIR": BYTECODE_MOUNT,
+        "EGRESS_BYTECODE_BUILD": f"{os.getuid()}:{os.getgid()}",
+    }
+    assert first.folder.stat().st_mode & 0o777 == 0o755  # the gateway uid reads, never writes
+    first.mark_compiled()
+    again = bytecode_cache(root, "sha256:image")
+    assert again is not None and not again.stale and again.folder == first.folder
+    assert "EGRESS_BYTECODE_BUILD" not in again.environment()
+
+    edited = root / "addons" / "firewall.py"
+    os.utime(edited, (again.newest_source + 5, again.newest_source + 5))
+    assert bytecode_cache(root, "sha256:image").stale  # an edit compiles again
+
+    other_image = bytecode_cache(root, "sha256:rebuilt")
+    assert other_image.folder != first.folder and other_image.stale  # another Python
+
+
+def test_an_unwritable_cache_leaves_the_gateway_compiling_from_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("EGRESS_CACHE_DIR", str(blocker))
+    assert bytecode_cache(checkout(tmp_path), "sha256:image") is None
+
+
+LOADER_CHECK = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from harness import gatewayboot
+    gatewayboot.install(sys.argv[2], cached_under=sys.argv[1])
+    import cachedmod
+    print(cachedmod.VALUE, type(cachedmod.__loader__).__name__)
+    """
+)
+
+
+def run_loader(source_dir: Path, cache_dir: Path) -> str:
+    repo = Path(__file__).resolve().parents[3]
+    return subprocess.run(
+        [sys.executable, "-B", "-c", LOADER_CHECK, str(source_dir), str(cache_dir)],
+        check=True, capture_output=True, text=True, cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    ).stdout.split()  # fmt: skip
+
+
+def test_the_loader_runs_current_bytecode_and_recompiles_stale(tmp_path: Path) -> None:
+    source_dir, cache_dir = tmp_path / "src", tmp_path / "cache"
+    source_dir.mkdir()
+    module = source_dir / "cachedmod.py"
+    module.write_text("VALUE = 'from-source'\n")
+    # The entrypoint's compile, by PYTHONPYCACHEPREFIX's layout; then the cached code is made
+    # to differ from the source, so the answer says which one ran.
+    sys.pycache_prefix, before = str(cache_dir), sys.pycache_prefix
+    try:
+        compileall.compile_file(str(module), quiet=1)
+        cached = Path(importlib.util.cache_from_source(str(module)))
+    finally:
+        sys.pycache_prefix = before
+    assert cached.is_relative_to(cache_dir)
+    stat = module.stat()
+    module.write_text("VALUE = 'from-cache!'\n")  # as long as the source
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    sys.pycache_prefix = str(cache_dir)
+    try:
+        compileall.compile_file(str(module), quiet=1, force=True)
+    finally:
+        sys.pycache_prefix = before
+    module.write_text("VALUE = 'from-source'\n")
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime: "current"
+    assert run_loader(source_dir, cache_dir) == ["from-cache!", "CachedBytecodeLoader"]
+
+    module.write_text("VALUE = 'edited-source'\n")  # newer and longer: the cache is stale
+    assert run_loader(source_dir, cache_dir) == ["edited-source", "CachedBytecodeLoader"]
+
+    cached.write_bytes(b"garbage")
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert run_loader(source_dir, cache_dir)[0] == "edited-source"
