@@ -60,3 +60,37 @@ def test_the_lean_master_dispatches_hooks_in_chain_order(caplog: pytest.LogCaptu
         asyncio.run(scenario())
     assert calls == ["first:7", "second:7", "first:7", "second:7", "third:7"]
     assert caplog.text.count("Addon error: broken addon") == 2
+
+
+DEFERRED_GRAMMAR = """
+import asyncio, sys
+from harness.gateway.master import make_master
+
+async def scenario():
+    gateway = make_master([], [], loop=asyncio.get_running_loop())
+    print("started-without-pyparsing", "pyparsing.core" not in sys.modules)
+    # A command line still parses: the grammar loads on first use.
+    gateway.commands.execute("set termlog_verbosity=error")
+    print("option", gateway.options.termlog_verbosity)
+    from mitmproxy import command_lexer
+    print("quote", command_lexer.quote("a b"), command_lexer.unquote("'c'"))
+    print("loaded", "pyparsing.core" in sys.modules)
+
+asyncio.run(scenario())
+"""
+
+
+def test_the_command_grammar_loads_only_when_a_command_line_is_parsed() -> None:
+    """pyparsing and mitmproxy's command grammar (~0.1 CPU-s of the gateway's start) wait
+    until a command line is parsed, which the gateway never does; then they work as before."""
+    import subprocess
+    import sys
+
+    answer = subprocess.run([sys.executable, "-c", DEFERRED_GRAMMAR],
+                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert answer.splitlines() == [
+        "started-without-pyparsing True",
+        "option error",
+        'quote "a b" c',
+        "loaded True",
+    ]
