@@ -31,11 +31,17 @@ import os
 import runpy
 import signal
 import sys
+import time
 import types
 from collections.abc import Sequence
 from pathlib import Path
 
 CONTROL_FILE_ENV = "EGRESS_CONTROL_FILE"
+# The entrypoint loads the netfilter rules while this process imports, and writes "ok" or
+# "failed" to this descriptor when done (docker/gateway-run/entrypoint.sh).
+RULES_FD_ENV = "EGRESS_RULES_FD"
+RULES_TIMEOUT = 30.0
+RULES_FAILED_EXIT = 70  # what the entrypoint exits with when a rule cannot be installed
 logger = logging.getLogger(__name__)
 LEAN_ADDONS = ("core", "proxyserver", "firewall", "dnsresolver", "nextlayer", "errorcheck")
 
@@ -227,6 +233,36 @@ def _parse(argv: Sequence[str]) -> dict[str, list[str]]:
     return found
 
 
+def rules_installed(fd: int, timeout: float = RULES_TIMEOUT) -> bool:
+    """Whether the entrypoint's rules job reported "ok" on `fd` within `timeout` s. Anything
+    else (failed, a closed pipe, silence) is False: the gateway must not listen (fail closed)."""
+    import select
+
+    answer = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while b"\n" not in answer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+            chunk = os.read(fd, 64)
+            if not chunk:
+                return False
+            answer += chunk
+    except OSError:
+        return False
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.waitpid(-1, os.WNOHANG)  # the job has written its answer; reap it if it has exited
+    except ChildProcessError:
+        pass
+    return answer.split(b"\n", 1)[0].strip() == b"ok"
+
+
 def _apply_control_file(gateway) -> None:
     path = os.environ.get(CONTROL_FILE_ENV, "")
     try:
@@ -259,6 +295,11 @@ async def _run(argv: Sequence[str]) -> int:
     loop.add_signal_handler(signal.SIGINT, gateway.shutdown)
     loop.add_signal_handler(signal.SIGHUP, _apply_control_file, gateway)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    rules_fd = os.environ.pop(RULES_FD_ENV, "")
+    if rules_fd and not rules_installed(int(rules_fd)):
+        print("egress gateway: the firewall rules are not installed; refusing to start "
+              "(fail closed)", file=sys.stderr)  # fmt: skip
+        return RULES_FAILED_EXIT
     await gateway.run()
     return 0
 

@@ -3,10 +3,10 @@
 The gateway runs harness/ and addons/ mounted read-only from the checkout, with
 PYTHONDONTWRITEBYTECODE, so every start compiled its ~30 modules from source: ~0.1 CPU-s of a
 ~0.6 CPU-s start in the gateway image (measured, docs/performance.md). The host cannot write
-that bytecode itself (its Python may not be the image's), so the gateway's entrypoint, as root
-and before it drops to the gateway uid, compiles into a cache folder of the host
-(PYTHONPYCACHEPREFIX) when this module says the folder is stale; every later start only reads
-it. The gateway uid cannot write there (the folder is the host user's, 0755), so a gateway that
+that bytecode itself (its Python may not be the image's), so the gateway's entrypoint, as root,
+compiles into a cache folder of the host (PYTHONPYCACHEPREFIX's layout) when this module says
+the folder is stale, beside the master at the lowest priority, and writes the stamp when done;
+every later start only reads it. The gateway uid cannot write there (the folder is the host user's, 0755), so a gateway that
 was taken over cannot plant code for the next one. Python checks each file against its source
 (mtime and size) as always: a stale or missing file is compiled in memory, never trusted.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = ["BYTECODE_MOUNT", "BytecodeCache", "bytecode_cache"]
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +36,12 @@ class BytecodeCache:
         """What the entrypoint reads (docker/gateway-run/entrypoint.sh)."""
         env = {"EGRESS_BYTECODE_DIR": BYTECODE_MOUNT}
         if self.stale:
+            # Who owns what the entrypoint writes, and the stamp's mtime once it is done: later
+            # starts skip the compile until a source is newer than the stamp.
             env["EGRESS_BYTECODE_BUILD"] = f"{os.getuid()}:{os.getgid()}"
+            # (whole seconds, rounded up: `touch -d @N` and float mtimes then compare exactly)
+            env["EGRESS_BYTECODE_STAMP"] = str(math.ceil(self.newest_source))
         return env
-
-    def mark_compiled(self) -> None:
-        """After a start that compiled came up ready: later starts skip the compile until a
-        source is newer than this stamp."""
-        if not self.stale:
-            return
-        stamp = self.folder / STAMP
-        try:
-            stamp.touch()
-            os.utime(stamp, (self.newest_source, self.newest_source))
-        except OSError:
-            pass  # no stamp: the next start compiles again (slower, still correct)
 
 
 def cache_root() -> Path:

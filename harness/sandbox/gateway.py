@@ -233,8 +233,6 @@ def start_gateway(
                 if on_started is not None:
                     on_started(gateway)
                 _wait_until_ready(gateway, events, events_offset, ready_timeout)
-                if bytecode is not None:
-                    bytecode.mark_compiled()
                 yield gateway
         finally:
             if control_dir is not None:

@@ -94,3 +94,33 @@ def test_the_command_grammar_loads_only_when_a_command_line_is_parsed() -> None:
         'quote "a b" c',
         "loaded True",
     ]
+
+
+@pytest.mark.parametrize(
+    ("written", "close_writer", "installed"),
+    [
+        (b"ok\n", False, True),
+        (b"o", False, False),  # half an answer, then silence: the timeout
+        (b"failed\n", False, False),
+        (b"", True, False),  # the job died without an answer
+        (b"", False, False),  # silence
+    ],
+)
+def test_the_master_listens_only_once_the_rules_job_said_ok(
+    written: bytes, close_writer: bool, installed: bool
+) -> None:
+    import os
+
+    from harness.gateway.master import rules_installed
+
+    reader, writer = os.pipe()
+    try:
+        os.write(writer, written)
+        if close_writer:
+            os.close(writer)
+        assert rules_installed(reader, timeout=0.2) is installed
+    finally:
+        if not close_writer:
+            os.close(writer)
+    with pytest.raises(OSError):
+        os.fstat(reader)  # closed either way: the descriptor does not leak into the gateway

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import compileall
 import importlib
+import math
 import os
 import subprocess
 import sys
@@ -33,12 +34,17 @@ def test_a_new_checkout_is_stale_until_a_start_compiled_it(
     root = checkout(tmp_path)
     first = bytecode_cache(root, "sha256:image")
     assert first is not None and first.stale
-    assert first.environment() == {
+    environment = first.environment()
+    assert environment == {
         "EGRESS_BYTECODE_DIR": BYTECODE_MOUNT,
         "EGRESS_BYTECODE_BUILD": f"{os.getuid()}:{os.getgid()}",
+        "EGRESS_BYTECODE_STAMP": str(math.ceil(first.newest_source)),
     }
     assert first.folder.stat().st_mode & 0o777 == 0o755  # the gateway uid reads, never writes
-    first.mark_compiled()
+    assert bytecode_cache(root, "sha256:image").stale  # until the entrypoint's compile is done
+    stamp = first.folder / "compiled"  # what the entrypoint's `touch -d @STAMP` leaves
+    stamp.touch()
+    os.utime(stamp, (int(environment["EGRESS_BYTECODE_STAMP"]),) * 2)
     again = bytecode_cache(root, "sha256:image")
     assert again is not None and not again.stale and again.folder == first.folder
     assert "EGRESS_BYTECODE_BUILD" not in again.environment()
