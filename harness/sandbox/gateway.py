@@ -225,7 +225,8 @@ def start_gateway(
                 detach=True,
             ) as container:
                 for network in networks:
-                    engine.networks.get(network).connect(container)
+                    # By name, in one call (networks.get first was an inspect per network).
+                    engine.api.connect_container_to_network(container.id, network)
                 container.start()
                 gateway = Gateway(container=container, run_id=run_id, run_dir=run_dir,
                                   shared_root=shared_root, control_dir=control_dir)  # fmt: skip
