@@ -191,7 +191,9 @@ def start_gateway(
             str(run_dir): {"bind": RECORD_MOUNT, "mode": "rw"},
         }
     if bytecode is not None:
-        mounts[str(bytecode.folder)] = {"bind": BYTECODE_MOUNT, "mode": "rw"}
+        # Written only by the entrypoint (as root) when stale; the gateway uid cannot anyway.
+        mode = "rw" if bytecode.stale else "ro"
+        mounts[str(bytecode.folder)] = {"bind": BYTECODE_MOUNT, "mode": mode}
     started: list[Gateway] = []  # the gateway once its container runs: how to stop it
     with writable_by_gateway(run_dir), _traversable_by_gateway(shared_root):
         try:
