@@ -192,8 +192,8 @@ def start_gateway(
         }
     if bytecode is not None:
         # Written only by the entrypoint (as root) when stale; the gateway uid cannot anyway.
-        mode = "rw" if bytecode.stale else "ro"
-        mounts[str(bytecode.folder)] = {"bind": BYTECODE_MOUNT, "mode": mode}
+        access = "rw" if bytecode.stale else "ro"
+        mounts[str(bytecode.folder)] = {"bind": BYTECODE_MOUNT, "mode": access}
     started: list[Gateway] = []  # the gateway once its container runs: how to stop it
     with writable_by_gateway(run_dir), _traversable_by_gateway(shared_root):
         try:

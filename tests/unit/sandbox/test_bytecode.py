@@ -119,3 +119,53 @@ def test_the_loader_runs_current_bytecode_and_recompiles_stale(tmp_path: Path) -
     cached.write_bytes(b"garbage")
     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert run_loader(source_dir, cache_dir)[0] == "edited-source"
+
+
+def test_the_gateway_mounts_the_cache_writable_only_to_compile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What start_gateway asks the engine for: the cache folder at BYTECODE_MOUNT, read-write
+    with the compile's variables while stale, read-only after; the firewall's own arguments
+    untouched either way."""
+    import json
+
+    from fake_engine import FakeContainer, FakeEngine
+
+    from harness.sandbox import gateway as gateway_module
+    from harness.sandbox.gateway import start_gateway
+    from harness.sandbox.images import GATEWAY_IMAGE, TAG
+    from harness.sandbox.labels import RUN_LABEL
+
+    monkeypatch.setenv("EGRESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(gateway_module, "STOP_TIMEOUT", 0.05)
+    root = checkout(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "policy.yaml").write_text("allow: [a.example.test]\n")
+
+    def ready(container: FakeContainer) -> None:
+        event = {"kind": "lifecycle", "reason": "ready", "run": container.labels[RUN_LABEL]}
+        with (run_dir / "events.jsonl").open("a") as events:
+            events.write(json.dumps(event) + "\n")
+
+    def started(run_id: str) -> dict:
+        engine = FakeEngine({f"{GATEWAY_IMAGE}:{TAG}"}, behaviour=ready)
+        with start_gateway(run_dir=run_dir, run_id=run_id, engine=engine, addon_root=root):
+            (made,) = engine.containers.made
+        return made.options
+
+    first = started("r1")
+    mounts = {bind["bind"]: (source, bind["mode"]) for source, bind in first["volumes"].items()}
+    folder, access = mounts[BYTECODE_MOUNT]
+    assert access == "rw" and "EGRESS_BYTECODE_BUILD" in first["environment"]
+    assert "egress_mode=enforce" in first["command"]
+    stamp = Path(folder) / "compiled"
+    stamp.touch()
+    stamp_time = int(first["environment"]["EGRESS_BYTECODE_STAMP"])
+    os.utime(stamp, (stamp_time, stamp_time))  # what the entrypoint does once compiled
+
+    second = started("r2")
+    mounts = {bind["bind"]: (source, bind["mode"]) for source, bind in second["volumes"].items()}
+    assert mounts[BYTECODE_MOUNT] == (folder, "ro")
+    assert "EGRESS_BYTECODE_BUILD" not in second["environment"]
+    assert "egress_mode=enforce" in second["command"]
