@@ -1,6 +1,6 @@
 """The gateway's start as the harness runs it: the rules load while the master imports, and
 the master never listens when they fail (exit 70, no `ready`); harness/'s bytecode is compiled
-once into the host's cache (beside the first start), which the gateway uid cannot write."""
+once into the host's cache (by the first start), which the gateway uid cannot write."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_the_first_start_compiles_the_bytecode_and_the_next_one_reads_it(
     image_id = client().images.get(f"{GATEWAY_IMAGE}:{TAG}").id
     assert bytecode_cache(addon_root, image_id).stale
     with start_gateway(run_dir=run_dir, run_id=new_run_id(), addon_root=addon_root):
-        # The compile runs beside the master at the lowest priority; the stamp comes last.
+        # The entrypoint compiles before the master starts and writes the stamp last.
         deadline = time.monotonic() + 60
         while bytecode_cache(addon_root, image_id).stale and time.monotonic() < deadline:
             time.sleep(0.2)

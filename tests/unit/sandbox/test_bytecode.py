@@ -39,6 +39,7 @@ def test_a_new_checkout_is_stale_until_a_start_compiled_it(
         "EGRESS_BYTECODE_DIR": BYTECODE_MOUNT,
         "EGRESS_BYTECODE_BUILD": f"{os.getuid()}:{os.getgid()}",
         "EGRESS_BYTECODE_STAMP": str(math.ceil(first.newest_source)),
+        "EGRESS_BYTECODE_SOURCES": "harness/gateway addons",  # what this checkout has of them
     }
     assert first.folder.stat().st_mode & 0o777 == 0o755  # the gateway uid reads, never writes
     assert bytecode_cache(root, "sha256:image").stale  # until the entrypoint's compile is done
@@ -169,3 +170,36 @@ def test_the_gateway_mounts_the_cache_writable_only_to_compile(
     assert mounts[BYTECODE_MOUNT] == (folder, "ro")
     assert "EGRESS_BYTECODE_BUILD" not in second["environment"]
     assert "egress_mode=enforce" in second["command"]
+
+
+def test_the_compiled_list_covers_what_the_gateway_imports() -> None:
+    """GATEWAY_SOURCES against the harness modules the master has loaded once it is made (a
+    module missing from the list would be compiled from source at every start)."""
+    from harness.sandbox.bytecode import GATEWAY_SOURCES
+
+    repo = Path(__file__).resolve().parents[3]
+    loaded = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import asyncio, sys
+            import harness.gatewayboot
+            from harness.gateway import master
+            async def make():
+                master.make_master([], [], loop=asyncio.get_running_loop())
+            asyncio.run(make())
+            for module in list(sys.modules.values()):
+                print(getattr(module, "__file__", None) or "")
+        """)],
+        check=True, capture_output=True, text=True, cwd=repo,
+    ).stdout.split()  # fmt: skip
+    ours = sorted(
+        Path(path).relative_to(repo).as_posix()
+        for path in loaded
+        if path.endswith(".py") and Path(path).is_relative_to(repo / "harness")
+    )
+    assert len(ours) > 15
+    uncovered = [
+        path for path in ours
+        if not any(path == source or path.startswith(source + "/") for source in GATEWAY_SOURCES)
+    ]  # fmt: skip
+    assert uncovered == []
+    assert all((repo / source).exists() for source in GATEWAY_SOURCES)
