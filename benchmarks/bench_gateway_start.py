@@ -6,7 +6,8 @@ CPU seconds when `ready` is written (its cgroup's cpuacct.usage: the entrypoint'
 and the master; the engine's work is not in it). With `--addon-root DIR` (harness/ and addons/
 of another version, e.g. `git archive main harness addons | tar -x -C DIR`) the starts
 alternate between DIR and this checkout and the ratio this/DIR is printed: on a loaded machine
-only side-by-side figures compare. CPU seconds move much less with the load than wall time.
+only side-by-side figures compare. (The entrypoint is this checkout's for both: for a harness/
+without gatewayboot.py it starts the master once the rules are in, as before.) CPU seconds move much less with the load than wall time.
 
 usage: .venv/bin/python benchmarks/bench_gateway_start.py [--repeat 7] [--addon-root DIR]
 """
