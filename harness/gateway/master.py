@@ -77,10 +77,18 @@ def _stand_in(name: str, forwarded: Sequence[str] = ()) -> None:
     """Register a module as `name` whose names import the real `name` on first use. The real
     module then takes its place in sys.modules, and its names are copied into the stand-in for
     whoever holds it. (importlib's LazyLoader does not do here: an `import` statement of a
-    module already in sys.modules reads its `__spec__`, which makes LazyLoader load it.)"""
+    module already in sys.modules reads its `__spec__`, which makes LazyLoader load it.) A
+    package's stand-in has its `__path__`, so importing a submodule first loads that submodule
+    once, and the real package reuses it."""
     import importlib
+    import importlib.util
 
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return
     stand_in = types.ModuleType(name)
+    if spec.submodule_search_locations is not None:
+        stand_in.__path__ = list(spec.submodule_search_locations)
     loaded: list[types.ModuleType] = []
 
     def real() -> types.ModuleType:
@@ -181,7 +189,6 @@ def make_master(
     """A master with the lean addon set, the scripts' `addons` after it (default: the FirewallAddon)
     and the options applied (OptionsError when bad)."""
     _skip_the_addons_package_init()
-    _defer_the_command_grammar()
     from mitmproxy import master, options
     from mitmproxy.addons import core, dns_resolver, errorcheck, next_layer, proxyserver, termlog
 
@@ -256,11 +263,16 @@ def rules_installed(fd: int, timeout: float = RULES_TIMEOUT) -> bool:
             os.close(fd)
         except OSError:
             pass
+    return answer.split(b"\n", 1)[0].strip() == b"ok"
+
+
+def _reap_the_rules_job() -> None:
+    """The rules job is this process's child since the entrypoint's exec: reap it if it has
+    exited (it has written its answer), so no zombie stays; never waits."""
     try:
-        os.waitpid(-1, os.WNOHANG)  # the job has written its answer; reap it if it has exited
+        os.waitpid(-1, os.WNOHANG)
     except ChildProcessError:
         pass
-    return answer.split(b"\n", 1)[0].strip() == b"ok"
 
 
 def _apply_control_file(gateway) -> None:
@@ -285,6 +297,7 @@ async def _run(argv: Sequence[str]) -> int:
     # and a write each; every connection's outcome is in the Azure line the addon logs.
     logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     parsed = _parse(argv)
+    _defer_the_command_grammar()  # the gateway's process only: it never parses a command line
     loop = asyncio.get_running_loop()
     try:
         gateway = make_master(parsed["--mode"], parsed["--set"], parsed["-s"], loop)
@@ -296,10 +309,12 @@ async def _run(argv: Sequence[str]) -> int:
     loop.add_signal_handler(signal.SIGHUP, _apply_control_file, gateway)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     rules_fd = os.environ.pop(RULES_FD_ENV, "")
-    if rules_fd and not rules_installed(int(rules_fd)):
-        print("egress gateway: the firewall rules are not installed; refusing to start "
-              "(fail closed)", file=sys.stderr)  # fmt: skip
-        return RULES_FAILED_EXIT
+    if rules_fd:
+        if not rules_installed(int(rules_fd)):
+            print("egress gateway: the firewall rules are not installed; refusing to start "
+                  "(fail closed)", file=sys.stderr)  # fmt: skip
+            return RULES_FAILED_EXIT
+        _reap_the_rules_job()
     await gateway.run()
     return 0
 

@@ -64,9 +64,10 @@ def test_the_lean_master_dispatches_hooks_in_chain_order(caplog: pytest.LogCaptu
 
 DEFERRED_GRAMMAR = """
 import asyncio, sys
-from harness.gateway.master import make_master
+from harness.gateway.master import _defer_the_command_grammar, make_master
 
 async def scenario():
+    _defer_the_command_grammar()  # as the gateway's _run does
     gateway = make_master([], [], loop=asyncio.get_running_loop())
     print("started-without-pyparsing", "pyparsing.core" not in sys.modules)
     # A command line still parses: the grammar loads on first use.
@@ -77,6 +78,14 @@ async def scenario():
     print("loaded", "pyparsing.core" in sys.modules)
 
 asyncio.run(scenario())
+
+# A submodule imported before any name is used loads once, and the package reuses it.
+for name in [name for name in sys.modules if name.split(".")[0] == "pyparsing"]:
+    del sys.modules[name]
+_defer_the_command_grammar()
+import pyparsing.core
+import pyparsing
+print("submodule", pyparsing.core.Word is pyparsing.Word, sys.modules["pyparsing.core"] is pyparsing.core)
 """
 
 
@@ -93,6 +102,7 @@ def test_the_command_grammar_loads_only_when_a_command_line_is_parsed() -> None:
         "option error",
         'quote "a b" c',
         "loaded True",
+        "submodule True True",
     ]
 
 
