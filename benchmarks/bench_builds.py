@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
 import statistics
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from harness.policy.shorthand import merge_allow
 from harness.sandbox import NODE_IMAGE, PYTHON_IMAGE, RunSpec, build_images, run
 from harness.sandbox.engine import client
 from harness.sandbox.images import images_needed
-from harness.sandbox.labels import labels, new_run_id
+from harness.sandbox.labels import ROLE_LABEL, RUN_LABEL, labels, new_run_id
 from harness.sandbox.probe import docker_prober
 
 HERE = Path(__file__).resolve().parent
@@ -52,19 +55,54 @@ def allowed_hosts(name: str, image: str, app: Path) -> list[str]:
     return list(dict.fromkeys([values["pip.index_host"], values["pip.files_host"]]))
 
 
-def through_gateway(image: str, app: Path, command: str, hosts: list[str], scratch: Path) -> float:
+class GatewayCpu(threading.Thread):
+    """Samples the CPU seconds of the run's gateway container (its cgroup, as
+    bench_gateway_start.py reads it) until stopped: the last sample is what the gateway cost
+    the build, start included. None where the cgroup cannot be read."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(daemon=True)
+        self.run_id, self.seconds, self.done = run_id, None, threading.Event()
+
+    def run(self) -> None:
+        from bench_gateway_start import _container_cpu
+
+        engine, container_id = client(), None
+        while not self.done.wait(0.2):
+            if container_id is None:
+                found = engine.containers.list(filters={"label": [
+                    f"{RUN_LABEL}={self.run_id}", f"{ROLE_LABEL}=gateway"]})  # fmt: skip
+                container_id = found[0].id if found else None
+            if container_id is not None:
+                self.seconds = _container_cpu(container_id) or self.seconds
+
+
+def through_gateway(
+    image: str, app: Path, command: str, hosts: list[str], scratch: Path
+) -> tuple[float, float | None, int, int]:
+    """The build's seconds, the gateway's CPU seconds, the connections and the name lookups it
+    recorded."""
     from harness.export.yaml_form import policy_to_yaml
 
     run_dir = Path(tempfile.mkdtemp(dir=scratch))
     run_dir.chmod(0o755)
     policy = merge_allow(Policy("bench-builds"), hosts)
     (run_dir / "policy.yaml").write_text(policy_to_yaml(policy))
-    result = run(RunSpec(run_dir=run_dir, image=image, command=command, workdir=app,
-                         trust=["host"], timeout=900))  # fmt: skip
+    run_id = new_run_id("bench-builds")
+    sampler = GatewayCpu(run_id)
+    sampler.start()
+    try:
+        result = run(RunSpec(run_dir=run_dir, image=image, command=command, workdir=app,
+                             trust=["host"], timeout=900, run_id=run_id))  # fmt: skip
+    finally:
+        sampler.done.set()
+        sampler.join()
     if result.exit_code != 0:
         log = (run_dir / "workload.log").read_text()[-2000:]
         sys.exit(f"the build through the gateway failed (exit {result.exit_code}):\n{log}")
-    return result.duration_s
+    kinds = [json.loads(line).get("kind")
+             for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]  # fmt: skip
+    return result.duration_s, sampler.seconds, kinds.count("tls") + kinds.count("http"), kinds.count("dns")
 
 
 def plain(image: str, app: Path, command: str) -> float:
@@ -111,9 +149,15 @@ def main() -> None:
             hosts = allowed_hosts(name, image, app)
             through, direct = [], []
             for _ in range(options.repeat):
-                through.append(through_gateway(image, app, command, hosts, Path(scratch)))
+                seconds, gateway_cpu, connections, lookups = through_gateway(
+                    image, app, command, hosts, Path(scratch)
+                )
+                through.append(seconds)
                 direct.append(plain(image, app, command))
-                print(f"{name}: through {through[-1]:.1f} s, plain {direct[-1]:.1f} s", flush=True)
+                cpu = "?" if gateway_cpu is None else f"{gateway_cpu:.2f}"
+                print(f"{name}: through {through[-1]:.1f} s (gateway {cpu} CPU-s, "
+                      f"{connections} connections, {lookups} lookups), plain {direct[-1]:.1f} s "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
             pairs = [a / b for a, b in zip(through, direct, strict=True)]
             rows.append((name, command, statistics.median(through), statistics.median(direct),
                          pairs))  # fmt: skip

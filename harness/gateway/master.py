@@ -33,11 +33,17 @@ import os
 import runpy
 import signal
 import sys
+import time
 import types
 from collections.abc import Sequence
 from pathlib import Path
 
 CONTROL_FILE_ENV = "EGRESS_CONTROL_FILE"
+# The entrypoint loads the netfilter rules while this process imports, and writes "ok" or
+# "failed" to this descriptor when done (docker/gateway-run/entrypoint.sh).
+RULES_FD_ENV = "EGRESS_RULES_FD"
+RULES_TIMEOUT = 30.0
+RULES_FAILED_EXIT = 70  # what the entrypoint exits with when a rule cannot be installed
 logger = logging.getLogger(__name__)
 LEAN_ADDONS = ("core", "proxyserver", "firewall", "dnsresolver", "nextlayer", "errorcheck")
 
@@ -54,6 +60,62 @@ def _skip_the_addons_package_init() -> None:
     package.__path__ = [str(Path(mitmproxy.__file__).parent / "addons")]
     package.__package__ = "mitmproxy.addons"
     sys.modules["mitmproxy.addons"] = package
+
+
+def _defer_the_command_grammar() -> None:
+    """mitmproxy.master imports mitmproxy.command, which imports pyparsing (with unittest, for
+    pyparsing.testing) and builds the grammar of interactive command lines at import: ~0.1 CPU-s
+    of a ~0.6 CPU-s start in the gateway image, for a grammar the gateway never uses (it parses
+    no command line). Both modules are registered as stand-ins that import the real module on
+    first use of any of their names; what runs is unchanged, only when it loads."""
+    if "pyparsing" not in sys.modules:
+        _stand_in("pyparsing")
+    if "mitmproxy.command_lexer" not in sys.modules:
+        # mitmproxy.command takes `unquote` by name at import: a forwarder until first called.
+        _stand_in("mitmproxy.command_lexer", forwarded=("quote", "unquote"))
+
+
+def _stand_in(name: str, forwarded: Sequence[str] = ()) -> None:
+    """Register a module as `name` whose names import the real `name` on first use. The real
+    module then takes its place in sys.modules, and its names are copied into the stand-in for
+    whoever holds it. (importlib's LazyLoader does not do here: an `import` statement of a
+    module already in sys.modules reads its `__spec__`, which makes LazyLoader load it.) A
+    package's stand-in has its `__path__`, so importing a submodule first loads that submodule
+    once, and the real package reuses it."""
+    import importlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return
+    stand_in = types.ModuleType(name)
+    if spec.submodule_search_locations is not None:
+        stand_in.__path__ = list(spec.submodule_search_locations)
+    loaded: list[types.ModuleType] = []
+
+    def real() -> types.ModuleType:
+        if not loaded:
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+            module = importlib.import_module(name)
+            for key, value in vars(module).items():
+                if not key.startswith("__"):
+                    setattr(stand_in, key, value)  # the forwarders too
+            loaded.append(module)
+        return loaded[0]
+
+    def __getattr__(attribute: str):
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return getattr(real(), attribute)
+
+    def forwarder(function: str):
+        return lambda *args, **kwargs: getattr(real(), function)(*args, **kwargs)
+
+    stand_in.__getattr__ = __getattr__  # type: ignore[method-assign]
+    for function in forwarded:
+        setattr(stand_in, function, forwarder(function))
+    sys.modules[name] = stand_in
 
 
 def _hook_table_class():
@@ -194,6 +256,41 @@ def _parse(argv: Sequence[str]) -> dict[str, list[str]]:
     return found
 
 
+def rules_installed(fd: int, timeout: float = RULES_TIMEOUT) -> bool:
+    """Whether the entrypoint's rules job reported "ok" on `fd` within `timeout` s. Anything
+    else (failed, a closed pipe, silence) is False: the gateway must not listen (fail closed)."""
+    import select
+
+    answer = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while b"\n" not in answer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+            chunk = os.read(fd, 64)
+            if not chunk:
+                return False
+            answer += chunk
+    except OSError:
+        return False
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return answer.split(b"\n", 1)[0].strip() == b"ok"
+
+
+def _reap_the_rules_job() -> None:
+    """The rules job is this process's child since the entrypoint's exec: reap it if it has
+    exited (it has written its answer), so no zombie stays; never waits."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def _apply_control_file(gateway) -> None:
     path = os.environ.get(CONTROL_FILE_ENV, "")
     try:
@@ -216,6 +313,7 @@ async def _run(argv: Sequence[str]) -> int:
     # and a write each; every connection's outcome is in the Azure line the addon logs.
     logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     parsed = _parse(argv)
+    _defer_the_command_grammar()  # the gateway's process only: it never parses a command line
     loop = asyncio.get_running_loop()
     try:
         gateway = make_master(parsed["--mode"], parsed["--set"], parsed["-s"], loop)
@@ -226,6 +324,13 @@ async def _run(argv: Sequence[str]) -> int:
     loop.add_signal_handler(signal.SIGINT, gateway.shutdown)
     loop.add_signal_handler(signal.SIGHUP, _apply_control_file, gateway)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    rules_fd = os.environ.pop(RULES_FD_ENV, "")
+    if rules_fd:
+        if not rules_installed(int(rules_fd)):
+            print("egress gateway: the firewall rules are not installed; refusing to start "
+                  "(fail closed)", file=sys.stderr)  # fmt: skip
+            return RULES_FAILED_EXIT
+        _reap_the_rules_job()
     await gateway.run()
     return 0
 

@@ -31,6 +31,7 @@ from docker.errors import DockerException, NotFound
 from harness.errors import EnvironmentProblem, InputError
 from harness.firewall_settings import DNS_MODES, HTTPS_DENY_STYLES, MODES, HttpsDeny, Mode
 from harness.runfolder import EVENTS, POLICY
+from harness.sandbox.bytecode import BYTECODE_MOUNT, bytecode_cache
 from harness.sandbox.containers import labelled_container, with_log_tail
 from harness.sandbox.engine import client as engine_client
 from harness.sandbox.images import GATEWAY_IMAGE, TAG
@@ -173,7 +174,7 @@ def start_gateway(
             f"{root / 'addons' / 'firewall.py'} is missing; the gateway loads the firewall addon "
             "from the checkout, so run the harness from a source checkout (pip install -e .)"
         )
-    _require_image(engine)
+    bytecode = bytecode_cache(root, _require_image(engine))
 
     events = run_dir / EVENTS_FILE
     events_offset = events.stat().st_size if events.exists() else 0
@@ -189,6 +190,10 @@ def start_gateway(
             str(policy_path): {"bind": POLICY_MOUNT, "mode": "ro"},
             str(run_dir): {"bind": RECORD_MOUNT, "mode": "rw"},
         }
+    if bytecode is not None:
+        # Written only by the entrypoint (as root) when stale; the gateway uid cannot anyway.
+        access = "rw" if bytecode.stale else "ro"
+        mounts[str(bytecode.folder)] = {"bind": BYTECODE_MOUNT, "mode": access}
     started: list[Gateway] = []  # the gateway once its container runs: how to stop it
     with writable_by_gateway(run_dir), _traversable_by_gateway(shared_root):
         try:
@@ -210,6 +215,7 @@ def start_gateway(
                     "EGRESS_DNS_PORT": str(DNS_PORT),
                     "EGRESS_UPSTREAM_DNS": " ".join(upstream_dns_servers()) if networks else "",
                     "EGRESS_CONTROL_FILE": f"{CONTROL_MOUNT}/{CONTROL_FILE}",
+                    **(bytecode.environment() if bytecode is not None else {}),
                 },
                 extra_hosts=dict(hosts or {}),
                 volumes={
@@ -221,7 +227,8 @@ def start_gateway(
                 detach=True,
             ) as container:
                 for network in networks:
-                    engine.networks.get(network).connect(container)
+                    # By name, in one call (networks.get first was an inspect per network).
+                    engine.api.connect_container_to_network(container.id, network)
                 container.start()
                 gateway = Gateway(container=container, run_id=run_id, run_dir=run_dir,
                                   shared_root=shared_root, control_dir=control_dir)  # fmt: skip
@@ -330,9 +337,10 @@ def _gateway_arguments(
     ]
 
 
-def _require_image(engine: docker.DockerClient) -> None:
+def _require_image(engine: docker.DockerClient) -> str:
+    """The gateway image's id (its Python is what the bytecode cache is for)."""
     try:
-        engine.images.get(f"{GATEWAY_IMAGE}:{TAG}")
+        return engine.images.get(f"{GATEWAY_IMAGE}:{TAG}").id
     except NotFound:
         raise EnvironmentProblem(
             f"the image {GATEWAY_IMAGE} is missing; build it with `egress images build`"

@@ -60,3 +60,77 @@ def test_the_lean_master_dispatches_hooks_in_chain_order(caplog: pytest.LogCaptu
         asyncio.run(scenario())
     assert calls == ["first:7", "second:7", "first:7", "second:7", "third:7"]
     assert caplog.text.count("Addon error: broken addon") == 2
+
+
+DEFERRED_GRAMMAR = """
+import asyncio, sys
+from harness.gateway.master import _defer_the_command_grammar, make_master
+
+async def scenario():
+    _defer_the_command_grammar()  # as the gateway's _run does
+    gateway = make_master([], [], loop=asyncio.get_running_loop())
+    print("started-without-pyparsing", "pyparsing.core" not in sys.modules)
+    # A command line still parses: the grammar loads on first use.
+    gateway.commands.execute("set termlog_verbosity=error")
+    print("option", gateway.options.termlog_verbosity)
+    from mitmproxy import command_lexer
+    print("quote", command_lexer.quote("a b"), command_lexer.unquote("'c'"))
+    print("loaded", "pyparsing.core" in sys.modules)
+
+asyncio.run(scenario())
+
+# A submodule imported before any name is used loads once, and the package reuses it.
+for name in [name for name in sys.modules if name.split(".")[0] == "pyparsing"]:
+    del sys.modules[name]
+_defer_the_command_grammar()
+import pyparsing.core
+import pyparsing
+print("submodule", pyparsing.core.Word is pyparsing.Word, sys.modules["pyparsing.core"] is pyparsing.core)
+"""
+
+
+def test_the_command_grammar_loads_only_when_a_command_line_is_parsed() -> None:
+    """pyparsing and mitmproxy's command grammar (~0.1 CPU-s of the gateway's start) wait
+    until a command line is parsed, which the gateway never does; then they work as before."""
+    import subprocess
+    import sys
+
+    answer = subprocess.run([sys.executable, "-c", DEFERRED_GRAMMAR],
+                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert answer.splitlines() == [
+        "started-without-pyparsing True",
+        "option error",
+        'quote "a b" c',
+        "loaded True",
+        "submodule True True",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "close_writer", "installed"),
+    [
+        (b"ok\n", False, True),
+        (b"o", False, False),  # half an answer, then silence: the timeout
+        (b"failed\n", False, False),
+        (b"", True, False),  # the job died without an answer
+        (b"", False, False),  # silence
+    ],
+)
+def test_the_master_listens_only_once_the_rules_job_said_ok(
+    written: bytes, close_writer: bool, installed: bool
+) -> None:
+    import os
+
+    from harness.gateway.master import rules_installed
+
+    reader, writer = os.pipe()
+    try:
+        os.write(writer, written)
+        if close_writer:
+            os.close(writer)
+        assert rules_installed(reader, timeout=0.2) is installed
+    finally:
+        if not close_writer:
+            os.close(writer)
+    with pytest.raises(OSError):
+        os.fstat(reader)  # closed either way: the descriptor does not leak into the gateway
