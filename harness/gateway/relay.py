@@ -41,6 +41,7 @@ __all__ = ["ZERO_COPY", "RelaySide", "relay_transports", "take_over"]
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import socket
@@ -52,15 +53,22 @@ from mitmproxy.connection import Connection, ConnectionState
 logger = logging.getLogger(__name__)
 
 ZERO_COPY = hasattr(os, "splice") and hasattr(fcntl, "F_SETPIPE_SZ")
-# Bytes one pipe holds: one splice moves at most this much. 256 KiB (64 pages) measured as fast
-# as 1 MiB; and a user's pipes share a soft limit of pipe pages (fs.pipe-user-pages-soft, 64 MiB
-# by default), which every gateway on the machine (one uid) draws on with two pipes per relayed
-# connection.
-PIPE_SIZE = 256 << 10
-# Below this the kernel refused the size (the soft limit is reached): copy instead.
+# A pipe starts at the kernel's default (64 KiB, 16 pages) and grows to PIPE_SIZE once a splice
+# fills it (a bulk transfer): 1 MiB moved a bulk transfer with 0.15 CPU-s per GiB on loopback,
+# 256 KiB with 0.19. A user's pipes share a soft limit of pipe pages (fs.pipe-user-pages-soft,
+# 64 MiB by default) that every gateway on the machine (one uid) draws on, so only the pipes
+# that need it grow; one refused growth keeps the pipe as it is.
+PIPE_SIZE = 1 << 20
+# Below this the kernel refused the default size (the soft limit is reached): copy instead.
 _PIPE_MINIMUM = 64 << 10
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE", 0)
 _DISCARD_READ = 256 << 10
+_ROUNDS = 4
+# The congestion control of a relayed socket whose peer is on this machine (the workload shares
+# the gateway's network namespace: its side of the connection is loopback). The default, BBR,
+# paces every send with a timer, which on loopback buys nothing and cost the relay twice the
+# kernel time of Reno (0.18-0.21 against 0.10-0.11 CPU-s per GiB on loopback).
+LOCAL_CONGESTION_CONTROL = b"reno"
 
 
 class RelaySide(asyncio.Protocol):
@@ -179,6 +187,7 @@ class _Pump:
         self.count = count
         self.activity = activity
         self.held = 0  # bytes in the pipe, read from the source, not yet in the sink
+        self.grown = False
         self.reading = False
         self.waiting_to_write = False
         self.end: object | None = None  # _END_OF_FILE or the read's OSError, not yet handed on
@@ -221,21 +230,36 @@ class _Pump:
         if self.discarding:
             self._discard()
             return
+        # A few rounds per wake-up while the pipe fills and empties whole: each round saved is
+        # an epoll wait and a callback; bounded, so other connections get their turn.
+        for _ in range(_ROUNDS):
+            wanted = self.capacity - self.held
+            try:
+                moved = os.splice(self.source.fd, self.pipe_in, wanted, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                moved, self.end = 0, exc
+            else:
+                if moved == 0:
+                    self.end = _END_OF_FILE
+            if moved:
+                self.held += moved
+                self.count(moved)
+                self.activity()
+                if moved == wanted and not self.grown:
+                    self._grow()
+            self._flush()
+            if moved < wanted or not self.reading:
+                return
+
+    def _grow(self) -> None:
+        self.grown = True  # asked once
         try:
-            moved = os.splice(self.source.fd, self.pipe_in, self.capacity - self.held,
-                              flags=_SPLICE_FLAGS)  # fmt: skip
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            moved, self.end = 0, exc
-        else:
-            if moved == 0:
-                self.end = _END_OF_FILE
-        if moved:
-            self.held += moved
-            self.count(moved)
-            self.activity()
-        self._flush()
+            fcntl.fcntl(self.pipe_in, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # over the user's soft limit: this pipe stays as it is
+        self.capacity = fcntl.fcntl(self.pipe_in, fcntl.F_GETPIPE_SZ)
 
     def _discard(self) -> None:
         try:
@@ -443,6 +467,7 @@ def _relay_spliced(client_side, server_side, count_up, count_down, activity) -> 
         for descriptor in opened:
             os.close(descriptor)
         return False
+    _tune_local(sockets[0])
     loop = asyncio.get_running_loop()
     client = _SpliceSide(*client_side)
     server = _SpliceSide(*server_side)
@@ -459,15 +484,32 @@ def _relay_spliced(client_side, server_side, count_up, count_down, activity) -> 
     return True
 
 
+def _tune_local(sock: Any) -> None:
+    """Loopback's congestion control for a socket whose peer is on this machine."""
+    try:
+        peer = sock.getpeername()[0]
+        if _is_local_address(sock.family, peer):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, LOCAL_CONGESTION_CONTROL)
+    except OSError:
+        pass  # not allowed here (net.ipv4.tcp_allowed_congestion_control): keep the default
+
+
+@functools.lru_cache(maxsize=256)
+def _is_local_address(family: int, address: str) -> bool:
+    """True if `address` is one of this network namespace's own (it can be bound to)."""
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
 def _open_pipe(opened: list[int]) -> tuple[int, int] | None:
-    """A pipe of PIPE_SIZE bytes (its read end, its write end), or None if the kernel allows this
-    user no more than a small one."""
+    """A pipe (its read end, its write end), or None if the kernel allows this user no more
+    than a small one."""
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     opened.extend((read_end, write_end))
-    try:
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # over the soft limit of pipe pages: keep what the kernel gave, if it is enough
     if fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) < _PIPE_MINIMUM:
         return None
     return read_end, write_end

@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from mitmproxy.connection import Client, ConnectionState, Server
@@ -422,6 +423,31 @@ def test_without_a_pipe_of_the_size_needed_the_relay_copies(monkeypatch) -> None
         lab.upstream[1].write(b"copied")
         assert await lab.outside[0].readexactly(6) == b"copied"
         assert counted.bytes_down == 6
+        close_all(lab)
+
+    run(scenario())
+
+
+def test_a_bulk_transfers_pipe_grows_and_a_loopback_peer_gets_renos_congestion_control() -> None:
+    if not relay.ZERO_COPY:
+        pytest.skip("no os.splice on this platform")
+    allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+
+    async def scenario() -> None:
+        lab = await make_lab()
+        client_socket = lab.gateway_client[1].get_extra_info("socket")
+        default = client_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+        assert take_over(lab.handler, lab.client, lab.server, Counted(), zero_copy=True)
+        chosen = client_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+        if "reno" in allowed:
+            assert chosen.rstrip(b"\0") == relay.LOCAL_CONGESTION_CONTROL
+        else:
+            assert chosen == default
+        down = lab.gateway_server[1].transport.get_protocol().reading
+        assert down.capacity == 64 << 10  # the kernel's default until a splice fills it
+        lab.upstream[1].write(b"x" * (8 << 20))
+        await read_all(lab.outside[0], 8 << 20, slowly=True)
+        assert down.capacity == relay.PIPE_SIZE
         close_all(lab)
 
     run(scenario())
