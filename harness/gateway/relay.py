@@ -9,9 +9,9 @@ the asyncio protocol of both sockets for one of ours and moves the bytes itself,
 - **zero-copy** (Linux, `os.splice`): per direction a pipe, filled from the source socket and
   emptied into the other socket by non-blocking `splice` calls that the event loop's readiness
   callbacks drive, so the bytes never enter Python (the kernel moves page references; a bulk
-  transfer costs the gateway about a third of the CPU of copying). The counts are what each
-  splice from the source returns. A source whose pipe cannot empty (its peer's socket is full)
-  stops being read until the peer is writable again: back-pressure.
+  transfer cost the gateway 0.36 CPU-s per GiB against 0.56 copying, docs/performance.md). The
+  counts are what each splice from the source returns. A source whose pipe cannot empty (its
+  peer's socket is full) stops being read until the peer is writable again: back-pressure.
 - **copying** (`RelaySide`, the fallback wherever a pipe cannot be had): each chunk the kernel
   hands over (up to asyncio's 256 KiB read) is counted and written to the other socket's
   transport, with back-pressure (a side whose peer's write buffer is full stops reading until
@@ -23,13 +23,13 @@ half-close, the final close, the hooks (`server_disconnected`, `client_disconnec
 firewall's event is written there) and the layer's own close logic run exactly as before. Its
 inactivity watchdog is told about every chunk. With zero-copy, an EOF or a read error of a source
 is handed over only once every byte read before it has left its pipe (mitmproxy half-closes the
-peer on it); a socket that fails while being written to fails at once, and what the other
-direction still held for it is dropped, as a copying write to a dead socket is.
+peer on it); a socket that fails while being written to fails at once, and what its two pipes
+still held is dropped, as a copying write to a dead socket is.
 
 The swap is made only when it cannot reorder or lose a byte: both sides plain asyncio TCP
-streams, open, reading, with nothing buffered that mitmproxy's tasks have not yet read, nothing
-still queued in either transport's write buffer (zero-copy writes past it), and no task of the
-connection waiting to hand mitmproxy bytes it has already read.
+streams, open, reading, with nothing buffered that mitmproxy's tasks have not yet read, and no
+task of the connection waiting to hand mitmproxy bytes it has already read. Zero-copy also needs
+both transports' write buffers empty (it writes past them); otherwise the relay copies.
 Otherwise `take_over` returns False and mitmproxy's relay simply continues (the caller asks
 again with the next chunk). `relay_transports` is the same relay for a caller that holds the two
 transports itself.
