@@ -55,6 +55,7 @@ from harness.gateway.addon import (
     take_decision,
     upstream_failure,
 )
+from harness.gateway.relay import splice_transports
 from harness.runfolder import RecorderError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ TLS_HANDSHAKE = 0x16
 # A ClientHello still incomplete past this many bytes is left to mitmproxy (which waits for it).
 HELLO_LIMIT = 16384
 STREAM_LIMIT = 2**16  # asyncio.start_server's StreamReader limit, as mitmproxy gets it
+# A connection that has brought this much back is relayed by the kernel from then on
+# (relay.splice_transports): a bulk download's bytes never enter Python, and a short
+# connection does not pay for the pipes.
+SPLICE_AFTER = 1 << 20
 
 
 @dataclass
@@ -81,6 +86,7 @@ class FastPath:
         # transparent mode reads SO_ORIGINAL_DST the same way).
         self.original_destination: Callable[[Any], tuple[str, int]] | None = None
         self.relayed = 0  # connections relayed here
+        self.spliced = 0  # of them, relayed by the kernel once SPLICE_AFTER bytes came back
         self.handed_over = 0  # connections given to mitmproxy
         self._ids = itertools.count()
 
@@ -321,6 +327,7 @@ class Relay:
         self.idle_seconds = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
         self.finished = False
+        self.spliced = False  # the kernel relays the bytes: neither side is read here again
 
     def start(self, target: tuple[str, int], idle_seconds: float) -> None:
         self.client_transport.pause_reading()  # until the upstream has the hello
@@ -447,17 +454,44 @@ class Relay:
             client = self.client_transport
             if not client.is_closing():
                 client.write(data)
+            if self.tracked.bytes_down >= SPLICE_AFTER:
+                self._splice()
         except Exception:  # noqa: BLE001 - fail closed
             self.fail()
 
+    def _splice(self) -> None:
+        """From now on the kernel relays both ways, where it can (else this keeps copying, and
+        asks again with the next chunk): both sides open and reading, nothing queued."""
+        client, server = self.client_transport, self.server_transport
+        if (
+            self.spliced or server is None or self.client_gone or self.server_gone
+            or not (self.client_reading and self.server_reading)
+            or client.is_closing() or server.is_closing()
+        ):  # fmt: skip
+            return
+        if splice_transports((client, client.get_protocol()), (server, server.get_protocol()),
+                             self._count_up, self._count_down, self._touch):  # fmt: skip
+            self.spliced = True
+            self.fast.spliced += 1
+
+    def _count_up(self, size: int) -> None:
+        self.tracked.bytes_up += size
+
+    def _count_down(self, size: int) -> None:
+        self.tracked.bytes_down += size
+
+    def _touch(self) -> None:
+        self.last_activity = time.monotonic()
+
     def pause(self, reader: asyncio.Transport | None) -> None:
         """The other side's write buffer is full: stop reading this one."""
-        if reader is not None and not reader.is_closing():
+        if reader is not None and not reader.is_closing() and not self.spliced:
             reader.pause_reading()
 
     def resume(self, reader: asyncio.Transport | None, reading: bool) -> None:
-        # Never resume a side that sent its EOF: its transport would read the EOF again.
-        if reader is not None and reading and not reader.is_closing():
+        # Never resume a side that sent its EOF: its transport would read the EOF again. Never
+        # one the kernel relays: asyncio would read its bytes past the pipe.
+        if reader is not None and reading and not reader.is_closing() and not self.spliced:
             reader.resume_reading()
 
     # --- closes ------------------------------------------------------------------------------

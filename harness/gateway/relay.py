@@ -37,7 +37,7 @@ transports itself.
 
 from __future__ import annotations
 
-__all__ = ["ZERO_COPY", "RelaySide", "relay_transports", "take_over"]
+__all__ = ["ZERO_COPY", "RelaySide", "relay_transports", "splice_transports", "take_over"]
 
 import asyncio
 import fcntl
@@ -442,6 +442,20 @@ def relay_transports(
     client_side[0].set_protocol(up)
     server_side[0].set_protocol(down)
     return "copy"
+
+
+def splice_transports(
+    client_side: tuple[asyncio.Transport, asyncio.BaseProtocol],
+    server_side: tuple[asyncio.Transport, asyncio.BaseProtocol],
+    count_up: Callable[[int], None],
+    count_down: Callable[[int], None],
+    activity: Callable[[], None],
+) -> bool:
+    """The zero-copy relay of `relay_transports` alone, for a caller with its own copying relay
+    to fall back to (the fast path): each protocol keeps receiving its transport's EOF and
+    loss, once what was read before them has left the pipe, and is never handed a byte again;
+    False, with nothing changed, where it cannot be had."""
+    return _relay_spliced(client_side, server_side, count_up, count_down, activity)
 
 
 def _relay_spliced(client_side, server_side, count_up, count_down, activity) -> bool:

@@ -16,7 +16,7 @@ import pytest
 from mitmproxy import platform
 
 from harness.events import Event
-from harness.gateway import fastpath
+from harness.gateway import fastpath, relay
 from harness.gateway.addon import FirewallAddon
 from harness.gateway.master import make_master
 from harness.policy.model import Reason
@@ -208,6 +208,31 @@ def test_an_allowed_pass_through_is_relayed_by_the_fast_path_and_recorded_as_mit
     (event,) = fast.events
     assert (event.action, event.host, event.upstream) == ("Allow", "allowed.test", None)
     assert (event.bytes_up, event.bytes_down) == (len(sends[0][0]) + len(CLIENT_REST), len(ANSWER))
+
+
+@pytest.mark.skipif(not relay.ZERO_COPY, reason="no os.splice on this platform")
+def test_a_connection_that_brought_enough_back_is_relayed_by_the_kernel_and_recorded_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sends = [(client_hello("allowed.test"), CLIENT_REST)]
+    reference = through_gateway(tmp_path, monkeypatch, sends, fast_path=False)
+    monkeypatch.setattr(fastpath, "SPLICE_AFTER", 1)  # from the upstream's first chunk on
+    spliced = through_gateway(tmp_path, monkeypatch, sends)
+
+    assert (spliced.fast.relayed, spliced.fast.spliced) == (1, 1)
+    assert spliced.answers == reference.answers == [(ANSWER, "eof")]
+    assert spliced.upstream.received == reference.upstream.received
+    assert [comparable(e) for e in spliced.events] == [comparable(e) for e in reference.events]
+    (event,) = spliced.events
+    assert (event.bytes_up, event.bytes_down) == (len(sends[0][0]) + len(CLIENT_REST), len(ANSWER))
+
+
+def test_a_short_connection_is_not_handed_to_the_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = through_gateway(tmp_path, monkeypatch, [(client_hello("allowed.test"), CLIENT_REST)])
+    assert len(ANSWER) < fastpath.SPLICE_AFTER
+    assert (fast.fast.relayed, fast.fast.spliced) == (1, 0)
 
 
 @pytest.mark.parametrize(
