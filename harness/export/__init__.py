@@ -27,13 +27,23 @@ from harness.export.arm import render_arm
 from harness.export.azcli import render_azcli
 from harness.export.bicep import render_bicep
 from harness.export.classic import render_classic
-from harness.export.importer import import_policy, import_to_yaml, policy_of
 from harness.export.prepare import GENERATOR, prepare
 from harness.export.terraform import render_terraform
 from harness.export.yaml_form import policy_to_yaml
 from harness.policy.model import Policy
 
 FORMATS = ("yaml", "arm", "bicep", "terraform", "azcli", "classic-arm")
+# The readers (Terraform's parser and evaluator, ARM's) load when first asked for: a run that
+# only writes its policy's YAML form (harness.execute) does not pay ~0.15 s of imports for them.
+_READERS = ("import_policy", "import_to_yaml", "policy_of")
+
+
+def __getattr__(name: str):
+    if name in _READERS:
+        from harness.export import importer
+
+        return getattr(importer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def export_policy(
