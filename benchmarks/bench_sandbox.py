@@ -37,8 +37,9 @@ from harness.sandbox.labels import labels, new_run_id
 
 FILE_HOST = "files.test"
 # Per download: the whole, and the time to its first byte (connection, TLS handshake, request:
-# what the gateway adds before the relay takes over).
-CURL_TIMES = "%{time_total} %{time_starttransfer}\\n"
+# what the gateway adds before the relay takes over), with the name lookup's and the handshake's
+# end (through the gateway the name is asked of its DNS; plain, it is in /etc/hosts).
+CURL_TIMES = "%{time_total} %{time_starttransfer} %{time_namelookup} %{time_appconnect}\\n"
 NGINX_IMAGE = "egress/bench-nginx"
 NGINX_CONF = """
 daemon off; worker_processes 1; error_log stderr warn; pid /run/nginx.pid;
@@ -154,10 +155,21 @@ def _measure_downloads(engine, run_id, folder, ca_file, server_ip, repeat, addon
 
 def _times(lines: list[str]) -> tuple[list[float], list[float]]:
     """(total seconds, seconds to the first byte) per download of curl's `CURL_TIMES` lines."""
-    rows = [line.split() for line in lines if line.strip()]
-    if any(len(row) != 2 for row in rows):
-        raise SystemExit(f"a download failed: {lines}")
+    rows = _rows(lines)
     return [float(row[0]) for row in rows], [float(row[1]) for row in rows]
+
+
+def _rows(lines: list[str]) -> list[list[str]]:
+    rows = [line.split() for line in lines if line.strip()]
+    if any(len(row) != 4 for row in rows):
+        raise SystemExit(f"a download failed: {lines}")
+    return rows
+
+
+def _lookup_and_handshake(lines: list[str]) -> tuple[list[float], list[float]]:
+    """(seconds to the name's address, to the TLS handshake's end) per download."""
+    rows = _rows(lines)
+    return [float(row[2]) for row in rows], [float(row[3]) for row in rows]
 
 
 def _cpu_seconds(container) -> float:
@@ -236,7 +248,13 @@ def _measure(engine, run_id, folder, ca_file, server_ip, repeat, addon_root):
     finally:
         plain.remove(force=True)
     (through_total, through_first), (direct_total, direct_first) = _times(through), _times(direct)
+    (through_lookup, through_tls), (direct_lookup, direct_tls) = (
+        _lookup_and_handshake(through), _lookup_and_handshake(direct))  # fmt: skip
     return {
+        "through_lookup": through_lookup,
+        "through_tls": through_tls,
+        "direct_lookup": direct_lookup,
+        "direct_tls": direct_tls,
         "ready": ready,
         "workload": workload_start,
         "through": through_total,
@@ -264,6 +282,9 @@ def _report(figures, options, big_cpu: float) -> None:
     print(f"  first byte through / plain median {median['through_first'] * 1000:.1f} / "
           f"{median['direct_first'] * 1000:.1f} ms; the rest {(median['through'] - median['through_first']) * 1000:.1f} / "
           f"{(median['direct'] - median['direct_first']) * 1000:.1f} ms")  # fmt: skip
+    print(f"  name looked up / TLS handshake done, through / plain median "
+          f"{median['through_lookup'] * 1000:.1f} / {median['direct_lookup'] * 1000:.1f} ms, "
+          f"{median['through_tls'] * 1000:.1f} / {median['direct_tls'] * 1000:.1f} ms")
     big = options.big_mib * 1.048576
     print(f"{options.big_mib} MiB from nginx through G  median {median['big_through']:.3f} s"
           f"  ({big / median['big_through']:.0f} MB/s)")
