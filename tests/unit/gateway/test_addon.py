@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from mitmproxy.proxy.layers.tls import parse_client_hello
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import taddons, tflow, tutils
+from tls_hello import client_hello
 
 from harness.events import Event
 from harness.gateway.addon import (
@@ -110,17 +110,6 @@ rule_collection_groups:
 """
 
 
-def client_hello(sni: str | None) -> bytes:
-    """The bytes a real OpenSSL client sends first, with `sni` as server_name (None: none)."""
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if sni is None:
-        tls.check_hostname = False
-        tls.verify_mode = ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    connection = tls.wrap_bio(incoming, outgoing, server_hostname=sni)
-    with pytest.raises(ssl.SSLWantReadError):
-        connection.do_handshake()
-    return outgoing.read()
 
 
 HELLO = {sni: client_hello(sni) for sni in ("allowed.test", "denied.test")}

@@ -7,13 +7,13 @@ client's connection, dials nothing and records an internal error."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
 from mitmproxy import platform
+from tls_hello import client_hello
 
 from harness.events import Event
 from harness.gateway import fastpath, relay
@@ -28,16 +28,6 @@ ANSWER = b"server says hello " * 1000  # more than one read's worth, in both dir
 CLIENT_REST = b"the client's next records " * 500
 
 
-def client_hello(sni: str | None) -> bytes:
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if sni is None:
-        tls.check_hostname = False
-        tls.verify_mode = ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    connection = tls.wrap_bio(incoming, outgoing, server_hostname=sni)
-    with pytest.raises(ssl.SSLWantReadError):
-        connection.do_handshake()
-    return outgoing.read()
 
 
 def policy(port: int) -> str:
