@@ -317,10 +317,15 @@ class DeniedTally:
         if self._count >= self._every:
             self._fold()
 
+    @property
+    def room(self) -> int:
+        """Denials that the batch takes before it ends."""
+        return self._every - self._count
+
     def add_summary(self, count: int, hosts: list[tuple]) -> bool:
         """`count` denials at once, from `summarize`'s hosts: what `add` of each makes, when they
-        do not reach the end of the batch (else False, nothing added: add them one by one)."""
-        if self._count + count >= self._every:
+        do not pass the end of the batch (else False, nothing added: split them at `room`)."""
+        if self._count + count > self._every:
             return False
         batch = self._batch
         for host, network, protocols, connections, first_seen, size in hosts:
@@ -333,6 +338,8 @@ class DeniedTally:
             candidate.bytes_total += size
             candidate.first_seen = min(candidate.first_seen, first_seen)
         self._count += count
+        if self._count >= self._every:
+            self._fold()
         return True
 
     def _fold(self) -> None:

@@ -317,8 +317,8 @@ def _read_range(path: str, start: int, end: int, names: list[str], run: str, fil
     failed = _write_in_turn(index, lines)
     if failed:
         return (None, failed)
-    # The parent adds a range's denials to its tally per host (summarize), or, when they reach
-    # the end of a batch, one by one from the file: replaying each would be its busiest loop.
+    # The parent adds a range's denials to its tally per host (summarize), or, when a batch of
+    # the tally ends inside the range, each part's from the file, split where the batch ends.
     every_denial = Path(parts) / f"range-{start}.denials"
     every_denial.write_bytes(pickle.dumps(denials.found, pickle.HIGHEST_PROTOCOL))
     if read_by == "cells":  # lines read by lines hold no bare CR: their count is the LFs'
@@ -432,6 +432,8 @@ def _filtering(filters) -> bool:
 
 
 def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) -> int:
+    from harness.logimport.fast import summarize
+
     (_, lines, _, _, rows, imported, filtered, skipped, problems, unsupported,
      first_seen, last_seen, policies, denials, (read_by, seconds, peak)) = found  # fmt: skip
     result.ranges[read_by] = result.ranges.get(read_by, 0) + 1
@@ -453,9 +455,15 @@ def _merge(found: tuple, lines_before: int, result, recorder, totals, denied) ->
         totals.policies.setdefault(policy, None)
     count, hosts, every_denial = denials
     if not denied.add_summary(count, hosts):
-        add = denied.add
-        for denial in pickle.loads(Path(every_denial).read_bytes()):
-            add(*denial)
+        # The batch ends inside this range: its denials are split where each batch ends and
+        # each part is added as its summary (replaying them one by one was this process's
+        # busiest loop).
+        every = pickle.loads(Path(every_denial).read_bytes())
+        at = 0
+        while at < len(every):
+            part = every[at:at + denied.room]
+            denied.add_summary(len(part), summarize(part))
+            at += len(part)
     os.remove(every_denial)
     totals.events += imported
     return lines_before + lines

@@ -574,3 +574,26 @@ def test_ranges_written_by_racing_threads_come_out_in_file_order(tmp_path: Path)
         assert turns[1].value == 60 and turns[2].value == 0
     finally:
         parallel._TURN.clear()
+
+
+@pytest.mark.parametrize("every", [1, 7, 50, 1000])
+def test_denials_added_as_summaries_split_where_batches_end_tally_as_one_by_one(every: int) -> None:
+    import random
+
+    from harness.logimport.fast import DeniedTally, summarize
+
+    rng = random.Random(every)
+    hosts = [(f"h{n}.test", n % 3 == 0, rng.choice(["Https:443", "Http:80", "TCP"])) for n in range(9)]
+    denials = [(rng.choice([*hosts, None]), f"2026-11-28T12:00:{rng.randrange(60):02}.000Z",
+                rng.randrange(3)) for _ in range(400)]  # fmt: skip
+    one_by_one, by_parts = DeniedTally(every), DeniedTally(every)
+    for denial in denials:
+        one_by_one.add(*denial)
+    at = 0
+    while at < len(denials):
+        size = min(rng.randrange(1, 60), by_parts.room)  # ranges of any size, split at a batch's end
+        part = denials[at:at + size]
+        assert by_parts.add_summary(len(part), summarize(part))
+        at += len(part)
+    assert not by_parts.add_summary(by_parts.room + 1, [])  # past the batch's end: refused
+    assert [vars(c) for c in by_parts.result()] == [vars(c) for c in one_by_one.result()]
