@@ -200,9 +200,7 @@ def _write_in_turn(index: int, lines: _RangeLines | None) -> str | None:
         try:
             marker = parked.park(lines)
         except OSError as error:
-            with condition:
-                turn.value = _STOPPED
-                condition.notify_all()
+            _stop_writing()
             return str(error)
         with condition:
             os.replace(marker + ".tmp", marker)
@@ -218,9 +216,7 @@ def _write_on(index: int, lines: _RangeLines | _Parked | None) -> str | None:
     failed = None
     while True:
         if lines is None or (isinstance(lines, _Parked) and os.path.exists(lines.stop)):
-            with condition:
-                turn.value, writing.value = _STOPPED, 0
-                condition.notify_all()
+            _stop_writing()
             return None
         try:
             for name, parts in ((events, lines.events), (azure, lines.azure)):
@@ -231,11 +227,10 @@ def _write_on(index: int, lines: _RangeLines | _Parked | None) -> str | None:
                         handle.writelines(parts)
         except OSError as error:
             failed = str(error)
+        if failed:
+            _stop_writing()
+            return failed
         with condition:
-            if failed:
-                turn.value, writing.value = _STOPPED, 0
-                condition.notify_all()
-                return failed
             index += 1
             turn.value = index
             condition.notify_all()
@@ -243,6 +238,15 @@ def _write_on(index: int, lines: _RangeLines | _Parked | None) -> str | None:
             if lines is None:
                 writing.value = 0
                 return None
+
+
+def _stop_writing() -> None:
+    """No range is written any more (a stop, or an error writing): the workers and the parent
+    waiting on the turns are told."""
+    condition, turn, writing = _TURN[:3]
+    with condition:
+        turn.value, writing.value = _STOPPED, 0
+        condition.notify_all()
 
 
 def _append_file(source_name: str, target_name: str) -> None:
